@@ -1,0 +1,1 @@
+"""Baselines run through the same harness."""

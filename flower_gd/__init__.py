@@ -1,0 +1,1 @@
+"""flower-gd: knowledge-sharing federated and decentralized learning on Flower."""

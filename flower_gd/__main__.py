@@ -1,0 +1,5 @@
+"""`python -m flower_gd` runs the CLI."""
+
+from flower_gd.cli import main
+
+main()

@@ -1,0 +1,182 @@
+"""Run-config keys, their defaults (read from pyproject.toml) and their validation."""
+
+from __future__ import annotations
+
+import tomllib
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = PROJECT_ROOT / "pyproject.toml"
+
+METHODS = ("gossip",)
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cinic10")
+PARTITION_SCHEMES = ("iid", "niid1", "niid2", "niid3", "niid4", "dirichlet")
+MODELS = ("cnn", "resnet18", "densenet121", "mobilenet_v3_small")
+TOPOLOGIES = ("complete", "ring")
+LABEL_SOURCES = ("mixed", "ground-truth")
+INFERENCE_OUTPUTS = ("probs", "logits")
+
+
+class ConfigError(ValueError):
+    """A run config that cannot run; the message names the key and the fix."""
+
+
+def load_defaults(pyproject: Path = PYPROJECT) -> dict[str, Any]:
+    """Return `[tool.flwr.app.config]` from pyproject.toml, the one source of defaults."""
+    if not pyproject.is_file():
+        raise ConfigError(
+            f"{pyproject} not found: flower-gd reads its run-config defaults from the "
+            "project's pyproject.toml; install the project in editable mode "
+            "(`pip install -e .`, as `make demo` does)."
+        )
+    with pyproject.open("rb") as fh:
+        return dict(tomllib.load(fh)["tool"]["flwr"]["app"]["config"])
+
+
+def merge_overrides(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply overrides to defaults, refusing keys the app does not know."""
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"unknown run-config key(s) {unknown}; known keys: {sorted(defaults)} "
+            "(keys use dashes, e.g. partition-scheme)"
+        )
+    merged = dict(defaults)
+    merged.update(overrides)
+    return merged
+
+
+def _choice(cfg: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = str(cfg[key])
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(allowed)}")
+    return value
+
+
+def _number(cfg: Mapping[str, Any], key: str, low: float, high: float | None = None,
+            integer: bool = False) -> Any:
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}={value!r} must be a number")
+    if integer and int(value) != value:
+        raise ConfigError(f"{key}={value!r} must be a whole number")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{key}={value!r} must be {bound}")
+    return int(value) if integer else float(value)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run config; field names mirror the dashed run-config keys."""
+
+    method: str
+    dataset: str
+    data_dir: str
+    download: bool
+    seed: int
+    num_nodes: int
+    partition_scheme: str
+    dirichlet_alpha: float
+    private_fraction: float
+    common_limit: int
+    test_limit: int
+    model: str
+    pretrained: bool
+    local_epochs: int
+    num_server_rounds: int
+    gossip_epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    topology: str
+    label_source: str
+    inference_output: str
+    output_dir: str
+    run_name: str
+    round_timeout: float
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> "RunConfig":
+        """Validate a flat run config (dashed keys) and build a RunConfig.
+
+        Raises
+        ------
+        ConfigError
+            On a missing or unknown key or an invalid value, before any work starts.
+        """
+        expected = {f.replace("_", "-") for f in cls.__dataclass_fields__}
+        missing = sorted(expected - set(cfg))
+        if missing:
+            raise ConfigError(f"run config lacks key(s) {missing}")
+        unknown = sorted(set(cfg) - expected)
+        if unknown:
+            raise ConfigError(f"unknown run-config key(s) {unknown}; known: {sorted(expected)}")
+        models = [m.strip() for m in str(cfg["model"]).split(",")]
+        for m in models:
+            if m not in MODELS:
+                raise ConfigError(f"model={m!r} is not valid; choose from {list(MODELS)}")
+        out = cls(
+            method=_choice(cfg, "method", METHODS),
+            dataset=_choice(cfg, "dataset", DATASETS),
+            data_dir=str(cfg["data-dir"]),
+            download=bool(cfg["download"]),
+            seed=_number(cfg, "seed", 0, integer=True),
+            num_nodes=_number(cfg, "num-nodes", 2, integer=True),
+            partition_scheme=_choice(cfg, "partition-scheme", PARTITION_SCHEMES),
+            dirichlet_alpha=_number(cfg, "dirichlet-alpha", 1e-6),
+            private_fraction=_number(cfg, "private-fraction", 1e-6, 0.999),
+            common_limit=_number(cfg, "common-limit", 0, integer=True),
+            test_limit=_number(cfg, "test-limit", 0, integer=True),
+            model=",".join(models),
+            pretrained=bool(cfg["pretrained"]),
+            local_epochs=_number(cfg, "local-epochs", 1, integer=True),
+            num_server_rounds=_number(cfg, "num-server-rounds", 0, integer=True),
+            gossip_epochs=_number(cfg, "gossip-epochs", 1, integer=True),
+            batch_size=_number(cfg, "batch-size", 1, integer=True),
+            lr=_number(cfg, "lr", 0.0),
+            momentum=_number(cfg, "momentum", 0.0, 1.0),
+            weight_decay=_number(cfg, "weight-decay", 0.0),
+            topology=_choice(cfg, "topology", TOPOLOGIES),
+            label_source=_choice(cfg, "label-source", LABEL_SOURCES),
+            inference_output=_choice(cfg, "inference-output", INFERENCE_OUTPUTS),
+            output_dir=str(cfg["output-dir"]),
+            run_name=str(cfg["run-name"]),
+            round_timeout=_number(cfg, "round-timeout", 1.0),
+        )
+        if out.lr == 0.0:
+            warnings.warn("lr=0 means no model ever changes: every round repeats the local phase",
+                          stacklevel=2)
+        if out.label_source == "ground-truth":
+            warnings.warn(
+                "label-source=ground-truth is a LABEL LEAK: nodes train on the true labels of "
+                "the common data, as the public reference code did. Use it only to see where "
+                "the published gossip numbers come from.",
+                stacklevel=2,
+            )
+        return out
+
+    def model_for(self, partition_id: int) -> str:
+        """Model family of a node: `model` may list families, assigned round-robin."""
+        models = self.model.split(",")
+        return models[partition_id % len(models)]
+
+    def default_run_name(self) -> str:
+        """A stable, date-free run name, so a rerun finds (and skips) a finished run."""
+        if self.run_name:
+            return self.run_name
+        label = "-gt" if self.label_source == "ground-truth" else ""
+        scheme = self.partition_scheme
+        if scheme == "dirichlet":
+            scheme = f"dirichlet{self.dirichlet_alpha:g}"
+        return (f"{self.method}{label}_{self.dataset}_{scheme}_{self.model.replace(',', '+')}"
+                f"_s{self.seed}")
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Back to the flat dashed form (what Flower's run config carries)."""
+        return {k.replace("_", "-"): getattr(self, k) for k in self.__dataclass_fields__}

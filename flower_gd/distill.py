@@ -1,0 +1,35 @@
+"""Distillation maths shared by the knowledge-sharing methods (pure numpy, no Flower)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def mix_inference_lists(il_own: np.ndarray, count_own: int, il_peer: np.ndarray,
+                        count_peer: int) -> np.ndarray:
+    """Count-weighted mix of two inference lists (paper Eq. 1).
+
+    .. math:: L_{mix} = (IL_j C_j + IL_i C_i) / (C_j + C_i)
+
+    Counters start at 1 (the reference code starts them at 0, which makes the first
+    exchange 0/0).
+
+    Parameters
+    ----------
+    il_own, il_peer : np.ndarray
+        (n_common, C) class scores of this node and of the peer.
+    count_own, count_peer : int
+        Their counters, each >= 1.
+    """
+    if il_own.shape != il_peer.shape:
+        raise ValueError(f"inference lists differ in shape: {il_own.shape} vs {il_peer.shape}")
+    if count_own < 1 or count_peer < 1:
+        raise ValueError(f"counters must be >= 1, got {count_own} and {count_peer}")
+    total = count_own + count_peer
+    return ((il_peer.astype(np.float64) * count_peer + il_own.astype(np.float64) * count_own)
+            / total).astype(np.float32)
+
+
+def hard_labels(scores: np.ndarray) -> np.ndarray:
+    """Argmax class of every row: the pseudo-labels a gossip step trains on."""
+    return scores.argmax(axis=1).astype(np.int64)

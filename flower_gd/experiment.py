@@ -1,0 +1,108 @@
+"""Run one experiment through the project's ServerApp/ClientApp on Flower's simulation engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from flower_gd.config import PROJECT_ROOT, RunConfig, load_defaults, merge_overrides
+from flower_gd.results import SUMMARY, is_finished
+
+
+def resolve_config(overrides: dict[str, Any]) -> RunConfig:
+    """pyproject defaults + overrides, validated; output-dir made absolute."""
+    cfg = RunConfig.from_mapping(merge_overrides(load_defaults(), overrides))
+    return replace(cfg, output_dir=str(Path(cfg.output_dir).expanduser().resolve()))
+
+
+def preflight(cfg: RunConfig, num_nodes: int) -> None:
+    """Fail before any simulation starts: missing dataset, impossible partition, bad model."""
+    from flower_gd.federation import federated_data
+    from flower_gd.models import build_model
+
+    data = federated_data(cfg, num_nodes)
+    for name in sorted(set(cfg.model.split(","))):
+        build_model(name, data.dataset.input_shape[0], data.dataset.num_classes, cfg.pretrained)
+
+
+def run_experiment(overrides: dict[str, Any], client_cpus: float = 1.0,
+                   verbose: bool = False) -> dict[str, Any]:
+    """Run (or skip, when finished) one experiment and return its summary.
+
+    Parameters
+    ----------
+    overrides : dict
+        Run-config keys (dashed) that differ from pyproject's `[tool.flwr.app.config]`.
+    client_cpus : float
+        CPUs per simulated node; 1 lets a 2-core machine run two nodes at once.
+    """
+    # 1. resolve and validate the config
+    cfg = resolve_config(overrides)
+    from flower_gd.server_app import run_dir_for
+
+    run_dir = run_dir_for(cfg)
+    if is_finished(run_dir):
+        print(f"skip (finished): {run_dir}")
+        return json.loads((run_dir / SUMMARY).read_text())
+    # 2. data, partition and models must be possible before any worker starts
+    preflight(cfg, cfg.num_nodes)
+    print("resolved run config:\n" + json.dumps(cfg.to_mapping(), indent=2, sort_keys=True))
+    # 3. run on the simulation engine
+    _simulate(cfg, client_cpus, verbose)
+    if not is_finished(run_dir):
+        raise RuntimeError(f"the run ended without writing {run_dir / SUMMARY}; see the log "
+                           "above for the node or ServerApp error")
+    return json.loads((run_dir / SUMMARY).read_text())
+
+
+def _simulate(cfg: RunConfig, client_cpus: float, verbose: bool) -> None:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Nodes import `flower_gd` and `strategies` from the project root.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    from flwr.app import Context, RecordDict
+    from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
+    from flwr.supercore.constant import NOOP_FEDERATION_ID
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supercore.telemetry import EventType
+
+    from flower_gd.client_app import app as client_app
+    from flower_gd.server_app import app as server_app
+
+    run_config = cfg.to_mapping()
+    run = Run.create_empty(generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
+    run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
+    run.federation_id = NOOP_FEDERATION_ID
+    # Nodes fuse pyproject defaults (app_dir) with these overrides, as `flwr run` does.
+    run.override_config = run_config
+    TaskIdentity.run_id = run.run_id
+    TaskIdentity.task_id = run.primary_task_id
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+    context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(),
+                      run_config=run_config)
+    # flwr 1.41 deprecates the public run_simulation(), which cannot pass a run config;
+    # this is the call `flwr run` makes for local simulations (pinned flwr<1.42).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _run_simulation(
+            num_supernodes=cfg.num_nodes,
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client_app,
+            server_app=server_app,
+            backend_name="ray",
+            backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
+                            "init_args": {"include_dashboard": False}},
+            app_dir=str(PROJECT_ROOT),
+            is_app=True,  # nodes get pyproject defaults fused with run.override_config
+            run=run,
+            server_app_context=context,
+            verbose_logging=verbose,
+        )

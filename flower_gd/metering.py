@@ -1,0 +1,136 @@
+"""Byte metering at the transport boundary: a Grid wrapper that sizes every message.
+
+Every method talks to its nodes through one `MeteredGrid`, so no method can bypass it. A
+message's size is what Flower puts on the wire: since flwr 1.20 a message travels as a
+tree of content-addressed objects (Message, RecordDict, records, Arrays, ArrayChunks), each
+sent in its deflated (serialized) form, so the size is the sum of the deflated bytes of
+all objects in the tree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+from flower_gd.codecs import PAYLOAD_KEY, WEIGHTS_KEY
+
+# Config key a relaying strategy sets on a forwarded payload: the node it came from.
+RELAY_FROM_KEY = "relay-from"
+RELAY_CONFIG_KEY = "relay"
+
+
+def message_nbytes(message: Message) -> int:
+    """Serialized size of a message as Flower sends it (sum over its object tree)."""
+    return sum(len(obj.deflate()) for obj in get_all_nested_objects(message).values())
+
+
+def message_tag(message: Message) -> str:
+    """What a message carries: `logits` (inference lists), `weights` (model arrays) or `control`."""
+    if message.has_error():
+        return "control"
+    arrays = message.content.array_records
+    if WEIGHTS_KEY in arrays:
+        return "weights"
+    if PAYLOAD_KEY in arrays:
+        return "logits"
+    return "control"
+
+
+@dataclass(frozen=True)
+class MeterEntry:
+    """One metered message, or one p2p-equivalent transfer of a relayed payload."""
+
+    round: int
+    direction: str  # "down" (to the node) or "up" (from the node)
+    node_id: int
+    message_type: str
+    tag: str
+    nbytes: int
+    kind: str = "wire"  # "wire" or "p2p"
+    peer_id: int = -1  # for p2p: the node at the other end of the direct link
+
+
+class MeteredGrid(Grid):
+    """A Grid that forwards to another Grid and records the size of every message.
+
+    Parameters
+    ----------
+    grid : Grid
+        The Grid Flower gave the ServerApp.
+    """
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+        self.entries: list[MeterEntry] = []
+        self.round = 0
+
+    # --- metering -------------------------------------------------------------------
+    def set_round(self, server_round: int) -> None:
+        """Attribute the messages that follow to `server_round` (0 = local phase)."""
+        self.round = server_round
+
+    def _record(self, message: Message, direction: str) -> None:
+        md = message.metadata
+        nbytes = message_nbytes(message)
+        node = md.dst_node_id if direction == "down" else md.src_node_id
+        tag = message_tag(message)
+        self.entries.append(MeterEntry(self.round, direction, node, md.message_type, tag, nbytes))
+        relay = message.content.config_records.get(RELAY_CONFIG_KEY) if direction == "down" else None
+        if relay is not None and RELAY_FROM_KEY in relay:
+            # A relayed payload: on a direct peer link it would cross once, peer -> node.
+            peer = int(relay[RELAY_FROM_KEY])
+            self.entries.append(MeterEntry(self.round, "down", node, md.message_type, tag,
+                                           nbytes, "p2p", peer))
+            self.entries.append(MeterEntry(self.round, "up", peer, md.message_type, tag,
+                                           nbytes, "p2p", node))
+
+    def as_rows(self) -> list[dict]:
+        return [asdict(e) for e in self.entries]
+
+    # --- Grid interface -------------------------------------------------------------
+    def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
+        self._grid.set_run(run)
+
+    @property
+    def run(self):  # type: ignore[no-untyped-def]
+        return self._grid.run
+
+    def create_message(self, *args, **kwargs) -> Message:  # type: ignore[no-untyped-def]
+        return self._grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._grid.get_node_ids()
+
+    def get_nodes(self):  # type: ignore[no-untyped-def]
+        return self._grid.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        for m in messages:
+            self._record(m, "down")
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies = list(self._grid.pull_messages(message_ids))
+        for m in replies:
+            self._record(m, "up")
+        return replies
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        """Push, then pull until every reply is in or `timeout` passes (as Flower's grids do)."""
+        pending = set(self.push_messages(messages))
+        deadline = None if timeout is None else time.time() + timeout
+        replies: list[Message] = []
+        while pending and (deadline is None or time.time() < deadline):
+            got = list(self.pull_messages(pending))
+            replies.extend(got)
+            pending.difference_update(m.metadata.reply_to_message_id for m in got)
+            if pending:
+                time.sleep(0.02)
+        return replies

@@ -1,0 +1,100 @@
+"""Models: a small CPU-sized CNN and torchvision families with a small-image stem."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """ImageNet weights were requested but could not be fetched or found."""
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks and a two-layer head; sized for CPU runs on 8x8 to 32x32 inputs."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            # 8x8 inputs end at 2x2 and 28/32 px at 7/8 px: pool to a fixed 2x2 either way
+            nn.AdaptiveAvgPool2d(2),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * 4, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _torchvision_model(name: str, num_classes: int, pretrained: bool) -> nn.Module:
+    import torchvision.models as tvm
+
+    builders = {
+        "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
+        "densenet121": (tvm.densenet121, tvm.DenseNet121_Weights.IMAGENET1K_V1),
+        "mobilenet_v3_small": (tvm.mobilenet_v3_small, tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1),
+    }
+    builder, weights = builders[name]
+    if not pretrained:
+        return builder(weights=None, num_classes=num_classes)
+    try:
+        model = builder(weights=weights)
+    except Exception as exc:  # urllib/SSL/HTTP errors differ by platform: report them all alike
+        raise PretrainedWeightsUnavailable(
+            f"could not load ImageNet weights for {name} ({type(exc).__name__}: {exc}). "
+            f"Fix: set pretrained=false, or place {weights.url.rsplit('/', 1)[-1]} in "
+            f"$TORCH_HOME/hub/checkpoints on a machine without internet access."
+        ) from exc
+    _replace_classifier(name, model, num_classes)
+    return model
+
+
+def _replace_classifier(name: str, model: nn.Module, num_classes: int) -> None:
+    if name == "resnet18":
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+    elif name == "densenet121":
+        model.classifier = nn.Linear(model.classifier.in_features, num_classes)
+    else:
+        last = model.classifier[-1]
+        model.classifier[-1] = nn.Linear(last.in_features, num_classes)
+
+
+def _small_image_stem(name: str, model: nn.Module, in_channels: int) -> None:
+    """Stride-1 3x3 first convolution and no early max-pool, for 8-32 px inputs.
+
+    Early downsampling discards detail that small images cannot spare; the new stem also
+    takes grayscale input. With pretrained weights the RGB kernels are not reusable at
+    3x3, so the stem is freshly initialised while the rest keeps its weights.
+    """
+    if name == "resnet18":
+        model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    elif name == "densenet121":
+        model.features.conv0 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        model.features.pool0 = nn.Identity()
+    elif name == "mobilenet_v3_small":
+        first = model.features[0][0]
+        model.features[0][0] = nn.Conv2d(in_channels, first.out_channels, 3, stride=1,
+                                         padding=1, bias=False)
+
+
+def build_model(name: str, in_channels: int, num_classes: int, pretrained: bool = False) -> nn.Module:
+    """Build a model by its run-config name for inputs of `in_channels` channels."""
+    if name == "cnn":
+        if pretrained:
+            raise PretrainedWeightsUnavailable("model=cnn has no pretrained weights; "
+                                               "set pretrained=false")
+        return SmallCNN(in_channels, num_classes)
+    if name not in ("resnet18", "densenet121", "mobilenet_v3_small"):
+        raise ValueError(f"unknown model {name!r}")
+    model = _torchvision_model(name, num_classes, pretrained)
+    _small_image_stem(name, model, in_channels)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not) held in the model's state."""
+    return sum(p.numel() for p in model.parameters())

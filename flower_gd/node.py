@@ -1,0 +1,98 @@
+"""A node as the ClientApp sees it: its config, data, model family and on-disk state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+from flwr.app import Context, Message
+
+from flower_gd.config import RunConfig
+from flower_gd.federation import FederatedData, federated_data
+from flower_gd.models import build_model
+from flower_gd.node_store import NodeStore
+from flower_gd.training import OptimConfig, evaluate, infer, softmax
+
+RUN_DIR_KEY = "run-dir"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed numpy's legacy global RNG and torch (the code itself passes explicit generators)."""
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Node:
+    """One node: built per message from the Flower Context and the message's `run-dir`."""
+
+    cfg: RunConfig
+    partition_id: int
+    num_nodes: int
+    run_dir: str
+
+    @classmethod
+    def from_message(cls, message: Message, context: Context) -> "Node":
+        # One CPU per simulated node (backend client resources): avoid oversubscription.
+        torch.set_num_threads(1)
+        cfg = RunConfig.from_mapping(context.run_config)
+        run_dir = str(message.content["config"][RUN_DIR_KEY])
+        num_partitions = int(context.node_config["num-partitions"])
+        if num_partitions != cfg.num_nodes:
+            raise ValueError(f"the federation has {num_partitions} nodes but num-nodes="
+                             f"{cfg.num_nodes}: set num-nodes to the federation's size")
+        return cls(cfg, int(context.node_config["partition-id"]), num_partitions, run_dir)
+
+    @cached_property
+    def data(self) -> FederatedData:
+        return federated_data(self.cfg, self.num_nodes)
+
+    @cached_property
+    def store(self) -> NodeStore:
+        return NodeStore(self.run_dir, self.partition_id)
+
+    @property
+    def model_name(self) -> str:
+        return self.cfg.model_for(self.partition_id)
+
+    @property
+    def optim(self) -> OptimConfig:
+        return OptimConfig(self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay,
+                           self.cfg.batch_size)
+
+    def seed(self, server_round: int) -> int:
+        """A distinct, reproducible seed per (run seed, node, round)."""
+        return self.cfg.seed * 1_000_003 + self.partition_id * 1009 + server_round
+
+    def new_model(self) -> torch.nn.Module:
+        seed_everything(self.seed(0))
+        in_channels = self.data.dataset.input_shape[0]
+        return build_model(self.model_name, in_channels, self.data.dataset.num_classes,
+                           self.cfg.pretrained)
+
+    def load_model(self) -> torch.nn.Module:
+        return self.store.load_model(self.new_model())
+
+    def scores(self, model: torch.nn.Module) -> np.ndarray:
+        """The node's inference list on X_c: (n_common, C), probabilities or raw logits."""
+        logits = infer(model, self.data.common_x)
+        return softmax(logits) if self.cfg.inference_output == "probs" else logits
+
+    def test_metrics(self, model: torch.nn.Module) -> dict[str, float]:
+        x, y = self.data.test
+        acc, loss = evaluate(model, x, y)
+        return {"accuracy": acc, "loss": loss}
+
+
+class Timer:
+    """Wall-clock seconds of a block, for the per-node `wall_s` column."""
+
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start

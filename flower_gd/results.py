@@ -1,0 +1,168 @@
+"""Run directories: resolved config, per-round per-node CSV, message log and summary JSON.
+
+A run's directory is finished when `summary.json` exists; rows are appended round by round,
+so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flower_gd.metering import MeteredGrid
+
+ROUND_COLUMNS = [
+    "round", "node", "node_id", "model", "accuracy", "loss", "train_loss", "label_accuracy",
+    "bytes_up", "bytes_down", "p2p_bytes_up", "p2p_bytes_down", "logits_bytes",
+    "weights_bytes", "control_bytes", "cum_bytes_up", "cum_bytes_down", "cum_p2p_bytes",
+    "node_wall_s", "round_wall_s",
+]
+MESSAGE_COLUMNS = ["round", "direction", "node_id", "message_type", "tag", "nbytes", "kind",
+                   "peer_id"]
+SUMMARY = "summary.json"
+MIB = 2 ** 20
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A finished run has its summary; a rerun of a sweep skips it."""
+    return (Path(run_dir) / SUMMARY).is_file()
+
+
+class RunRecorder:
+    """Collects per-node metrics per round and writes the run directory.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run's directory (created).
+    config : dict
+        The resolved run config, written as config.json.
+    meter : MeteredGrid
+        The meter whose entries give every byte count.
+    model_for : Callable[[int], str]
+        Model family of a node, by partition id.
+    """
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], meter: MeteredGrid,
+                 model_for: Callable[[int], str]) -> None:
+        self.model_for = model_for
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.meter = meter
+        self.config = dict(config)
+        (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
+        self.nodes: dict[int, dict[str, Any]] = {}  # node_id -> {"node": pid, "model": name}
+        self.metrics: dict[int, dict[int, dict[str, float]]] = defaultdict(dict)
+        self._cum = defaultdict(lambda: [0, 0, 0])  # node_id -> [up, down, p2p]
+        self._round_start = time.perf_counter()
+        self._t0 = time.perf_counter()
+        self._written_entries = 0
+        for name, cols in (("rounds.csv", ROUND_COLUMNS), ("messages.csv", MESSAGE_COLUMNS)):
+            with (self.run_dir / name).open("w", newline="") as fh:
+                csv.writer(fh).writerow(cols)
+
+    def add_node(self, node_id: int, partition_id: int) -> None:
+        self.nodes[node_id] = {"node": partition_id, "model": self.model_for(partition_id)}
+
+    def record(self, server_round: int, node_id: int, values: dict[str, float]) -> None:
+        """Merge metrics reported by (or about) a node in a round."""
+        self.metrics[server_round].setdefault(node_id, {}).update(values)
+
+    def end_round(self, server_round: int) -> dict[str, float]:
+        """Write the round's rows and new message-log entries; returns the round's medians."""
+        wall = time.perf_counter() - self._round_start
+        self._round_start = time.perf_counter()
+        entries = self.meter.entries[self._written_entries:]
+        self._written_entries = len(self.meter.entries)
+        with (self.run_dir / "messages.csv").open("a", newline="") as fh:
+            w = csv.writer(fh)
+            for e in entries:
+                w.writerow([getattr(e, c) for c in MESSAGE_COLUMNS])
+        per_node: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for e in entries:
+            b = per_node[e.node_id]
+            if e.kind == "p2p":
+                b[f"p2p_bytes_{e.direction}"] += e.nbytes
+            else:
+                b[f"bytes_{e.direction}"] += e.nbytes
+                b[f"{e.tag}_bytes"] += e.nbytes
+        rows = []
+        for node_id, info in sorted(self.nodes.items(), key=lambda kv: kv[1]["node"]):
+            m = self.metrics[server_round].get(node_id, {})
+            b = per_node[node_id]
+            cum = self._cum[node_id]
+            cum[0] += b["bytes_up"]
+            cum[1] += b["bytes_down"]
+            cum[2] += b["p2p_bytes_up"] + b["p2p_bytes_down"]
+            rows.append({
+                "round": server_round, "node": info["node"], "node_id": node_id,
+                "model": info["model"], "accuracy": m.get("accuracy", ""),
+                "loss": m.get("loss", ""), "train_loss": m.get("train-loss", ""),
+                "label_accuracy": m.get("label-accuracy", ""),
+                "bytes_up": b["bytes_up"], "bytes_down": b["bytes_down"],
+                "p2p_bytes_up": b["p2p_bytes_up"], "p2p_bytes_down": b["p2p_bytes_down"],
+                "logits_bytes": b["logits_bytes"], "weights_bytes": b["weights_bytes"],
+                "control_bytes": b["control_bytes"], "cum_bytes_up": cum[0],
+                "cum_bytes_down": cum[1], "cum_p2p_bytes": cum[2],
+                "node_wall_s": round(m.get("wall-s", 0.0), 4), "round_wall_s": round(wall, 3),
+            })
+        with (self.run_dir / "rounds.csv").open("a", newline="") as fh:
+            csv.DictWriter(fh, ROUND_COLUMNS).writerows(rows)
+        accs = [r["accuracy"] for r in rows if r["accuracy"] != ""]
+        return {"median-accuracy": statistics.median(accs) if accs else float("nan")}
+
+    def finalize(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write summary.json (last, so its presence means the run finished)."""
+        rounds = sorted(self.metrics)
+        last = rounds[-1] if rounds else 0
+        final = [m["accuracy"] for m in self.metrics[last].values() if "accuracy" in m]
+        per_round = {r: statistics.median([m["accuracy"] for m in self.metrics[r].values()
+                                           if "accuracy" in m] or [float("nan")])
+                     for r in rounds}
+        by_model: dict[str, list[float]] = defaultdict(list)
+        for node_id, m in self.metrics[last].items():
+            if "accuracy" in m and node_id in self.nodes:
+                by_model[self.nodes[node_id]["model"]].append(m["accuracy"])
+        wire = [e for e in self.meter.entries if e.kind == "wire"]
+        p2p = [e for e in self.meter.entries if e.kind == "p2p" and e.direction == "down"]
+        payloads = [e.nbytes for e in wire if e.tag == "logits"]
+        summary = {
+            "method": self.config.get("method"),
+            "dataset": self.config.get("dataset"),
+            "partition-scheme": self.config.get("partition-scheme"),
+            "model": self.config.get("model"),
+            "seed": self.config.get("seed"),
+            "num-nodes": len(self.nodes),
+            "rounds": last,
+            "final": _stats(final),
+            "median-accuracy-per-round": per_round,
+            "median-accuracy-per-model": {k: statistics.median(v) for k, v in by_model.items()},
+            "bytes": {
+                "wire-up": sum(e.nbytes for e in wire if e.direction == "up"),
+                "wire-down": sum(e.nbytes for e in wire if e.direction == "down"),
+                "p2p": sum(e.nbytes for e in p2p),
+                "by-tag": {t: sum(e.nbytes for e in wire if e.tag == t)
+                           for t in ("logits", "weights", "control")},
+                "payload-per-exchange": (statistics.median(e.nbytes for e in p2p) if p2p
+                                         else (statistics.median(payloads) if payloads else 0)),
+                "messages": len(wire),
+            },
+            "wall-s": round(time.perf_counter() - self._t0, 2),
+        }
+        summary.update(extra or {})
+        (self.run_dir / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True))
+        return summary
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"median": float("nan"), "mean": float("nan"), "min": float("nan"),
+                "max": float("nan")}
+    return {"median": statistics.median(values), "mean": statistics.fmean(values),
+            "min": min(values), "max": max(values)}

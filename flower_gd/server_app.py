@@ -1,0 +1,39 @@
+"""ServerApp: validates the run config, meters the Grid, runs the method, saves the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from flower_gd.config import RunConfig
+from flower_gd.metering import MeteredGrid
+from flower_gd.results import RunRecorder, is_finished
+from strategies.gossip import GossipDistillation
+
+app = ServerApp()
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    """`<output-dir>/<run-name>`, absolute, so every node writes under the same root."""
+    return (Path(cfg.output_dir).expanduser() / cfg.default_run_name()).resolve()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """One experiment: the strategy talks to nodes only through the metered Grid."""
+    cfg = RunConfig.from_mapping(context.run_config)
+    run_dir = run_dir_for(cfg)
+    if is_finished(run_dir):
+        print(f"{run_dir} is finished already (summary.json exists); delete it to rerun")
+        return
+    meter = MeteredGrid(grid)
+    recorder = RunRecorder(run_dir, cfg.to_mapping(), meter, cfg.model_for)
+    strategy = GossipDistillation(str(run_dir), cfg.num_nodes, topology=cfg.topology, seed=cfg.seed,
+                                  recorder=recorder,
+                                  label_leak=cfg.label_source == "ground-truth")
+    strategy.start(grid=meter, num_rounds=cfg.num_server_rounds, timeout=cfg.round_timeout)
+    summary = recorder.finalize({"label-leak": cfg.label_source == "ground-truth",
+                                 "failed-pulls": strategy.failed_pulls})
+    print(f"results: {run_dir} final median accuracy {summary['final']['median']:.4f}")

@@ -1,0 +1,99 @@
+"""Training, inference and evaluation loops on in-memory numpy arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD settings shared by every method (the paper uses SGD, batch 40)."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+
+
+def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def _fit(model: nn.Module, x: np.ndarray, targets: np.ndarray, epochs: int, opt: OptimConfig,
+         seed: int, loss_fn) -> float:
+    """Run `epochs` of SGD; returns the mean loss of the last epoch."""
+    if len(x) == 0:
+        raise ValueError("cannot train on an empty dataset")
+    rng = np.random.default_rng(seed)
+    sgd = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
+                          weight_decay=opt.weight_decay)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(targets)
+    model.train()
+    last = 0.0
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for idx in _batches(len(x), opt.batch_size, rng):
+            if len(idx) < 2 and len(x) >= 2:  # BatchNorm cannot train on a batch of one
+                continue
+            it = torch.from_numpy(idx)
+            sgd.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xt[it]), tt[it])
+            loss.backward()
+            sgd.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        last = total / max(count, 1)
+    return last
+
+
+def train_hard(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, opt: OptimConfig,
+               seed: int = 0) -> float:
+    """Cross-entropy training on hard labels `y` (n,) int64."""
+    return _fit(model, x, y.astype(np.int64), epochs, opt, seed, F.cross_entropy)
+
+
+def train_soft(model: nn.Module, x: np.ndarray, target_probs: np.ndarray, epochs: int,
+               opt: OptimConfig, temperature: float = 1.0, seed: int = 0) -> float:
+    """Soft-label distillation: tau^2 KL(target || softmax(student / tau)) (Hinton et al.).
+
+    `target_probs` (n, C) are already at temperature tau; with no ground truth on the common
+    data the hard-label term has weight zero (lambda = 1).
+    """
+    def kd(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(logits / temperature, dim=1)
+        return F.kl_div(log_p, target, reduction="batchmean") * temperature ** 2
+
+    return _fit(model, x, target_probs.astype(np.float32), epochs, opt, seed, kd)
+
+
+@torch.no_grad()
+def infer(model: nn.Module, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Raw outputs (logits) of the model on `x`: float32 (n, C)."""
+    model.eval()
+    xt = torch.from_numpy(x)
+    outs = [model(xt[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return torch.cat(outs).float().numpy()
+
+
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy loss on a labelled set."""
+    logits = torch.from_numpy(infer(model, x))
+    yt = torch.from_numpy(y.astype(np.int64))
+    loss = float(F.cross_entropy(logits, yt))
+    acc = float((logits.argmax(1) == yt).float().mean())
+    return acc, loss
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax in float32, stable for large logits."""
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

@@ -1,0 +1,1 @@
+"""Serverless knowledge-sharing strategies (the ServerApp only relays between nodes)."""

@@ -1,0 +1,295 @@
+"""Gossip Distillation (Moriwaki & Shudo): serverless pull gossip of inference lists."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable
+from logging import INFO, WARNING
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+from tqdm.auto import tqdm
+
+from flower_gd.codecs import InferencePayload, PayloadError, decode_payload, encode_payload
+from flower_gd.fleet import wait_for_nodes
+from flower_gd.distill import hard_labels, mix_inference_lists
+from flower_gd.metering import RELAY_CONFIG_KEY, RELAY_FROM_KEY
+from flower_gd.node import Node, Timer
+from flower_gd.results import RunRecorder
+from flower_gd.training import train_hard
+
+# Message types (Flower: "<category>.<action>").
+LOCAL = "train.local"
+SHARE = "query.inference"
+GOSSIP = "train.gossip"
+EVALUATE = "evaluate"
+
+
+# ======================================================================== node side
+def local_phase(node: Node) -> dict[str, float]:
+    """Step 1: train M_i on PD_i, infer X_c into IL_i, set C_i = 1."""
+    with Timer() as t:
+        model = node.new_model()
+        x, y = node.data.private(node.partition_id)
+        loss = train_hard(model, x, y, node.cfg.local_epochs, node.optim, node.seed(0))
+        scores = node.scores(model)
+        node.store.save_model(model)
+        node.store.save_array("inference-list", scores)
+        node.store.save_meta({"counter": 1, "round": 0})
+    return {"partition-id": node.partition_id, "num-examples": len(y), "train-loss": loss,
+            "label-accuracy": _label_accuracy(node, hard_labels(scores)), "wall-s": t.seconds}
+
+
+def share(node: Node) -> RecordDict:
+    """Answer a pull: the node's current (IL_i, C_i)."""
+    meta = node.store.load_meta()
+    payload = InferencePayload(node.store.load_array("inference-list"), int(meta["counter"]),
+                               node.cfg.inference_output)
+    return encode_payload(payload)
+
+
+def gossip_step(node: Node, content: RecordDict, server_round: int) -> dict[str, float]:
+    """Steps 2.3-2.5 on a pulled (IL_j, C_j): mix (Eq. 1), label, train one epoch, re-infer.
+
+    A payload that fails validation raises PayloadError before any state changes.
+    """
+    with Timer() as t:
+        il_own = node.store.load_array("inference-list")
+        meta = node.store.load_meta()
+        peer = decode_payload(content, expected_shape=il_own.shape)
+        if peer.kind != node.cfg.inference_output:
+            raise PayloadError(f"peer sent {peer.kind}, this run mixes "
+                               f"{node.cfg.inference_output}")
+        mixed = mix_inference_lists(il_own, int(meta["counter"]), peer.scores, peer.counter)
+        labels = hard_labels(mixed)
+        label_acc = _label_accuracy(node, labels)
+        if node.cfg.label_source == "ground-truth":
+            # LABEL LEAK, on purpose: what the reference code's dist_train does.
+            labels = node.data.common_y
+        model = node.load_model()
+        loss = train_hard(model, node.data.common_x, labels, node.cfg.gossip_epochs,
+                          node.optim, node.seed(server_round))
+        scores = node.scores(model)
+        node.store.save_model(model)
+        node.store.save_array("inference-list", scores)
+        node.store.save_meta({"counter": int(meta["counter"]) + 1, "round": server_round})
+    return {"train-loss": loss, "label-accuracy": label_acc,
+            "counter": int(meta["counter"]) + 1, "wall-s": t.seconds}
+
+
+def _label_accuracy(node: Node, labels: np.ndarray) -> float:
+    """Share of X_c whose pseudo-label equals the truth (a diagnostic, never trained on)."""
+    return float((labels == node.data.common_y).mean())
+
+
+# ======================================================================== relay side
+class GossipDistillation(Strategy):
+    r"""Gossip Distillation, with the ServerApp as a relay only.
+
+    Moriwaki & Shudo, "Gossip Distillation: Decentralized Deep Learning Transmitting
+    neither Training Data nor Models". Every node i trains M_i on its private data, infers
+    the common data X_c into an inference list IL_i and sets C_i = 1. Then, each round,
+    every node pulls (IL_j, C_j) from a random peer j != i, mixes (paper Eq. 1)
+
+    .. math:: L_{mix} = \frac{IL_j C_j + IL_i C_i}{C_j + C_i},
+
+    trains M_i for `gossip-epochs` on (X_c, argmax L_mix), re-infers X_c into IL_i and
+    increments C_i.
+
+    Flower has no node-to-node channel, so this strategy runs on the ServerApp purely as a
+    relay: it picks who pulls from whom, asks the peer for its payload (`query.inference`)
+    and forwards it unchanged (`train.gossip`). It never aggregates, never stores a model
+    or an inference list beyond the round in which it forwards it. Rounds are synchronous:
+    all pulls of round r see the peers' lists as they were at the start of round r.
+
+    Messages a node must honour (ConfigRecord "config" keys):
+
+    - ``train.local``: ``run-dir``; reply metrics ``partition-id``, ``num-examples``.
+    - ``query.inference``: ``run-dir``; reply records ``inference`` / ``inference-meta``.
+    - ``train.gossip``: ``run-dir``, ``server-round``, the peer's payload records and a
+      ConfigRecord ``relay`` with ``relay-from`` (the peer), which the meter uses to count
+      the payload once as peer-to-peer bytes.
+    - ``evaluate``: ``run-dir``; reply metrics ``accuracy``, ``loss`` on the test set.
+
+    Parameters
+    ----------
+    run_dir : str
+        Directory of this run; nodes keep their state under ``<run-dir>/nodes``.
+    num_nodes : int
+        Size of the fleet; the run starts once that many nodes are connected.
+    topology : str
+        ``complete`` (any peer) or ``ring`` (one of the two neighbours by partition id).
+    seed : int
+        Seeds the choice of peers.
+    recorder : RunRecorder | None
+        Receives per-node metrics; writes the run directory.
+    label_leak : bool
+        Only for the log: nodes train on the common data's true labels.
+    """
+
+    def __init__(self, run_dir: str, num_nodes: int, topology: str = "complete", seed: int = 0,
+                 recorder: RunRecorder | None = None, label_leak: bool = False) -> None:
+        if topology not in ("complete", "ring"):
+            raise ValueError(f"topology={topology!r}: choose complete or ring")
+        self.run_dir = run_dir
+        self.num_nodes = num_nodes
+        self.node_ids: list[int] = []
+        self.topology = topology
+        self.rng = np.random.default_rng(seed)
+        self.recorder = recorder
+        self.label_leak = label_leak
+        self.partition_of: dict[int, int] = {}  # node_id -> partition id
+        self._relay: dict[int, tuple[int, Message]] = {}  # dst node -> (src node, payload reply)
+        self.failed_pulls = 0
+
+    def summary(self) -> None:
+        log(INFO, "\t├── GossipDistillation: relay-only ServerApp, topology=%s", self.topology)
+        if self.label_leak:
+            log(WARNING, "\t└── label-source=ground-truth: LABEL LEAK (reference-code behaviour)")
+
+    # --- message construction -----------------------------------------------------------
+    def _config(self, server_round: int) -> ConfigRecord:
+        return ConfigRecord({"run-dir": self.run_dir, "server-round": server_round})
+
+    def _message(self, grid: Grid, node_id: int, message_type: str, server_round: int,
+                 content: RecordDict | None = None) -> Message:
+        content = RecordDict() if content is None else content
+        content["config"] = self._config(server_round)
+        return Message(content=content, dst_node_id=node_id, message_type=message_type,
+                       group_id=str(server_round))
+
+    def configure_local(self, grid: Grid) -> list[Message]:
+        """Round 0: every node runs its local phase."""
+        return [self._message(grid, n, LOCAL, 0) for n in self.node_ids]
+
+    def choose_peers(self, node_ids: list[int]) -> dict[int, int]:
+        """Pick, for every node, the peer it pulls from this round (pull gossip)."""
+        pulls = {}
+        by_partition = sorted(node_ids, key=lambda n: self.partition_of.get(n, n))
+        for pos, node in enumerate(by_partition):
+            if self.topology == "ring":
+                candidates = [by_partition[(pos - 1) % len(by_partition)],
+                              by_partition[(pos + 1) % len(by_partition)]]
+            else:
+                candidates = [n for n in by_partition if n != node]
+            pulls[node] = int(candidates[self.rng.integers(len(candidates))])
+        return pulls
+
+    def configure_query(self, server_round: int, sources: Iterable[int], grid: Grid) -> list[Message]:
+        """Ask each chosen peer for its current (IL_j, C_j)."""
+        return [self._message(grid, n, SHARE, server_round) for n in sorted(set(sources))]
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Forward each pulled payload, unchanged, to the node that pulled it."""
+        messages = []
+        for dst, (src, reply) in sorted(self._relay.items()):
+            content = RecordDict(dict(reply.content.items()))
+            content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: src})
+            messages.append(self._message(grid, dst, GOSSIP, server_round, content))
+        return messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Record each node's step metrics; there is no global model to aggregate."""
+        done = self._collect(server_round, replies, "gossip step")
+        if not done:
+            return None, None
+        return None, MetricRecord({"nodes-updated": len(done),
+                                   "median-label-accuracy": statistics.median(
+                                       m.get("label-accuracy", 0.0) for m in done.values())})
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """Every node evaluates its own model on the test set."""
+        return [self._message(grid, n, EVALUATE, server_round) for n in self.node_ids]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        """Median, min and max node accuracy (the paper reports the median over nodes)."""
+        done = self._collect(server_round, replies, "evaluation")
+        accs = [m["accuracy"] for m in done.values() if "accuracy" in m]
+        if not accs:
+            return None
+        return MetricRecord({"median-accuracy": statistics.median(accs),
+                             "min-accuracy": min(accs), "max-accuracy": max(accs)})
+
+    def _collect(self, server_round: int, replies: Iterable[Message], what: str
+                 ) -> dict[int, dict[str, float]]:
+        out = {}
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                log(WARNING, "round %s: %s failed on node %s: %s", server_round, what, node,
+                    reply.error.reason)
+                continue
+            metrics = dict(reply.content["metrics"]) if "metrics" in reply.content else {}
+            out[node] = metrics
+            if self.recorder is not None:
+                self.recorder.record(server_round, node, metrics)
+        return out
+
+    # --- the run ------------------------------------------------------------------------
+    def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 3,
+              timeout: float = 3600, train_config: ConfigRecord | None = None,
+              evaluate_config: ConfigRecord | None = None,
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+              ) -> Result:
+        """Local phase, then `num_rounds` synchronous gossip rounds; nodes evaluate each round.
+
+        `initial_arrays` and `evaluate_fn` are unused: there is no global model.
+        """
+        self.summary()
+        result = Result()
+        self.node_ids = node_ids = wait_for_nodes(grid, self.num_nodes, timeout=min(timeout, 300))
+        set_round = getattr(grid, "set_round", lambda r: None)
+
+        set_round(0)
+        local = grid.send_and_receive(self.configure_local(grid), timeout=timeout)
+        for node, metrics in self._collect(0, local, "local phase").items():
+            self.partition_of[node] = int(metrics["partition-id"])
+            if self.recorder is not None:
+                self.recorder.add_node(node, self.partition_of[node])
+        missing = set(node_ids) - set(self.partition_of)
+        if missing:
+            raise RuntimeError(f"local phase failed on nodes {sorted(missing)}: see the log")
+        result.evaluate_metrics_clientapp[0] = self._evaluate(grid, 0, timeout)
+
+        bar = tqdm(range(1, num_rounds + 1), desc="gossip", unit="round", leave=False)
+        for server_round in bar:
+            set_round(server_round)
+            pulls = self.choose_peers(node_ids)
+            shares = grid.send_and_receive(
+                self.configure_query(server_round, pulls.values(), grid), timeout=timeout)
+            by_source = {m.metadata.src_node_id: m for m in shares if not m.has_error()}
+            self._relay = {dst: (src, by_source[src]) for dst, src in pulls.items()
+                           if src in by_source}
+            failed = len(pulls) - len(self._relay)
+            if failed:
+                self.failed_pulls += failed
+                log(WARNING, "round %s: %s pull(s) skipped, their peers did not answer; "
+                    "those nodes keep their state", server_round, failed)
+            replies = grid.send_and_receive(
+                self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid),
+                timeout=timeout)
+            self._relay = {}  # relay only: forwarded payloads are not kept
+            _, train_metrics = self.aggregate_train(server_round, replies)
+            if train_metrics is not None:
+                result.train_metrics_clientapp[server_round] = train_metrics
+            evaluated = self._evaluate(grid, server_round, timeout)
+            result.evaluate_metrics_clientapp[server_round] = evaluated
+            bar.set_postfix(median_acc=f"{evaluated.get('median-accuracy', float('nan')):.3f}")
+        return result
+
+    def _evaluate(self, grid: Grid, server_round: int, timeout: float) -> MetricRecord:
+        replies = grid.send_and_receive(
+            self.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid),
+            timeout=timeout)
+        metrics = self.aggregate_evaluate(server_round, replies) or MetricRecord()
+        log(INFO, "round %s: %s", server_round, dict(metrics))
+        if self.recorder is not None:
+            self.recorder.end_round(server_round)
+        return metrics

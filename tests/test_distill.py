@@ -1,0 +1,39 @@
+"""Paper Eq. 1 against hand-computed mixes."""
+
+import numpy as np
+import pytest
+
+from flower_gd.distill import hard_labels, mix_inference_lists
+
+
+def test_eq1_matches_hand_computed_example():
+    # Prepare: node i has seen 3 exchanges, its peer 1.
+    il_i = np.array([[0.6, 0.4], [0.1, 0.9]], dtype=np.float32)
+    il_j = np.array([[0.2, 0.8], [0.5, 0.5]], dtype=np.float32)
+    # Execute
+    mixed = mix_inference_lists(il_i, 3, il_j, 1)
+    # Assert: (IL_j * 1 + IL_i * 3) / 4, worked by hand
+    expected = np.array([[(0.2 + 1.8) / 4, (0.8 + 1.2) / 4],
+                         [(0.5 + 0.3) / 4, (0.5 + 2.7) / 4]])
+    np.testing.assert_allclose(mixed, expected, rtol=1e-6)
+    assert mixed.dtype == np.float32
+    np.testing.assert_array_equal(hard_labels(mixed), [0, 1])
+
+
+def test_eq1_with_equal_counters_is_the_mean_and_breaks_the_argmax_the_way_it_should():
+    il_i = np.array([[0.9, 0.1, 0.0]], dtype=np.float32)
+    il_j = np.array([[0.0, 0.3, 0.7]], dtype=np.float32)
+    mixed = mix_inference_lists(il_i, 1, il_j, 1)
+    np.testing.assert_allclose(mixed, [[0.45, 0.2, 0.35]], rtol=1e-6)
+    assert hard_labels(mixed)[0] == 0
+
+
+def test_counters_start_at_one_zero_is_refused():
+    il = np.ones((2, 2), dtype=np.float32) / 2
+    with pytest.raises(ValueError, match="counters must be >= 1"):
+        mix_inference_lists(il, 0, il, 0)
+
+
+def test_shape_mismatch_is_refused():
+    with pytest.raises(ValueError, match="differ in shape"):
+        mix_inference_lists(np.zeros((2, 3)), 1, np.zeros((3, 3)), 1)

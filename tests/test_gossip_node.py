@@ -1,0 +1,91 @@
+"""Node-side gossip steps on digits: state on disk, Eq. 1 counters, label leak, bad payloads."""
+
+import numpy as np
+import pytest
+
+from flower_gd.codecs import PAYLOAD_META_KEY, decode_payload
+from flower_gd.config import RunConfig, load_defaults, merge_overrides
+from flower_gd.node import Node
+from strategies import gossip
+
+SMALL = {"num-nodes": 3, "local-epochs": 2, "common-limit": 120, "test-limit": 60,
+         "partition-scheme": "niid1"}
+
+
+def _node(tmp_path, pid, **overrides):
+    cfg = RunConfig.from_mapping(merge_overrides(load_defaults(), {**SMALL, **overrides}))
+    return Node(cfg, pid, cfg.num_nodes, str(tmp_path))
+
+
+def test_local_phase_keeps_weights_and_list_on_disk_with_counter_one(tmp_path):
+    node = _node(tmp_path, 0)
+    metrics = gossip.local_phase(node)
+    assert metrics["partition-id"] == 0 and metrics["num-examples"] > 0
+    assert node.store.has_model()
+    il = node.store.load_array("inference-list")
+    assert il.shape == (120, 10)
+    np.testing.assert_allclose(il.sum(axis=1), 1.0, rtol=1e-5)
+    assert node.store.load_meta()["counter"] == 1
+
+
+def test_gossip_step_mixes_the_peer_retrains_and_counts(tmp_path, monkeypatch):
+    a, b = _node(tmp_path, 0), _node(tmp_path, 1)
+    gossip.local_phase(a)
+    gossip.local_phase(b)
+    il_a, il_b = a.store.load_array("inference-list"), b.store.load_array("inference-list")
+    seen = {}
+    real_train = gossip.train_hard
+
+    def spy(model, x, y, *args, **kwargs):
+        seen["labels"] = y.copy()
+        return real_train(model, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(gossip, "train_hard", spy)
+    metrics = gossip.gossip_step(a, gossip.share(b), server_round=1)
+    # trained on argmax of Eq. 1 with C_a = C_b = 1, i.e. of the mean
+    np.testing.assert_array_equal(seen["labels"], ((il_a + il_b) / 2).argmax(axis=1))
+    assert metrics["counter"] == 2 and a.store.load_meta()["counter"] == 2
+    assert not np.array_equal(a.store.load_array("inference-list"), il_a)  # re-inferred
+    shared = decode_payload(gossip.share(a), il_a.shape)
+    assert shared.counter == 2
+
+
+def test_ground_truth_switch_trains_on_true_labels(tmp_path, monkeypatch):
+    with pytest.warns(UserWarning, match="LABEL LEAK"):
+        a = _node(tmp_path, 0, **{"label-source": "ground-truth"})
+        b = _node(tmp_path, 1, **{"label-source": "ground-truth"})
+    gossip.local_phase(a)
+    gossip.local_phase(b)
+    seen = {}
+
+    def record_labels(model, x, y, *args, **kwargs):
+        seen["labels"] = y
+        return 0.0
+
+    monkeypatch.setattr(gossip, "train_hard", record_labels)
+    gossip.gossip_step(a, gossip.share(b), server_round=1)
+    np.testing.assert_array_equal(seen["labels"], a.data.common_y)
+
+
+def test_bad_payload_leaves_the_node_state_untouched(tmp_path):
+    a, b = _node(tmp_path, 0), _node(tmp_path, 1)
+    gossip.local_phase(a)
+    gossip.local_phase(b)
+    before = {p.name: p.read_bytes() for p in a.store.root.iterdir()}
+    content = gossip.share(b)
+    content[PAYLOAD_META_KEY]["counter"] = -5
+    with pytest.raises(gossip.PayloadError, match="counter -5"):
+        gossip.gossip_step(a, content, server_round=1)
+    assert {p.name: p.read_bytes() for p in a.store.root.iterdir()} == before
+
+
+def test_a_node_refuses_a_federation_of_another_size(tmp_path):
+    from types import SimpleNamespace
+
+    from flwr.app import ConfigRecord, RecordDict
+
+    cfg = merge_overrides(load_defaults(), SMALL)
+    context = SimpleNamespace(run_config=cfg, node_config={"partition-id": 0, "num-partitions": 5})
+    message = SimpleNamespace(content=RecordDict({"config": ConfigRecord({"run-dir": str(tmp_path)})}))
+    with pytest.raises(ValueError, match="federation has 5 nodes but num-nodes=3"):
+        Node.from_message(message, context)

@@ -1,0 +1,107 @@
+"""The byte meter against hand-computed sizes, its tags, and p2p accounting of relays."""
+
+from collections.abc import Iterable
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+from flower_gd.codecs import InferencePayload, encode_payload
+from flower_gd.metering import (RELAY_CONFIG_KEY, RELAY_FROM_KEY, MeteredGrid, message_nbytes,
+                                message_tag)
+
+pytestmark = pytest.mark.usefixtures("task_identity")
+
+
+def _payload_message(rows: int, dst: int = 7) -> Message:
+    scores = np.full((rows, 10), 0.1, dtype=np.float32)
+    return Message(content=encode_payload(InferencePayload(scores, 1, "probs")),
+                   dst_node_id=dst, message_type="train.gossip")
+
+
+def test_array_chunk_size_is_header_plus_npy_bytes():
+    # Hand-computed: npy = 128-byte header + 1000*10*4 data bytes = 40128; the chunk
+    # object is "ArrayChunk" + " " + "" (no children) + " " + "40128" + "\x00" + body.
+    msg = _payload_message(1000)
+    chunks = [o for o in get_all_nested_objects(msg).values() if type(o).__name__ == "ArrayChunk"]
+    assert len(chunks) == 1
+    assert len(chunks[0].deflate()) == len("ArrayChunk  40128") + 1 + 40128 == 40146
+
+
+def test_message_size_is_the_sum_of_its_objects_and_grows_by_the_payload():
+    small, large = _payload_message(1000), _payload_message(1250)
+    assert message_nbytes(small) == sum(len(o.deflate())
+                                        for o in get_all_nested_objects(small).values())
+    # 250 more rows of 10 float32 = 10000 bytes; the length fields keep their width
+    # (40128 -> 50128), so everything else is byte-for-byte the same size.
+    assert message_nbytes(large) - message_nbytes(small) == 250 * 10 * 4
+    # the float32 payload dominates: overhead of the whole tree is under 1 KiB
+    assert 0 < message_nbytes(small) - 1000 * 10 * 4 < 1024
+
+
+def test_tags():
+    assert message_tag(_payload_message(3)) == "logits"
+    weights = Message(content=RecordDict({"arrays": ArrayRecord({"w": Array(np.zeros(3))})}),
+                      dst_node_id=1, message_type="train")
+    assert message_tag(weights) == "weights"
+    control = Message(content=RecordDict({"config": ConfigRecord({"a": 1})}), dst_node_id=1,
+                      message_type="evaluate")
+    assert message_tag(control) == "control"
+
+
+class FakeGrid(Grid):
+    """Answers every message with a small metrics reply, at once."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Message] = {}
+
+    def set_run(self, run): ...
+    @property
+    def run(self): return None
+    def create_message(self, *a, **k): raise NotImplementedError
+    def get_node_ids(self) -> Iterable[int]: return [7, 8]
+    def get_nodes(self): return []
+
+    def push_messages(self, messages):
+        ids = []
+        for i, m in enumerate(messages):
+            mid = f"m{len(self.pending)}-{i}"
+            m.metadata.__dict__["_message_id"] = mid
+            m.metadata.__dict__["_src_node_id"] = 1
+            self.pending[mid] = m
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, message_ids):
+        out = []
+        for mid in list(message_ids):
+            if mid in self.pending:
+                ins = self.pending.pop(mid)
+                out.append(Message(RecordDict({"metrics": MetricRecord({"ok": 1.0})}),
+                                   reply_to=ins))
+        return out
+
+    def send_and_receive(self, messages, *, timeout=None):
+        raise AssertionError("MeteredGrid must not delegate send_and_receive (it would bypass "
+                             "the meter)")
+
+
+def test_metered_grid_counts_both_legs_and_the_relay_once_as_p2p():
+    meter = MeteredGrid(FakeGrid())
+    meter.set_round(3)
+    msg = _payload_message(100, dst=7)
+    msg.content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: 8})
+    size = message_nbytes(msg)
+    replies = list(meter.send_and_receive([msg], timeout=5))
+    assert len(replies) == 1
+    wire = [e for e in meter.entries if e.kind == "wire"]
+    p2p = [e for e in meter.entries if e.kind == "p2p"]
+    assert [(e.direction, e.node_id, e.tag, e.round) for e in wire] == [
+        ("down", 7, "logits", 3), ("up", 7, "control", 3)]
+    assert wire[0].nbytes == size
+    assert wire[1].nbytes == message_nbytes(replies[0])
+    # the relayed payload crosses a direct link once: received by 7, sent by 8
+    assert sorted((e.direction, e.node_id, e.peer_id, e.nbytes) for e in p2p) == [
+        ("down", 7, 8, size), ("up", 8, 7, size)]

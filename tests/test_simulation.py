@@ -1,0 +1,71 @@
+"""A 2-round gossip run on Flower's simulation engine writes the full results directory."""
+
+import csv
+import json
+
+import pytest
+
+from flower_gd.config import ConfigError
+from flower_gd.data import DatasetNotFound
+from flower_gd.experiment import run_experiment
+from flower_gd.partitions import PartitionError
+
+TINY = {"num-nodes": 3, "num-server-rounds": 2, "local-epochs": 2, "common-limit": 150,
+        "test-limit": 80, "topology": "ring"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    summary = run_experiment({**TINY, "output-dir": str(out)})
+    return out / "gossip_digits_iid_cnn_s0", summary
+
+
+def test_results_directory_has_config_rounds_messages_and_summary(finished_run):
+    run_dir, summary = finished_run
+    assert {p.name for p in run_dir.iterdir()} >= {"config.json", "rounds.csv", "messages.csv",
+                                                   "summary.json", "nodes"}
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["topology"] == "ring" and config["num-server-rounds"] == 2
+    rows = list(csv.DictReader((run_dir / "rounds.csv").open()))
+    assert [(int(r["round"]), int(r["node"])) for r in rows] == [(r, n) for r in range(3)
+                                                                 for n in range(3)]
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
+    assert summary["rounds"] == 2 and summary["num-nodes"] == 3
+    assert set(summary["median-accuracy-per-round"]) == {"0", "1", "2"}
+
+
+def test_every_message_is_metered_and_only_lists_and_control_leave_nodes(finished_run):
+    run_dir, summary = finished_run
+    messages = list(csv.DictReader((run_dir / "messages.csv").open()))
+    wire = [m for m in messages if m["kind"] == "wire"]
+    # round 0: 3 local + 3 evaluate, each down and up; rounds 1-2: <=3 queries, 3 relays,
+    # 3 evaluations, each down and up
+    assert len([m for m in wire if m["round"] == "0"]) == 12
+    assert {m["tag"] for m in wire} == {"logits", "control"}  # never "weights"
+    relays = [m for m in wire if m["message_type"] == "train.gossip"]
+    assert len([m for m in relays if m["direction"] == "down"]) == 6
+    # the payload: 150 x 10 float32 plus its object tree
+    payload = summary["bytes"]["payload-per-exchange"]
+    assert 150 * 10 * 4 < payload < 150 * 10 * 4 + 2048
+    rows = list(csv.DictReader((run_dir / "rounds.csv").open()))
+    assert sum(int(r["bytes_up"]) + int(r["bytes_down"]) for r in rows) == (
+        summary["bytes"]["wire-up"] + summary["bytes"]["wire-down"])
+    assert sum(int(r["p2p_bytes_down"]) for r in rows) == summary["bytes"]["p2p"]
+
+
+def test_a_finished_run_is_skipped_not_recomputed(finished_run):
+    run_dir, summary = finished_run
+    again = run_experiment({**TINY, "output-dir": str(run_dir.parent)})
+    assert again == summary
+
+
+@pytest.mark.parametrize("overrides, error, match", [
+    ({"partiton-scheme": "iid"}, ConfigError, "unknown run-config key"),
+    ({"partition-scheme": "niid1", "num-nodes": 40}, PartitionError, "private samples"),
+    ({"dataset": "mnist", "data-dir": "/nonexistent"}, DatasetNotFound, "data-dir"),
+])
+def test_bad_configs_fail_before_the_simulation_starts(tmp_path, overrides, error, match):
+    with pytest.raises(error, match=match):
+        run_experiment({**TINY, "output-dir": str(tmp_path), **overrides})
+    assert not any(tmp_path.iterdir())  # nothing was started, nothing half-written
