@@ -62,7 +62,7 @@ def test_a_finished_run_is_skipped_not_recomputed(finished_run):
 
 @pytest.mark.parametrize("overrides, error, match", [
     ({"partiton-scheme": "iid"}, ConfigError, "unknown run-config key"),
-    ({"partition-scheme": "niid1", "num-nodes": 40}, PartitionError, "private samples"),
+    ({"partition-scheme": "niid1", "num-nodes": 200}, PartitionError, "private samples"),
     ({"dataset": "mnist", "data-dir": "/nonexistent"}, DatasetNotFound, "data-dir"),
 ])
 def test_bad_configs_fail_before_the_simulation_starts(tmp_path, overrides, error, match):
