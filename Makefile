@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test install fmnist clean
+.PHONY: demo test bench fmnist-gossip install fashion-mnist figures-demo figures-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,22 +15,36 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Gossip Distillation on the embedded digits data, 10 nodes, iid and niid1.
+# The comparison on the embedded digits data: 5 methods x {iid, niid1}, 10 nodes.
 demo: $(STAMP)
-	$(PY) -m flower_gd -m app.partition-scheme=iid,niid1 app.output-dir=results/demo
+	$(PY) -m flower_gd -m app.method=local,gossip,dlad,fedavg,central \
+	  app.partition-scheme=iid,niid1 app.output-dir=results/demo
 	$(PY) -m flower_gd.report results/demo
+	$(PY) -m flower_gd.plots all results/demo --out figures/demo
 
 test: $(STAMP)
 	$(PY) -m pytest
 
-# The foundation measurement on Fashion-MNIST (about 30 min on 2 cores).
-fmnist: $(STAMP)
-	@test -d /usr/share/datasets/fashion-mnist || apt-get install -y dataset-fashion-mnist \
-	  || echo "install dataset-fashion-mnist, or set app.data-dir to the IDX files"
+fashion-mnist:
+	@test -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz || \
+	  (apt-get update -q && apt-get install -y -q dataset-fashion-mnist) || \
+	  (echo "Fashion-MNIST missing: install the Debian package dataset-fashion-mnist, or put" \
+	        "the four IDX files in a folder and add app.data-dir=FOLDER"; exit 1)
+
+# The benchmark: Fashion-MNIST, 10 nodes, 5 methods x all five Table I partitions.
+BENCH := app.dataset=fashion-mnist app.common-limit=6000 app.test-limit=5000
+bench: $(STAMP) fashion-mnist
+	$(PY) -m flower_gd -m app.method=local,gossip,dlad,fedavg,central \
+	  app.partition-scheme=iid,niid1,niid2,niid3,niid4 $(BENCH) app.output-dir=results/bench
+	$(PY) -m flower_gd.report results/bench
+	$(PY) -m flower_gd.plots all results/bench --out figures/bench
+
+# Issue 2's measurement: honest gossip and the ground-truth leak, 12000 common samples.
+fmnist-gossip: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd -m app.dataset=fashion-mnist app.common-limit=12000 \
 	  app.partition-scheme=iid,niid1 app.label-source=mixed,ground-truth \
 	  app.output-dir=results/fmnist-gossip
 	$(PY) -m flower_gd.report results/fmnist-gossip
 
 clean:
-	rm -rf results/demo
+	rm -rf results/demo figures/demo

@@ -1,4 +1,4 @@
-"""ClientApp: routes each message type to the node-side step of the selected method."""
+"""ClientApp: routes each message type to the node-side step of the method that sent it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.logger import log
 
-from flower_gd.codecs import PayloadError
+from baselines import central, dlad, fedavg
+from flower_gd.codecs import WEIGHTS_KEY, PayloadError
 from flower_gd.node import Node
 from strategies import gossip
 
@@ -23,19 +24,19 @@ def _reply(message: Message, metrics: dict[str, float], content: RecordDict | No
 
 @app.train("local")
 def local_phase(message: Message, context: Context) -> Message:
-    """Train on private data, infer the common data (the local phase)."""
+    """Gossip / local: train on private data, infer the common data."""
     return _reply(message, gossip.local_phase(Node.from_message(message, context)))
 
 
 @app.query("inference")
 def share_inference(message: Message, context: Context) -> Message:
-    """Answer a peer's pull with this node's inference list and counter."""
+    """Gossip: answer a peer's pull with this node's inference list and counter."""
     return Message(content=gossip.share(Node.from_message(message, context)), reply_to=message)
 
 
 @app.train("gossip")
 def gossip_step(message: Message, context: Context) -> Message:
-    """Mix a relayed peer payload into this node's list and retrain on it."""
+    """Gossip: mix a relayed peer payload into this node's list and retrain on it."""
     node = Node.from_message(message, context)
     server_round = int(message.content["config"]["server-round"])
     try:
@@ -47,8 +48,37 @@ def gossip_step(message: Message, context: Context) -> Message:
     return _reply(message, metrics)
 
 
+@app.train("dlad")
+def dlad_upload(message: Message, context: Context) -> Message:
+    """DLAD: train classifier and discriminator, upload softmax outputs and confidences."""
+    content, metrics = dlad.local_phase(Node.from_message(message, context))
+    return _reply(message, metrics, content)
+
+
+@app.train()
+def fedavg_update(message: Message, context: Context) -> Message:
+    """FedAvg (Flower's default train message): local epochs from the global arrays."""
+    node = Node.from_message(message, context)
+    server_round = int(message.content["config"]["server-round"])
+    content = fedavg.local_update(node, message.content[WEIGHTS_KEY], server_round)
+    return Message(content=content, reply_to=message)
+
+
+@app.query("private_data")
+def share_private(message: Message, context: Context) -> Message:
+    """Central bound only: upload the raw private samples."""
+    return Message(content=central.share_private(Node.from_message(message, context)),
+                   reply_to=message)
+
+
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    """Accuracy and loss of this node's current model on the test set."""
+    """Test-set accuracy of a global model sent as `arrays`, or else of this node's own."""
     node = Node.from_message(message, context)
-    return _reply(message, node.test_metrics(node.load_model()))
+    if WEIGHTS_KEY in message.content.array_records:
+        model = node.new_model(family=node.cfg.global_model)
+        model.load_state_dict(message.content[WEIGHTS_KEY].to_torch_state_dict())
+    else:
+        model = node.load_model()
+    metrics = node.test_metrics(model)
+    return _reply(message, {**metrics, "num-examples": len(node.data.test[1])})

@@ -12,6 +12,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 PAYLOAD_KEY = "inference"
 PAYLOAD_META_KEY = "inference-meta"
 WEIGHTS_KEY = "arrays"
+# Raw private samples: only the `central` bound sends them (tag `data`).
+PRIVATE_DATA_KEY = "private-data"
 MAX_COUNTER = 1_000_000
 PROB_TOLERANCE = 1e-3
 
@@ -27,13 +29,16 @@ class InferencePayload:
     scores: np.ndarray  # (n_common, C) float32
     counter: int
     kind: str  # "probs" or "logits"
+    confidence: np.ndarray | None = None  # (n_common,) in [0, 1]: DLAD's d_i(x)
 
 
 def encode_payload(payload: InferencePayload, content: RecordDict | None = None) -> RecordDict:
     """Put a payload into a RecordDict (float32, the paper's format)."""
     content = RecordDict() if content is None else content
-    content[PAYLOAD_KEY] = ArrayRecord({"scores": Array(np.ascontiguousarray(
-        payload.scores, dtype=np.float32))})
+    arrays = {"scores": Array(np.ascontiguousarray(payload.scores, dtype=np.float32))}
+    if payload.confidence is not None:
+        arrays["confidence"] = Array(np.ascontiguousarray(payload.confidence, dtype=np.float32))
+    content[PAYLOAD_KEY] = ArrayRecord(arrays)
     content[PAYLOAD_META_KEY] = ConfigRecord({"counter": int(payload.counter),
                                               "kind": payload.kind, "codec": "float32"})
     return content
@@ -76,4 +81,13 @@ def decode_payload(content: RecordDict, expected_shape: tuple[int, int]) -> Infe
     counter = meta.get("counter")
     if isinstance(counter, bool) or not isinstance(counter, int) or not 1 <= counter <= MAX_COUNTER:
         raise PayloadError(f"counter {counter!r} out of range [1, {MAX_COUNTER}]")
-    return InferencePayload(scores=scores, counter=counter, kind=str(kind))
+    confidence = None
+    if "confidence" in arrays:
+        confidence = arrays["confidence"].numpy()
+        if confidence.shape != (expected_shape[0],):
+            raise PayloadError(f"confidence has shape {confidence.shape}, expected "
+                               f"({expected_shape[0]},)")
+        if not np.isfinite(confidence).all() or (confidence < 0).any() or (confidence > 1).any():
+            raise PayloadError("confidence values must be finite and in [0, 1]")
+    return InferencePayload(scores=scores, counter=counter, kind=str(kind),
+                            confidence=confidence)

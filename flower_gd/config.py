@@ -12,7 +12,7 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"
 
-METHODS = ("gossip",)
+METHODS = ("gossip", "local", "dlad", "fedavg", "central", "central-all")
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cinic10")
 PARTITION_SCHEMES = ("iid", "niid1", "niid2", "niid3", "niid4", "dirichlet")
 MODELS = ("cnn", "resnet18", "densenet121", "mobilenet_v3_small")
@@ -89,7 +89,10 @@ class RunConfig:
     pretrained: bool
     local_epochs: int
     num_server_rounds: int
-    gossip_epochs: int
+    round_epochs: int
+    temperature: float
+    distill_epochs: int
+    disc_epochs: int
     batch_size: int
     lr: float
     momentum: float
@@ -137,7 +140,10 @@ class RunConfig:
             pretrained=bool(cfg["pretrained"]),
             local_epochs=_number(cfg, "local-epochs", 1, integer=True),
             num_server_rounds=_number(cfg, "num-server-rounds", 0, integer=True),
-            gossip_epochs=_number(cfg, "gossip-epochs", 1, integer=True),
+            round_epochs=_number(cfg, "round-epochs", 1, integer=True),
+            temperature=_number(cfg, "temperature", 1e-3),
+            distill_epochs=_number(cfg, "distill-epochs", 1, integer=True),
+            disc_epochs=_number(cfg, "disc-epochs", 1, integer=True),
             batch_size=_number(cfg, "batch-size", 1, integer=True),
             lr=_number(cfg, "lr", 0.0),
             momentum=_number(cfg, "momentum", 0.0, 1.0),
@@ -149,6 +155,10 @@ class RunConfig:
             run_name=str(cfg["run-name"]),
             round_timeout=_number(cfg, "round-timeout", 1.0),
         )
+        if out.method == "fedavg" and len(set(models)) > 1:
+            raise ConfigError(f"method=fedavg averages weights, so every node needs the same "
+                              f"architecture; model={out.model!r} mixes {sorted(set(models))}. "
+                              "Use one model, or a knowledge-sharing method (gossip, dlad).")
         if out.lr == 0.0:
             warnings.warn("lr=0 means no model ever changes: every round repeats the local phase",
                           stacklevel=2)
@@ -165,6 +175,11 @@ class RunConfig:
         """Model family of a node: `model` may list families, assigned round-robin."""
         models = self.model.split(",")
         return models[partition_id % len(models)]
+
+    @property
+    def global_model(self) -> str:
+        """Family of a server-side global model (DLAD, FedAvg, central): the first listed."""
+        return self.model.split(",")[0]
 
     def default_run_name(self) -> str:
         """A stable, date-free run name, so a rerun finds (and skips) a finished run."""

@@ -33,3 +33,26 @@ def mix_inference_lists(il_own: np.ndarray, count_own: int, il_peer: np.ndarray,
 def hard_labels(scores: np.ndarray) -> np.ndarray:
     """Argmax class of every row: the pseudo-labels a gossip step trains on."""
     return scores.argmax(axis=1).astype(np.int64)
+
+
+def adaptive_target(probs: np.ndarray, confidence: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """DLAD's per-sample adaptive distillation target.
+
+    .. math:: y(x) = \\sum_i w_i(x)\\, p_i(x), \\qquad w_i(x) = d_i(x) / \\sum_j d_j(x)
+
+    Parameters
+    ----------
+    probs : np.ndarray
+        (nodes, n_common, C) softmax(f_i(x) / T) of every node.
+    confidence : np.ndarray
+        (nodes, n_common) discriminator outputs d_i(x) in [0, 1].
+
+    Where every node has d_i(x) = 0 the nodes are weighted equally.
+    """
+    if probs.ndim != 3 or confidence.shape != probs.shape[:2]:
+        raise ValueError(f"probs {probs.shape} and confidence {confidence.shape} do not match "
+                         "as (nodes, n_common, C) and (nodes, n_common)")
+    conf = confidence.astype(np.float64)
+    total = conf.sum(axis=0, keepdims=True)  # (1, n_common)
+    weights = np.where(total > eps, conf / np.maximum(total, eps), 1.0 / len(conf))
+    return np.einsum("in,inc->nc", weights, probs.astype(np.float64)).astype(np.float32)

@@ -15,25 +15,33 @@ from dataclasses import asdict, dataclass
 
 from flwr.app import Message
 from flwr.serverapp import Grid
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.inflatable.inflatable_object import InflatableObject, get_all_nested_objects
 
-from flower_gd.codecs import PAYLOAD_KEY, WEIGHTS_KEY
+from flower_gd.codecs import PAYLOAD_KEY, PRIVATE_DATA_KEY, WEIGHTS_KEY
 
 # Config key a relaying strategy sets on a forwarded payload: the node it came from.
 RELAY_FROM_KEY = "relay-from"
 RELAY_CONFIG_KEY = "relay"
 
 
+def object_nbytes(obj: InflatableObject) -> int:
+    """Serialized size of a Flower object (message, record, array) with all it contains."""
+    return sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
+
+
 def message_nbytes(message: Message) -> int:
     """Serialized size of a message as Flower sends it (sum over its object tree)."""
-    return sum(len(obj.deflate()) for obj in get_all_nested_objects(message).values())
+    return object_nbytes(message)
 
 
 def message_tag(message: Message) -> str:
-    """What a message carries: `logits` (inference lists), `weights` (model arrays) or `control`."""
+    """What a message carries: `logits` (inference lists), `weights` (model arrays), `data`
+    (raw private samples, only the `central` bound) or `control`."""
     if message.has_error():
         return "control"
     arrays = message.content.array_records
+    if PRIVATE_DATA_KEY in arrays:
+        return "data"
     if WEIGHTS_KEY in arrays:
         return "weights"
     if PAYLOAD_KEY in arrays:

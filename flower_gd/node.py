@@ -14,7 +14,7 @@ from flower_gd.config import RunConfig
 from flower_gd.federation import FederatedData, federated_data
 from flower_gd.models import build_model
 from flower_gd.node_store import NodeStore
-from flower_gd.training import OptimConfig, evaluate, infer, softmax
+from flower_gd.training import OptimConfig, evaluate, infer, softmax, train_hard
 
 RUN_DIR_KEY = "run-dir"
 
@@ -67,14 +67,23 @@ class Node:
         """A distinct, reproducible seed per (run seed, node, round)."""
         return self.cfg.seed * 1_000_003 + self.partition_id * 1009 + server_round
 
-    def new_model(self) -> torch.nn.Module:
+    def new_model(self, family: str | None = None, num_outputs: int | None = None
+                  ) -> torch.nn.Module:
+        """A freshly initialised model: this node's family unless `family` is given."""
         seed_everything(self.seed(0))
         in_channels = self.data.dataset.input_shape[0]
-        return build_model(self.model_name, in_channels, self.data.dataset.num_classes,
-                           self.cfg.pretrained)
+        return build_model(family or self.model_name, in_channels,
+                           num_outputs or self.data.dataset.num_classes, self.cfg.pretrained)
 
     def load_model(self) -> torch.nn.Module:
         return self.store.load_model(self.new_model())
+
+    def fit_private(self) -> tuple[torch.nn.Module, float]:
+        """The local phase every method shares: a fresh model trained on PD_i."""
+        model = self.new_model()
+        x, y = self.data.private(self.partition_id)
+        loss = train_hard(model, x, y, self.cfg.local_epochs, self.optim, self.seed(0))
+        return model, loss
 
     def scores(self, model: torch.nn.Module) -> np.ndarray:
         """The node's inference list on X_c: (n_common, C), probabilities or raw logits."""

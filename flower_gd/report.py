@@ -1,80 +1,72 @@
-"""Tabulate finished runs (their summary.json files) as Markdown and CSV.
+"""Tabulate finished runs as Markdown and CSV (the paper's Tables II, IV and V analogues).
 
-Usage: ``python -m flower_gd.report RESULTS_DIR`` prints the table and writes
-``RESULTS_DIR/results.md`` and ``RESULTS_DIR/results.csv``.
+Usage: ``python -m flower_gd.report RESULTS_DIR`` prints the tables and writes
+``RESULTS_DIR/results.md`` and ``RESULTS_DIR/results.csv`` (one row per run).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from flower_gd.results import MIB, SUMMARY
+from flower_gd.analysis import (SavedRun, accuracy_table, bytes_table, load_runs, markdown,
+                                model_size_table)
+from flower_gd.results import MIB
 
 COLUMNS = [
     ("method", "method"), ("dataset", "dataset"), ("partition", "partition"),
-    ("labels", "label source"), ("model", "model"), ("seed", "seed"), ("nodes", "nodes"),
-    ("rounds", "rounds"), ("local_median", "median acc. after local phase"),
+    ("model", "model"), ("seed", "seed"), ("nodes", "nodes"), ("rounds", "rounds"),
+    ("local_median", "median acc. after local phase"),
     ("final_median", "final median acc."), ("final_min", "min"), ("final_max", "max"),
     ("payload_bytes", "payload per exchange (bytes)"), ("wire_mib", "wire total (MiB)"),
     ("p2p_mib", "p2p total (MiB)"), ("wall_s", "wall (s)"),
 ]
 
 
-def load_summaries(root: Path) -> list[dict[str, Any]]:
-    """Every finished run under `root`, with its resolved config."""
-    runs = []
-    for path in sorted(Path(root).rglob(SUMMARY)):
-        summary = json.loads(path.read_text())
-        summary["config"] = json.loads((path.parent / "config.json").read_text())
-        summary["run-dir"] = str(path.parent)
-        runs.append(summary)
-    return runs
-
-
-def row(summary: dict[str, Any]) -> dict[str, Any]:
-    cfg = summary["config"]
-    per_round = summary["median-accuracy-per-round"]
-    scheme = cfg["partition-scheme"]
-    if scheme == "dirichlet":
-        scheme = f"dirichlet({cfg['dirichlet-alpha']:g})"
+def row(run: SavedRun) -> dict[str, Any]:
+    """One run as a flat row."""
+    s = run.summary
+    per_round = s["median-accuracy-per-round"]
+    has_local = "0" in per_round and s["method"] not in ("central", "central-all", "fedavg")
     return {
-        "method": summary["method"], "dataset": summary["dataset"], "partition": scheme,
-        "labels": ("ground truth (LEAK)" if summary.get("label-leak") else "mixed"),
-        "model": summary["model"], "seed": summary["seed"], "nodes": summary["num-nodes"],
-        "rounds": summary["rounds"], "local_median": round(per_round.get("0", float("nan")), 4),
-        "final_median": round(summary["final"]["median"], 4),
-        "final_min": round(summary["final"]["min"], 4),
-        "final_max": round(summary["final"]["max"], 4),
-        "payload_bytes": int(summary["bytes"]["payload-per-exchange"]),
-        "wire_mib": round((summary["bytes"]["wire-up"] + summary["bytes"]["wire-down"]) / MIB, 3),
-        "p2p_mib": round(summary["bytes"]["p2p"] / MIB, 3),
-        "wall_s": summary["wall-s"],
+        "method": run.method, "dataset": run.dataset, "partition": run.partition,
+        "model": s["model"], "seed": s["seed"], "nodes": run.config["num-nodes"]
+        if "num-nodes" in run.config else s["num-nodes"], "rounds": s["rounds"],
+        "local_median": round(per_round["0"], 4) if has_local else "–",
+        "final_median": round(s["final"]["median"], 4),
+        "final_min": round(s["final"]["min"], 4), "final_max": round(s["final"]["max"], 4),
+        "payload_bytes": int(s["bytes"]["payload-per-exchange"]),
+        "wire_mib": round((s["bytes"]["wire-up"] + s["bytes"]["wire-down"]) / MIB, 3),
+        "p2p_mib": round(s["bytes"]["p2p"] / MIB, 3), "wall_s": s["wall-s"],
     }
 
 
-def to_markdown(rows: list[dict[str, Any]]) -> str:
-    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(str(r[key]) for key, _ in COLUMNS) + " |" for r in rows]
-    return "\n".join([head, rule, *body])
-
-
-def write_report(root: Path) -> str:
-    """Write results.md / results.csv under `root`; return the Markdown table."""
-    rows = [row(s) for s in load_summaries(root)]
-    if not rows:
-        raise FileNotFoundError(f"no finished runs (summary.json) under {root}")
-    table = to_markdown(rows)
-    (Path(root) / "results.md").write_text(table + "\n")
+def write_report(root: Path, with_models: bool = True) -> str:
+    """Write results.md / results.csv under `root`; return the Markdown text."""
+    runs = load_runs(root)
+    rows = [row(r) for r in runs]
+    parts = [
+        "## Runs\n\n" + markdown([t for _, t in COLUMNS],
+                                  [[str(r[k]) for k, _ in COLUMNS] for r in rows]),
+        "## Final median node accuracy (Table V analogue)\n\n" + markdown(*accuracy_table(runs)),
+        "## Bytes per exchange against the model (Tables II/IV analogue)\n\n"
+        + markdown(*bytes_table(runs)),
+    ]
+    if with_models:
+        channels = {r.config.get("dataset"): 3 if r.dataset in ("cifar10", "cinic10") else 1
+                    for r in runs}
+        for ch in sorted(set(channels.values())):
+            parts.append(f"## Model sizes, {ch}-channel input (Table II analogue)\n\n"
+                         + markdown(*model_size_table(ch)))
+    text = "\n\n".join(parts) + "\n"
+    (Path(root) / "results.md").write_text(text)
     with (Path(root) / "results.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, [k for k, _ in COLUMNS])
         writer.writeheader()
         writer.writerows(rows)
-    return table
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ from flower_gd.metering import MeteredGrid
 ROUND_COLUMNS = [
     "round", "node", "node_id", "model", "accuracy", "loss", "train_loss", "label_accuracy",
     "bytes_up", "bytes_down", "p2p_bytes_up", "p2p_bytes_down", "logits_bytes",
-    "weights_bytes", "control_bytes", "cum_bytes_up", "cum_bytes_down", "cum_p2p_bytes",
+    "weights_bytes", "data_bytes", "control_bytes", "cum_bytes_up", "cum_bytes_down", "cum_p2p_bytes",
     "node_wall_s", "round_wall_s",
 ]
 MESSAGE_COLUMNS = ["round", "direction", "node_id", "message_type", "tag", "nbytes", "kind",
@@ -108,7 +108,7 @@ class RunRecorder:
                 "bytes_up": b["bytes_up"], "bytes_down": b["bytes_down"],
                 "p2p_bytes_up": b["p2p_bytes_up"], "p2p_bytes_down": b["p2p_bytes_down"],
                 "logits_bytes": b["logits_bytes"], "weights_bytes": b["weights_bytes"],
-                "control_bytes": b["control_bytes"], "cum_bytes_up": cum[0],
+                "data_bytes": b["data_bytes"], "control_bytes": b["control_bytes"], "cum_bytes_up": cum[0],
                 "cum_bytes_down": cum[1], "cum_p2p_bytes": cum[2],
                 "node_wall_s": round(m.get("wall-s", 0.0), 4), "round_wall_s": round(wall, 3),
             })
@@ -131,14 +131,15 @@ class RunRecorder:
                 by_model[self.nodes[node_id]["model"]].append(m["accuracy"])
         wire = [e for e in self.meter.entries if e.kind == "wire"]
         p2p = [e for e in self.meter.entries if e.kind == "p2p" and e.direction == "down"]
-        payloads = [e.nbytes for e in wire if e.tag == "logits"]
+        logits = [e.nbytes for e in wire if e.tag == "logits" and e.direction == "up"]
+        weights = [e.nbytes for e in wire if e.tag == "weights"]
         summary = {
             "method": self.config.get("method"),
             "dataset": self.config.get("dataset"),
             "partition-scheme": self.config.get("partition-scheme"),
             "model": self.config.get("model"),
             "seed": self.config.get("seed"),
-            "num-nodes": len(self.nodes),
+            "num-nodes": self.config.get("num-nodes"),
             "rounds": last,
             "final": _stats(final),
             "median-accuracy-per-round": per_round,
@@ -148,9 +149,16 @@ class RunRecorder:
                 "wire-down": sum(e.nbytes for e in wire if e.direction == "down"),
                 "p2p": sum(e.nbytes for e in p2p),
                 "by-tag": {t: sum(e.nbytes for e in wire if e.tag == t)
-                           for t in ("logits", "weights", "control")},
+                           for t in ("logits", "weights", "data", "control")},
+                # median sizes of one message, as sent: what a node shares (inference
+                # list) and what a model costs (weights), the Table IV / Table II analogues
+                "logits-message": statistics.median(logits) if logits else 0,
+                "weights-message": statistics.median(weights) if weights else 0,
+                # what one exchange costs: a peer-to-peer payload for gossip, otherwise an
+                # upload of logits or of weights
                 "payload-per-exchange": (statistics.median(e.nbytes for e in p2p) if p2p
-                                         else (statistics.median(payloads) if payloads else 0)),
+                                         else statistics.median(logits) if logits
+                                         else statistics.median(weights) if weights else 0),
                 "messages": len(wire),
             },
             "wall-s": round(time.perf_counter() - self._t0, 2),

@@ -9,8 +9,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from flower_gd.config import RunConfig
 from flower_gd.metering import MeteredGrid
+from flower_gd.methods import run_method
 from flower_gd.results import RunRecorder, is_finished
-from strategies.gossip import GossipDistillation
 
 app = ServerApp()
 
@@ -30,10 +30,6 @@ def main(grid: Grid, context: Context) -> None:
         return
     meter = MeteredGrid(grid)
     recorder = RunRecorder(run_dir, cfg.to_mapping(), meter, cfg.model_for)
-    strategy = GossipDistillation(str(run_dir), cfg.num_nodes, topology=cfg.topology, seed=cfg.seed,
-                                  recorder=recorder,
-                                  label_leak=cfg.label_source == "ground-truth")
-    strategy.start(grid=meter, num_rounds=cfg.num_server_rounds, timeout=cfg.round_timeout)
-    summary = recorder.finalize({"label-leak": cfg.label_source == "ground-truth",
-                                 "failed-pulls": strategy.failed_pulls})
+    extra = run_method(cfg, str(run_dir), meter, recorder)
+    summary = recorder.finalize({"label-leak": cfg.label_source == "ground-truth", **extra})
     print(f"results: {run_dir} final median accuracy {summary['final']['median']:.4f}")

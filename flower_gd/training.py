@@ -27,13 +27,14 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
 
 
 def _fit(model: nn.Module, x: np.ndarray, targets: np.ndarray, epochs: int, opt: OptimConfig,
-         seed: int, loss_fn) -> float:
+         seed: int, loss_fn, sgd: torch.optim.Optimizer | None = None) -> float:
     """Run `epochs` of SGD; returns the mean loss of the last epoch."""
     if len(x) == 0:
         raise ValueError("cannot train on an empty dataset")
     rng = np.random.default_rng(seed)
-    sgd = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
-                          weight_decay=opt.weight_decay)
+    if sgd is None:
+        sgd = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
+                              weight_decay=opt.weight_decay)
     xt, tt = torch.from_numpy(x), torch.from_numpy(targets)
     model.train()
     last = 0.0
@@ -73,6 +74,26 @@ def train_soft(model: nn.Module, x: np.ndarray, target_probs: np.ndarray, epochs
     return _fit(model, x, target_probs.astype(np.float32), epochs, opt, seed, kd)
 
 
+def train_discriminator(model: nn.Module, x_pos: np.ndarray, x_neg: np.ndarray, epochs: int,
+                        opt: OptimConfig, seed: int = 0) -> float:
+    """Binary classifier: `x_pos` (label 1) against `x_neg` (label 0), one logit output.
+
+    Every epoch uses all positives and an equal-sized fresh sample of negatives, so the much
+    larger common data does not swamp a node's private data.
+    """
+    rng = np.random.default_rng(seed)
+    sgd = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
+                          weight_decay=opt.weight_decay)
+    last = 0.0
+    for epoch in range(epochs):
+        neg = x_neg[rng.choice(len(x_neg), size=min(len(x_pos), len(x_neg)), replace=False)]
+        x = np.concatenate([x_pos, neg])
+        y = np.concatenate([np.ones(len(x_pos)), np.zeros(len(neg))]).astype(np.float32)
+        last = _fit(model, x, y, 1, opt, seed + epoch,
+                    lambda out, t: F.binary_cross_entropy_with_logits(out[:, 0], t), sgd)
+    return last
+
+
 @torch.no_grad()
 def infer(model: nn.Module, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Raw outputs (logits) of the model on `x`: float32 (n, C)."""
@@ -89,6 +110,11 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, flo
     loss = float(F.cross_entropy(logits, yt))
     acc = float((logits.argmax(1) == yt).float().mean())
     return acc, loss
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function in float32, stable for large magnitudes."""
+    return (0.5 * (1.0 + np.tanh(0.5 * logits.astype(np.float64)))).astype(np.float32)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

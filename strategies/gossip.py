@@ -10,36 +10,34 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Result, Strategy
+from flwr.serverapp.strategy import Result
 from tqdm.auto import tqdm
 
 from flower_gd.codecs import InferencePayload, PayloadError, decode_payload, encode_payload
-from flower_gd.fleet import wait_for_nodes
 from flower_gd.distill import hard_labels, mix_inference_lists
 from flower_gd.metering import RELAY_CONFIG_KEY, RELAY_FROM_KEY
 from flower_gd.node import Node, Timer
 from flower_gd.results import RunRecorder
+from flower_gd.strategy_base import NodeRecordingStrategy
 from flower_gd.training import train_hard
 
 # Message types (Flower: "<category>.<action>").
 LOCAL = "train.local"
 SHARE = "query.inference"
 GOSSIP = "train.gossip"
-EVALUATE = "evaluate"
 
 
 # ======================================================================== node side
 def local_phase(node: Node) -> dict[str, float]:
     """Step 1: train M_i on PD_i, infer X_c into IL_i, set C_i = 1."""
     with Timer() as t:
-        model = node.new_model()
-        x, y = node.data.private(node.partition_id)
-        loss = train_hard(model, x, y, node.cfg.local_epochs, node.optim, node.seed(0))
+        model, loss = node.fit_private()
         scores = node.scores(model)
         node.store.save_model(model)
         node.store.save_array("inference-list", scores)
         node.store.save_meta({"counter": 1, "round": 0})
-    return {"partition-id": node.partition_id, "num-examples": len(y), "train-loss": loss,
+    return {"partition-id": node.partition_id,
+            "num-examples": len(node.data.parts[node.partition_id]), "train-loss": loss,
             "label-accuracy": _label_accuracy(node, hard_labels(scores)), "wall-s": t.seconds}
 
 
@@ -70,7 +68,7 @@ def gossip_step(node: Node, content: RecordDict, server_round: int) -> dict[str,
             # LABEL LEAK, on purpose: what the reference code's dist_train does.
             labels = node.data.common_y
         model = node.load_model()
-        loss = train_hard(model, node.data.common_x, labels, node.cfg.gossip_epochs,
+        loss = train_hard(model, node.data.common_x, labels, node.cfg.round_epochs,
                           node.optim, node.seed(server_round))
         scores = node.scores(model)
         node.store.save_model(model)
@@ -86,7 +84,7 @@ def _label_accuracy(node: Node, labels: np.ndarray) -> float:
 
 
 # ======================================================================== relay side
-class GossipDistillation(Strategy):
+class GossipDistillation(NodeRecordingStrategy):
     r"""Gossip Distillation, with the ServerApp as a relay only.
 
     Moriwaki & Shudo, "Gossip Distillation: Decentralized Deep Learning Transmitting
@@ -96,7 +94,7 @@ class GossipDistillation(Strategy):
 
     .. math:: L_{mix} = \frac{IL_j C_j + IL_i C_i}{C_j + C_i},
 
-    trains M_i for `gossip-epochs` on (X_c, argmax L_mix), re-infers X_c into IL_i and
+    trains M_i for `round-epochs` on (X_c, argmax L_mix), re-infers X_c into IL_i and
     increments C_i.
 
     Flower has no node-to-node channel, so this strategy runs on the ServerApp purely as a
@@ -134,37 +132,31 @@ class GossipDistillation(Strategy):
                  recorder: RunRecorder | None = None, label_leak: bool = False) -> None:
         if topology not in ("complete", "ring"):
             raise ValueError(f"topology={topology!r}: choose complete or ring")
-        self.run_dir = run_dir
-        self.num_nodes = num_nodes
-        self.node_ids: list[int] = []
+        super().__init__(run_dir, num_nodes, recorder)
         self.topology = topology
         self.rng = np.random.default_rng(seed)
-        self.recorder = recorder
         self.label_leak = label_leak
-        self.partition_of: dict[int, int] = {}  # node_id -> partition id
         self._relay: dict[int, tuple[int, Message]] = {}  # dst node -> (src node, payload reply)
         self.failed_pulls = 0
 
     def summary(self) -> None:
-        log(INFO, "\t├── GossipDistillation: relay-only ServerApp, topology=%s", self.topology)
+        log(INFO, "\t├── %s: relay-only ServerApp, topology=%s", type(self).__name__,
+            self.topology)
         if self.label_leak:
             log(WARNING, "\t└── label-source=ground-truth: LABEL LEAK (reference-code behaviour)")
 
-    # --- message construction -----------------------------------------------------------
-    def _config(self, server_round: int) -> ConfigRecord:
-        return ConfigRecord({"run-dir": self.run_dir, "server-round": server_round})
+    # --- the local phase ------------------------------------------------------------------
+    def local_phase(self, grid: Grid, timeout: float) -> MetricRecord:
+        """Round 0: every node trains on its private data and infers X_c; then evaluates."""
+        replies = grid.send_and_receive([self.message(n, LOCAL, 0) for n in self.node_ids],
+                                        timeout=timeout)
+        got = self.collect(0, replies, "local phase")
+        self.require_all(got, "the local phase")
+        for node, reply in got.items():
+            self.register(node, int(reply.content["metrics"]["partition-id"]))
+        return self.evaluate_round(grid, 0, timeout)
 
-    def _message(self, grid: Grid, node_id: int, message_type: str, server_round: int,
-                 content: RecordDict | None = None) -> Message:
-        content = RecordDict() if content is None else content
-        content["config"] = self._config(server_round)
-        return Message(content=content, dst_node_id=node_id, message_type=message_type,
-                       group_id=str(server_round))
-
-    def configure_local(self, grid: Grid) -> list[Message]:
-        """Round 0: every node runs its local phase."""
-        return [self._message(grid, n, LOCAL, 0) for n in self.node_ids]
-
+    # --- one gossip round -----------------------------------------------------------------
     def choose_peers(self, node_ids: list[int]) -> dict[int, int]:
         """Pick, for every node, the peer it pulls from this round (pull gossip)."""
         pulls = {}
@@ -178,9 +170,9 @@ class GossipDistillation(Strategy):
             pulls[node] = int(candidates[self.rng.integers(len(candidates))])
         return pulls
 
-    def configure_query(self, server_round: int, sources: Iterable[int], grid: Grid) -> list[Message]:
+    def configure_query(self, server_round: int, sources: Iterable[int]) -> list[Message]:
         """Ask each chosen peer for its current (IL_j, C_j)."""
-        return [self._message(grid, n, SHARE, server_round) for n in sorted(set(sources))]
+        return [self.message(n, SHARE, server_round) for n in sorted(set(sources))]
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -189,48 +181,41 @@ class GossipDistillation(Strategy):
         for dst, (src, reply) in sorted(self._relay.items()):
             content = RecordDict(dict(reply.content.items()))
             content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: src})
-            messages.append(self._message(grid, dst, GOSSIP, server_round, content))
+            messages.append(self.message(dst, GOSSIP, server_round, content))
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Record each node's step metrics; there is no global model to aggregate."""
-        done = self._collect(server_round, replies, "gossip step")
-        if not done:
+        got = self.collect(server_round, replies, "gossip step")
+        if not got:
             return None, None
-        return None, MetricRecord({"nodes-updated": len(done),
-                                   "median-label-accuracy": statistics.median(
-                                       m.get("label-accuracy", 0.0) for m in done.values())})
+        metrics = [m.content["metrics"] for m in got.values()]
+        return None, MetricRecord({
+            "nodes-updated": len(got),
+            "payloads-rejected": sum(float(m.get("payload-rejected", 0.0)) for m in metrics),
+            "median-label-accuracy": statistics.median(
+                float(m.get("label-accuracy", 0.0)) for m in metrics)})
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        """Every node evaluates its own model on the test set."""
-        return [self._message(grid, n, EVALUATE, server_round) for n in self.node_ids]
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
-                           ) -> MetricRecord | None:
-        """Median, min and max node accuracy (the paper reports the median over nodes)."""
-        done = self._collect(server_round, replies, "evaluation")
-        accs = [m["accuracy"] for m in done.values() if "accuracy" in m]
-        if not accs:
-            return None
-        return MetricRecord({"median-accuracy": statistics.median(accs),
-                             "min-accuracy": min(accs), "max-accuracy": max(accs)})
-
-    def _collect(self, server_round: int, replies: Iterable[Message], what: str
-                 ) -> dict[int, dict[str, float]]:
-        out = {}
-        for reply in replies:
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                log(WARNING, "round %s: %s failed on node %s: %s", server_round, what, node,
-                    reply.error.reason)
-                continue
-            metrics = dict(reply.content["metrics"]) if "metrics" in reply.content else {}
-            out[node] = metrics
-            if self.recorder is not None:
-                self.recorder.record(server_round, node, metrics)
-        return out
+    def gossip_round(self, grid: Grid, server_round: int, timeout: float
+                     ) -> MetricRecord | None:
+        """Pull from chosen peers, relay their payloads, let every puller train."""
+        pulls = self.choose_peers(self.node_ids)
+        shares = grid.send_and_receive(self.configure_query(server_round, pulls.values()),
+                                       timeout=timeout)
+        by_source = {m.metadata.src_node_id: m for m in shares if not m.has_error()}
+        self._relay = {dst: (src, by_source[src]) for dst, src in pulls.items()
+                       if src in by_source}
+        failed = len(pulls) - len(self._relay)
+        if failed:
+            self.failed_pulls += failed
+            log(WARNING, "round %s: %s pull(s) skipped, their peers did not answer; "
+                "those nodes keep their state", server_round, failed)
+        replies = grid.send_and_receive(
+            self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid),
+            timeout=timeout)
+        self._relay = {}  # relay only: forwarded payloads are not kept
+        return self.aggregate_train(server_round, replies)[1]
 
     # --- the run ------------------------------------------------------------------------
     def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 3,
@@ -244,52 +229,18 @@ class GossipDistillation(Strategy):
         """
         self.summary()
         result = Result()
-        self.node_ids = node_ids = wait_for_nodes(grid, self.num_nodes, timeout=min(timeout, 300))
         set_round = getattr(grid, "set_round", lambda r: None)
-
+        self.connect(grid, timeout)
         set_round(0)
-        local = grid.send_and_receive(self.configure_local(grid), timeout=timeout)
-        for node, metrics in self._collect(0, local, "local phase").items():
-            self.partition_of[node] = int(metrics["partition-id"])
-            if self.recorder is not None:
-                self.recorder.add_node(node, self.partition_of[node])
-        missing = set(node_ids) - set(self.partition_of)
-        if missing:
-            raise RuntimeError(f"local phase failed on nodes {sorted(missing)}: see the log")
-        result.evaluate_metrics_clientapp[0] = self._evaluate(grid, 0, timeout)
-
-        bar = tqdm(range(1, num_rounds + 1), desc="gossip", unit="round", leave=False)
+        result.evaluate_metrics_clientapp[0] = self.local_phase(grid, timeout)
+        bar = tqdm(range(1, num_rounds + 1), desc=type(self).__name__, unit="round",
+                   leave=False)
         for server_round in bar:
             set_round(server_round)
-            pulls = self.choose_peers(node_ids)
-            shares = grid.send_and_receive(
-                self.configure_query(server_round, pulls.values(), grid), timeout=timeout)
-            by_source = {m.metadata.src_node_id: m for m in shares if not m.has_error()}
-            self._relay = {dst: (src, by_source[src]) for dst, src in pulls.items()
-                           if src in by_source}
-            failed = len(pulls) - len(self._relay)
-            if failed:
-                self.failed_pulls += failed
-                log(WARNING, "round %s: %s pull(s) skipped, their peers did not answer; "
-                    "those nodes keep their state", server_round, failed)
-            replies = grid.send_and_receive(
-                self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid),
-                timeout=timeout)
-            self._relay = {}  # relay only: forwarded payloads are not kept
-            _, train_metrics = self.aggregate_train(server_round, replies)
+            train_metrics = self.gossip_round(grid, server_round, timeout)
             if train_metrics is not None:
                 result.train_metrics_clientapp[server_round] = train_metrics
-            evaluated = self._evaluate(grid, server_round, timeout)
+            evaluated = self.evaluate_round(grid, server_round, timeout)
             result.evaluate_metrics_clientapp[server_round] = evaluated
             bar.set_postfix(median_acc=f"{evaluated.get('median-accuracy', float('nan')):.3f}")
         return result
-
-    def _evaluate(self, grid: Grid, server_round: int, timeout: float) -> MetricRecord:
-        replies = grid.send_and_receive(
-            self.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid),
-            timeout=timeout)
-        metrics = self.aggregate_evaluate(server_round, replies) or MetricRecord()
-        log(INFO, "round %s: %s", server_round, dict(metrics))
-        if self.recorder is not None:
-            self.recorder.end_round(server_round)
-        return metrics

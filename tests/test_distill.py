@@ -37,3 +37,28 @@ def test_counters_start_at_one_zero_is_refused():
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="differ in shape"):
         mix_inference_lists(np.zeros((2, 3)), 1, np.zeros((3, 3)), 1)
+
+
+def test_dlad_adaptive_target_two_nodes_by_hand():
+    from flower_gd.distill import adaptive_target
+
+    # Prepare: two nodes, two common samples, two classes.
+    probs = np.array([[[0.9, 0.1], [0.6, 0.4]],     # node A
+                      [[0.2, 0.8], [0.3, 0.7]]])    # node B
+    conf = np.array([[0.75, 0.1],                   # d_A(x1), d_A(x2)
+                     [0.25, 0.3]])                  # d_B(x1), d_B(x2)
+    # Execute
+    target = adaptive_target(probs, conf)
+    # Assert: x1: w = (0.75, 0.25) -> 0.75*[.9,.1] + 0.25*[.2,.8] = [0.725, 0.275]
+    #         x2: w = (0.25, 0.75) -> 0.25*[.6,.4] + 0.75*[.3,.7] = [0.375, 0.625]
+    np.testing.assert_allclose(target, [[0.725, 0.275], [0.375, 0.625]], rtol=1e-6)
+
+
+def test_dlad_target_falls_back_to_equal_weights_when_no_node_is_confident():
+    from flower_gd.distill import adaptive_target
+
+    probs = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])
+    target = adaptive_target(probs, np.zeros((2, 1)))
+    np.testing.assert_allclose(target, [[0.5, 0.5]])
+    with pytest.raises(ValueError, match="do not match"):
+        adaptive_target(probs, np.zeros((3, 1)))

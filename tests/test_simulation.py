@@ -42,7 +42,7 @@ def test_every_message_is_metered_and_only_lists_and_control_leave_nodes(finishe
     # round 0: 3 local + 3 evaluate, each down and up; rounds 1-2: <=3 queries, 3 relays,
     # 3 evaluations, each down and up
     assert len([m for m in wire if m["round"] == "0"]) == 12
-    assert {m["tag"] for m in wire} == {"logits", "control"}  # never "weights"
+    assert {m["tag"] for m in wire} == {"logits", "control"}  # never weights, never data
     relays = [m for m in wire if m["message_type"] == "train.gossip"]
     assert len([m for m in relays if m["direction"] == "down"]) == 6
     # the payload: 150 x 10 float32 plus its object tree

@@ -1,0 +1,76 @@
+"""FedAvg baseline: Flower's own FedAvg strategy on the private data, recorded per node."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from flower_gd.node import Node, Timer
+from flower_gd.results import RunRecorder
+from flower_gd.training import train_hard
+
+NODE_INFO_KEY = "node"
+
+
+def local_update(node: Node, arrays: ArrayRecord, server_round: int) -> RecordDict:
+    """Node side of a FedAvg round: load the global arrays, train `round-epochs` on PD_i."""
+    with Timer() as t:
+        model = node.new_model()
+        model.load_state_dict(arrays.to_torch_state_dict())
+        x, y = node.data.private(node.partition_id)
+        loss = train_hard(model, x, y, node.cfg.round_epochs, node.optim,
+                          node.seed(server_round))
+    return RecordDict({
+        "arrays": ArrayRecord(model.state_dict()),
+        "metrics": MetricRecord({"train-loss": loss, "num-examples": len(y), "wall-s": t.seconds}),
+        NODE_INFO_KEY: ConfigRecord({"partition-id": node.partition_id}),
+    })
+
+
+class RecordedFedAvg(FedAvg):
+    """Flower's FedAvg, unchanged in what it sends and aggregates.
+
+    It only adds bookkeeping: it tells a metering Grid which round the messages belong to
+    and hands every node's reply metrics to a RunRecorder. All nodes train and evaluate in
+    every round (fraction 1.0), under Flower's own minimum-node rules.
+    """
+
+    def __init__(self, num_nodes: int, recorder: RunRecorder | None = None) -> None:
+        super().__init__(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=num_nodes,
+                         min_evaluate_nodes=num_nodes, min_available_nodes=num_nodes)
+        self.recorder = recorder
+        self.partition_of: dict[int, int] = {}
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        getattr(grid, "set_round", lambda r: None)(server_round)
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        for reply in replies:
+            if reply.has_error():
+                continue
+            node = reply.metadata.src_node_id
+            if node not in self.partition_of:
+                self.partition_of[node] = int(reply.content[NODE_INFO_KEY]["partition-id"])
+                if self.recorder is not None:
+                    self.recorder.add_node(node, self.partition_of[node])
+            if self.recorder is not None:
+                self.recorder.record(server_round, node, dict(reply.content["metrics"]))
+        return super().aggregate_train(server_round, replies)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        replies = list(replies)
+        if self.recorder is not None:
+            for reply in replies:
+                if not reply.has_error():
+                    self.recorder.record(server_round, reply.metadata.src_node_id,
+                                         dict(reply.content["metrics"]))
+            self.recorder.end_round(server_round)
+        return super().aggregate_evaluate(server_round, replies)

@@ -1,0 +1,176 @@
+"""Read saved runs back and compute the comparison tables (no run is ever re-executed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flower_gd.results import SUMMARY
+
+METHOD_ORDER = ["local", "gossip", "gossip-gt", "dlad", "fedavg", "central", "central-all"]
+PARTITION_ORDER = ["iid", "niid1", "niid2", "niid3", "niid4"]
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """One finished run directory: summary, resolved config and per-round per-node rows."""
+
+    path: Path
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    rows: list[dict[str, str]]
+
+    @property
+    def method(self) -> str:
+        """Method label; the ground-truth diagnostic is kept apart from honest gossip."""
+        leak = self.summary.get("label-leak") or self.config.get("label-source") == "ground-truth"
+        return f"{self.summary['method']}-gt" if leak else self.summary["method"]
+
+    @property
+    def partition(self) -> str:
+        scheme = self.config["partition-scheme"]
+        return f"dirichlet({self.config['dirichlet-alpha']:g})" if scheme == "dirichlet" else scheme
+
+    @property
+    def dataset(self) -> str:
+        return self.summary["dataset"]
+
+    @property
+    def final_median(self) -> float:
+        return float(self.summary["final"]["median"])
+
+    def curve(self) -> list[tuple[int, float, int]]:
+        """(round, median node accuracy, cumulative wire bytes of all nodes) per round."""
+        by_round: dict[int, list[dict[str, str]]] = defaultdict(list)
+        for r in self.rows:
+            by_round[int(r["round"])].append(r)
+        out = []
+        for rnd in sorted(by_round):
+            rows = by_round[rnd]
+            accs = [float(r["accuracy"]) for r in rows if r["accuracy"] not in ("", None)]
+            total = sum(int(r["cum_bytes_up"]) + int(r["cum_bytes_down"]) for r in rows)
+            if accs:
+                out.append((rnd, statistics.median(accs), total))
+        return out
+
+    def bytes_to_final(self, tolerance: float = 0.005) -> int:
+        """Cumulative wire bytes at the first round whose median accuracy is within
+        `tolerance` of the final one (what reaching the final accuracy cost)."""
+        target = self.final_median - tolerance
+        for _, acc, total in self.curve():
+            if acc >= target:
+                return total
+        return self.curve()[-1][2] if self.curve() else 0
+
+
+def load_runs(root: Path) -> list[SavedRun]:
+    """Every finished run (a directory with summary.json) under `root`."""
+    runs = []
+    for path in sorted(Path(root).rglob(SUMMARY)):
+        d = path.parent
+        with (d / "rounds.csv").open() as fh:
+            rows = list(csv.DictReader(fh))
+        runs.append(SavedRun(d, json.loads(path.read_text()),
+                             json.loads((d / "config.json").read_text()), rows))
+    if not runs:
+        raise FileNotFoundError(f"no finished runs (summary.json) under {root}")
+    return runs
+
+
+def _order(values, order):
+    known = [v for v in order if v in values]
+    return known + sorted(v for v in values if v not in order)
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def accuracy_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
+    """Table V analogue: final median node accuracy, method x partition, per dataset.
+
+    Cells read ``mean`` or ``mean ± sd (n seeds)`` over seeds.
+    """
+    cells: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for run in runs:
+        cells[(run.dataset, run.method, run.partition)].append(run.final_median)
+    partitions = _order({p for _, _, p in cells}, PARTITION_ORDER)
+    header = ["dataset", "method", *partitions]
+    body = []
+    for dataset in sorted({d for d, _, _ in cells}):
+        for method in _order({m for d, m, _ in cells if d == dataset}, METHOD_ORDER):
+            line = [dataset, method]
+            for p in partitions:
+                vals = cells.get((dataset, method, p))
+                if not vals:
+                    line.append("")
+                    continue
+                m, sd = mean_sd(vals)
+                line.append(f"{m:.4f}" if len(vals) == 1 else f"{m:.4f} ± {sd:.4f} ({len(vals)})")
+            body.append(line)
+    return header, body
+
+
+def bytes_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
+    """Tables II/IV analogue: measured bytes of one exchange per method, against the model.
+
+    ``payload`` is one message as sent (gossip: the relayed inference list; DLAD: one upload;
+    FedAvg: one model update); ``model`` is a weights message measured in the same
+    dataset's FedAvg or DLAD runs. MiB = 2^20 bytes.
+    """
+    model_bytes: dict[str, list[float]] = defaultdict(list)
+    for run in runs:
+        w = run.summary["bytes"].get("weights-message", 0)
+        if w:
+            model_bytes[run.dataset].append(w)
+    rows: dict[tuple[str, str], list[SavedRun]] = defaultdict(list)
+    for run in runs:
+        rows[(run.dataset, run.method)].append(run)
+    header = ["dataset", "method", "payload per exchange (bytes)", "payload (MiB)",
+              "model message (bytes)", "payload / model", "total wire (MiB)",
+              "bytes to reach final acc. (MiB)"]
+    body = []
+    for dataset, method in rows:
+        group = rows[(dataset, method)]
+        payload = statistics.median(r.summary["bytes"]["payload-per-exchange"] for r in group)
+        model = statistics.median(model_bytes[dataset]) if model_bytes[dataset] else 0
+        wire = statistics.fmean((r.summary["bytes"]["wire-up"] + r.summary["bytes"]["wire-down"])
+                                for r in group)
+        reach = statistics.fmean(r.bytes_to_final() for r in group)
+        body.append([dataset, method, f"{payload:.0f}", f"{payload / 2**20:.3f}",
+                     f"{model:.0f}" if model else "", f"{payload / model:.3f}" if model else "",
+                     f"{wire / 2**20:.2f}", f"{reach / 2**20:.2f}"])
+    body.sort(key=lambda r: (r[0], METHOD_ORDER.index(r[1]) if r[1] in METHOD_ORDER else 99))
+    return header, body
+
+
+def markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def model_size_table(in_channels: int = 3, num_classes: int = 10) -> tuple[list[str], list[list[str]]]:
+    """Table II analogue: parameters and the bytes Flower sends for each model family.
+
+    Bytes are measured by serializing the model's ArrayRecord into Flower's object tree,
+    exactly as the meter sizes a weights message's content.
+    """
+    from flwr.app import ArrayRecord
+
+    from flower_gd.metering import object_nbytes
+    from flower_gd.models import build_model, count_parameters
+
+    header = ["model", "input channels", "parameters", "serialized bytes", "MiB"]
+    body = []
+    for name in ("cnn", "mobilenet_v3_small", "resnet18", "densenet121"):
+        model = build_model(name, in_channels, num_classes)
+        nbytes = object_nbytes(ArrayRecord(model.state_dict()))
+        body.append([name, str(in_channels), f"{count_parameters(model):,}", str(nbytes),
+                     f"{nbytes / 2**20:.2f}"])
+    return header, body

@@ -1,0 +1,195 @@
+"""Figures drawn from saved results only (PNG and PDF), one command each.
+
+Usage::
+
+    python -m flower_gd.plots {fig1,fig2,fig3,fig4,all} RESULTS_DIR [--out figures]
+
+fig1: payload per exchange against model bytes, per dataset; fig2: final median accuracy
+per method and partition; fig3: median accuracy per round, one panel per partition;
+fig4: median accuracy against cumulative bytes, all methods. Error bars (fig2) and bands
+(fig3) show the standard deviation over seeds where there are several.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # batch figures: never open a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from flower_gd.analysis import (METHOD_ORDER, PARTITION_ORDER, SavedRun, load_runs,  # noqa: E402
+                                mean_sd)
+
+MIB = 2 ** 20
+COLORS = {"local": "#9e9e9e", "gossip": "#1f77b4", "gossip-gt": "#aec7e8", "dlad": "#d62728",
+          "fedavg": "#2ca02c", "central": "#9467bd", "central-all": "#000000"}
+
+
+def _order(values, order):
+    return [v for v in order if v in values] + sorted(v for v in values if v not in order)
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.tight_layout()
+    for p in paths:
+        fig.savefig(p, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def fig1_payload_vs_model(runs: list[SavedRun], out: Path) -> list[Path]:
+    """Bytes of one exchange per method, against the model's weights message, per dataset."""
+    datasets = sorted({r.dataset for r in runs})
+    kinds = ["gossip payload (p2p)", "DLAD upload", "model (weights message)"]
+    values = defaultdict(list)
+    for r in runs:
+        b = r.summary["bytes"]
+        if r.method == "gossip":
+            values[(r.dataset, kinds[0])].append(b["payload-per-exchange"])
+        elif r.method == "dlad":
+            values[(r.dataset, kinds[1])].append(b.get("logits-message", 0))
+        if b.get("weights-message"):
+            values[(r.dataset, kinds[2])].append(b["weights-message"])
+    fig, ax = plt.subplots(figsize=(1.8 + 2.2 * len(datasets), 4))
+    width = 0.8 / len(kinds)
+    x = np.arange(len(datasets))
+    for k, kind in enumerate(kinds):
+        heights = [statistics.median(values[(d, kind)]) / MIB if values[(d, kind)] else 0
+                   for d in datasets]
+        bars = ax.bar(x + (k - 1) * width, heights, width, label=kind)
+        ax.bar_label(bars, labels=[f"{h:.2f}" if h else "" for h in heights], fontsize=7)
+    ax.set_xticks(x, datasets)
+    ax.set_yscale("log")
+    ax.set_ylabel("bytes per exchange (MiB = 2^20 B, log)")
+    ax.set_title("Fig. 1: one exchange against the model")
+    ax.legend(fontsize=8)
+    return _save(fig, out, "fig1_payload_vs_model")
+
+
+def fig2_final_accuracy(runs: list[SavedRun], out: Path) -> list[Path]:
+    """Final median node accuracy per method and partition (mean ± sd over seeds)."""
+    paths = []
+    for dataset in sorted({r.dataset for r in runs}):
+        sub = [r for r in runs if r.dataset == dataset]
+        methods = _order({r.method for r in sub}, METHOD_ORDER)
+        partitions = _order({r.partition for r in sub}, PARTITION_ORDER)
+        cells = defaultdict(list)
+        for r in sub:
+            cells[(r.method, r.partition)].append(r.final_median)
+        fig, ax = plt.subplots(figsize=(2 + 1.6 * len(partitions), 4))
+        width = 0.8 / len(methods)
+        x = np.arange(len(partitions))
+        for k, m in enumerate(methods):
+            stats = [mean_sd(cells[(m, p)]) if cells[(m, p)] else (np.nan, 0) for p in partitions]
+            ax.bar(x + (k - (len(methods) - 1) / 2) * width, [s[0] for s in stats], width,
+                   yerr=[s[1] for s in stats], capsize=2, label=m, color=COLORS.get(m))
+        ax.set_xticks(x, partitions)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("final median node accuracy")
+        ax.set_title(f"Fig. 2: final accuracy, {dataset}")
+        ax.legend(fontsize=7, ncol=2)
+        paths += _save(fig, out, f"fig2_final_accuracy_{dataset}")
+    return paths
+
+
+def _mean_curves(runs: list[SavedRun]):
+    """method -> list of (round, mean acc, sd acc, mean cumulative bytes) over seeds."""
+    by_method = defaultdict(list)
+    for r in runs:
+        by_method[r.method].append(r.curve())
+    out = {}
+    for m, curves in by_method.items():
+        rounds = sorted({rnd for c in curves for rnd, _, _ in c})
+        pts = []
+        for rnd in rounds:
+            accs = [a for c in curves for r_, a, _ in c if r_ == rnd]
+            bytes_ = [b for c in curves for r_, _, b in c if r_ == rnd]
+            mu, sd = mean_sd(accs)
+            pts.append((rnd, mu, sd, statistics.fmean(bytes_)))
+        out[m] = pts
+    return out
+
+
+def fig3_accuracy_per_round(runs: list[SavedRun], out: Path) -> list[Path]:
+    """Median node accuracy per round, one panel per partition."""
+    paths = []
+    for dataset in sorted({r.dataset for r in runs}):
+        sub = [r for r in runs if r.dataset == dataset]
+        partitions = _order({r.partition for r in sub}, PARTITION_ORDER)
+        fig, axes = plt.subplots(1, len(partitions), figsize=(3.2 * len(partitions), 3.4),
+                                 squeeze=False, sharey=True)
+        for ax, p in zip(axes[0], partitions):
+            curves = _mean_curves([r for r in sub if r.partition == p])
+            for m in _order(set(curves), METHOD_ORDER):
+                pts = curves[m]
+                if len(pts) == 1:  # a bound with no rounds: a level, not a curve
+                    ax.axhline(pts[0][1], ls="--", lw=1, label=m, color=COLORS.get(m))
+                    continue
+                rnd = [q[0] for q in pts]
+                mu = np.array([q[1] for q in pts])
+                sd = np.array([q[2] for q in pts])
+                ax.plot(rnd, mu, marker="o", ms=3, label=m, color=COLORS.get(m))
+                ax.fill_between(rnd, mu - sd, mu + sd, alpha=0.15, color=COLORS.get(m))
+            ax.set_title(p)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_xlabel("round (0 = local phase)")
+            ax.set_ylim(0, 1)
+        axes[0][0].set_ylabel("median node accuracy")
+        axes[0][-1].legend(fontsize=7)
+        fig.suptitle(f"Fig. 3: accuracy per round, {dataset}")
+        paths += _save(fig, out, f"fig3_accuracy_per_round_{dataset}")
+    return paths
+
+
+def fig4_accuracy_vs_bytes(runs: list[SavedRun], out: Path) -> list[Path]:
+    """Median node accuracy against cumulative wire bytes, all methods, one panel per partition."""
+    paths = []
+    for dataset in sorted({r.dataset for r in runs}):
+        sub = [r for r in runs if r.dataset == dataset]
+        partitions = _order({r.partition for r in sub}, PARTITION_ORDER)
+        fig, axes = plt.subplots(1, len(partitions), figsize=(3.4 * len(partitions), 3.4),
+                                 squeeze=False, sharey=True)
+        for ax, p in zip(axes[0], partitions):
+            curves = _mean_curves([r for r in sub if r.partition == p])
+            for m in _order(set(curves), METHOD_ORDER):
+                pts = [q for q in curves[m] if q[3] > 0]
+                if pts:
+                    ax.plot([q[3] / MIB for q in pts], [q[1] for q in pts], marker="o", ms=3,
+                            label=m, color=COLORS.get(m))
+            ax.set_xscale("log")
+            ax.set_title(p)
+            ax.set_xlabel("cumulative wire bytes (MiB, log)")
+            ax.set_ylim(0, 1)
+        axes[0][0].set_ylabel("median node accuracy")
+        axes[0][-1].legend(fontsize=7)
+        fig.suptitle(f"Accuracy against bytes, {dataset}")
+        paths += _save(fig, out, f"fig4_accuracy_vs_bytes_{dataset}")
+    return paths
+
+
+FIGURES = {"fig1": fig1_payload_vs_model, "fig2": fig2_final_accuracy,
+           "fig3": fig3_accuracy_per_round, "fig4": fig4_accuracy_vs_bytes}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("figure", choices=[*FIGURES, "all"])
+    parser.add_argument("results", type=Path, help="directory of saved runs")
+    parser.add_argument("--out", type=Path, default=Path("figures"))
+    args = parser.parse_args(argv)
+    runs = load_runs(args.results)
+    for name in FIGURES if args.figure == "all" else [args.figure]:
+        for path in FIGURES[name](runs, args.out):
+            print(path)
+
+
+if __name__ == "__main__":
+    main()

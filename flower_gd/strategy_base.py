@@ -1,0 +1,104 @@
+"""Plumbing shared by this project's strategies: messages, per-node records, node evaluation."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from logging import INFO, WARNING
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from flower_gd.codecs import WEIGHTS_KEY
+from flower_gd.fleet import wait_for_nodes
+from flower_gd.node import RUN_DIR_KEY
+from flower_gd.results import RunRecorder
+
+EVALUATE = "evaluate"
+
+
+class NodeRecordingStrategy(Strategy):
+    """A Strategy over a fixed fleet whose nodes report per-node metrics to a RunRecorder.
+
+    Subclasses implement the method; this class builds messages carrying the run's
+    ``config`` (``run-dir``, ``server-round``), maps node ids to partition ids, and asks every
+    node to evaluate a model on the test set (its own, or arrays it is sent).
+    """
+
+    def __init__(self, run_dir: str, num_nodes: int, recorder: RunRecorder | None = None) -> None:
+        self.run_dir = run_dir
+        self.num_nodes = num_nodes
+        self.recorder = recorder
+        self.node_ids: list[int] = []
+        self.partition_of: dict[int, int] = {}  # node_id -> partition id
+
+    def connect(self, grid: Grid, timeout: float) -> list[int]:
+        """Wait for the whole fleet; later messages go to exactly these nodes."""
+        self.node_ids = wait_for_nodes(grid, self.num_nodes, timeout=min(timeout, 300))
+        return self.node_ids
+
+    def message(self, node_id: int, message_type: str, server_round: int,
+                content: RecordDict | None = None) -> Message:
+        content = RecordDict() if content is None else content
+        content["config"] = ConfigRecord({RUN_DIR_KEY: self.run_dir, "server-round": server_round})
+        return Message(content=content, dst_node_id=node_id, message_type=message_type,
+                       group_id=str(server_round))
+
+    def register(self, node_id: int, partition_id: int) -> None:
+        self.partition_of[node_id] = partition_id
+        if self.recorder is not None:
+            self.recorder.add_node(node_id, partition_id)
+
+    def collect(self, server_round: int, replies: Iterable[Message], what: str
+                ) -> dict[int, Message]:
+        """Valid replies by node; failures are logged and skipped (the node keeps its state)."""
+        out = {}
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                log(WARNING, "round %s: %s failed on node %s: %s", server_round, what, node,
+                    reply.error.reason)
+                continue
+            out[node] = reply
+            if "metrics" in reply.content and self.recorder is not None:
+                self.recorder.record(server_round, node, dict(reply.content["metrics"]))
+        return out
+
+    def require_all(self, got: dict[int, Message], what: str) -> None:
+        missing = sorted(set(self.node_ids) - set(got))
+        if missing:
+            raise RuntimeError(f"{what} failed on nodes {missing}: see the log above")
+
+    # --- evaluation: every node, on its test set --------------------------------------------
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """Evaluate `arrays` on every node if given (a global model), else each node's own."""
+        messages = []
+        for n in self.node_ids:
+            content = RecordDict({WEIGHTS_KEY: arrays}) if len(arrays) else None
+            messages.append(self.message(n, EVALUATE, server_round, content))
+        return messages
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        """Median, min and max node accuracy (the paper reports the median over nodes)."""
+        got = self.collect(server_round, replies, "evaluation")
+        accs = [float(m.content["metrics"]["accuracy"]) for m in got.values()]
+        if not accs:
+            return None
+        return MetricRecord({"median-accuracy": statistics.median(accs),
+                             "min-accuracy": min(accs), "max-accuracy": max(accs)})
+
+    def evaluate_round(self, grid: Grid, server_round: int, timeout: float,
+                       arrays: ArrayRecord | None = None) -> MetricRecord:
+        """Evaluate on every node, log, and close the round in the recorder."""
+        replies = grid.send_and_receive(
+            self.configure_evaluate(server_round, arrays or ArrayRecord(), ConfigRecord(), grid),
+            timeout=timeout)
+        metrics = self.aggregate_evaluate(server_round, replies) or MetricRecord()
+        log(INFO, "round %s: %s", server_round, dict(metrics))
+        if self.recorder is not None:
+            self.recorder.end_round(server_round)
+        return metrics

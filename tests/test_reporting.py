@@ -1,0 +1,92 @@
+"""Tables and every figure from a small saved-results fixture; a mini-sweep that skips finished cells."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flower_gd import plots
+from flower_gd.analysis import accuracy_table, bytes_table, load_runs
+from flower_gd.config import load_defaults
+from flower_gd.metering import MeterEntry
+from flower_gd.report import write_report
+from flower_gd.results import RunRecorder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Meter:
+    def __init__(self):
+        self.entries = []
+
+
+def _saved_run(root: Path, method: str, partition: str, seed: int, accs: list[float],
+               payload: int, tag: str) -> None:
+    """Write one run directory in the real format: config, rounds.csv, messages, summary."""
+    cfg = {**load_defaults(), "method": method, "partition-scheme": partition, "seed": seed,
+           "num-nodes": 2, "num-server-rounds": len(accs) - 1}
+    meter = _Meter()
+    rec = RunRecorder(root / f"{method}_{partition}_s{seed}", cfg, meter, lambda pid: "cnn")
+    rec.add_node(101, 0)
+    rec.add_node(102, 1)
+    for rnd, acc in enumerate(accs):
+        for node in (101, 102):
+            if rnd > 0:
+                meter.entries.append(MeterEntry(rnd, "down", node, "train", tag, payload))
+                if tag == "logits":
+                    meter.entries.append(MeterEntry(rnd, "down", node, "train", tag, payload, "p2p", 1))
+            rec.record(rnd, node, {"accuracy": acc + (0.01 if node == 101 else -0.01), "loss": 1.0})
+        rec.end_round(rnd)
+    rec.finalize({"label-leak": False})
+
+
+@pytest.fixture
+def results(tmp_path):
+    for seed in (0, 1):
+        for partition in ("iid", "niid1"):
+            _saved_run(tmp_path, "gossip", partition, seed, [0.5, 0.55 + 0.01 * seed, 0.6],
+                       40_000, "logits")
+            _saved_run(tmp_path, "fedavg", partition, seed, [0.4, 0.7, 0.8], 300_000, "weights")
+    return tmp_path
+
+
+def test_tables_from_saved_results(results):
+    runs = load_runs(results)
+    header, body = accuracy_table(runs)
+    assert header == ["dataset", "method", "iid", "niid1"]
+    gossip = next(r for r in body if r[1] == "gossip")
+    assert gossip[2].startswith("0.6000 ± 0.0000 (2)")
+    header, body = bytes_table(runs)
+    fed = next(r for r in body if r[1] == "fedavg")
+    gos = next(r for r in body if r[1] == "gossip")
+    assert fed[4] == "300000"  # model message measured from the weights traffic
+    assert gos[2] == "40000" and gos[5] == f"{40000 / 300000:.3f}"
+    text = write_report(results, with_models=False)
+    assert (results / "results.md").read_text() == text
+    assert (results / "results.csv").read_text().count("\n") == 1 + 8
+
+
+@pytest.mark.parametrize("figure", sorted(plots.FIGURES))
+def test_every_figure_command_writes_non_empty_png_and_pdf(results, tmp_path, figure):
+    out = tmp_path / "figs"
+    plots.main([figure, str(results), "--out", str(out)])
+    files = sorted(out.iterdir())
+    assert {f.suffix for f in files} == {".png", ".pdf"}
+    assert all(f.stat().st_size > 1000 for f in files)
+
+
+def test_mini_sweep_writes_aggregates_and_a_rerun_skips_finished_cells(tmp_path):
+    cmd = [sys.executable, "-m", "flower_gd", "-m", "app.method=local,gossip",
+           "app.num-nodes=2", "app.num-server-rounds=1", "app.local-epochs=1",
+           "app.common-limit=60", "app.test-limit=40", f"app.output-dir={tmp_path}"]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    runs = load_runs(tmp_path)
+    assert sorted(r.method for r in runs) == ["gossip", "local"]
+    stamps = {r.path: (r.path / "summary.json").stat().st_mtime_ns for r in runs}
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("skip (finished)") == 2
+    assert {r.path: (r.path / "summary.json").stat().st_mtime_ns for r in load_runs(tmp_path)} == stamps
+    assert "gossip" in write_report(tmp_path, with_models=False)
