@@ -15,6 +15,7 @@ from flwr.serverapp.strategy import Result
 from flower_gd.codecs import PRIVATE_DATA_KEY
 from flower_gd.federation import FederatedData
 from flower_gd.models import build_model
+from flower_gd.metering import set_meter_round
 from flower_gd.node import Node
 from flower_gd.results import RunRecorder
 from flower_gd.strategy_base import NodeRecordingStrategy
@@ -104,7 +105,7 @@ class CentralTraining(NodeRecordingStrategy):
               ) -> Result:
         self.summary()
         result = Result()
-        getattr(grid, "set_round", lambda r: None)(0)
+        set_meter_round(grid, 0)
         replies: list[Message] = []
         if self.pooled_private:
             self.connect(grid, timeout)

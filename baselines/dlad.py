@@ -16,6 +16,7 @@ from flower_gd.codecs import InferencePayload, decode_payload, encode_payload
 from flower_gd.distill import adaptive_target, hard_labels
 from flower_gd.federation import FederatedData
 from flower_gd.models import build_model
+from flower_gd.metering import set_meter_round
 from flower_gd.node import Node, Timer
 from flower_gd.results import RunRecorder
 from flower_gd.strategy_base import NodeRecordingStrategy
@@ -131,15 +132,14 @@ class DLAD(NodeRecordingStrategy):
         """One-shot: upload (round 0), server distillation, delivery and evaluation (round 1)."""
         self.summary()
         result = Result()
-        set_round = getattr(grid, "set_round", lambda r: None)
         self.connect(grid, timeout)
-        set_round(0)
+        set_meter_round(grid, 0)
         replies = grid.send_and_receive(
             self.configure_train(0, ArrayRecord(), ConfigRecord(), grid), timeout=timeout)
         arrays, train_metrics = self.aggregate_train(0, replies)
         log(INFO, "DLAD server distillation: %s", dict(train_metrics or {}))
         result.evaluate_metrics_clientapp[0] = self.evaluate_round(grid, 0, timeout)
-        set_round(1)
+        set_meter_round(grid, 1)
         result.arrays = arrays
         result.train_metrics_clientapp[1] = train_metrics
         result.evaluate_metrics_clientapp[1] = self.evaluate_round(grid, 1, timeout, arrays)

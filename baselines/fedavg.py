@@ -8,6 +8,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from flower_gd.metering import set_meter_round
 from flower_gd.node import Node, Timer
 from flower_gd.results import RunRecorder
 from flower_gd.training import train_hard
@@ -46,7 +47,7 @@ class RecordedFedAvg(FedAvg):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        getattr(grid, "set_round", lambda r: None)(server_round)
+        set_meter_round(grid, server_round)
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]

@@ -132,7 +132,8 @@ def bytes_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
     for run in runs:
         rows[(run.dataset, run.method)].append(run)
     header = ["dataset", "method", "payload per exchange (bytes)", "payload (MiB)",
-              "model message (bytes)", "payload / model", "total wire (MiB)",
+              "model message (bytes)", "payload / model", "logits total (MiB)",
+              "weights total (MiB)", "data total (MiB)", "total wire (MiB)",
               "bytes to reach final acc. (MiB)"]
     body = []
     for dataset, method in rows:
@@ -142,9 +143,11 @@ def bytes_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
         wire = statistics.fmean((r.summary["bytes"]["wire-up"] + r.summary["bytes"]["wire-down"])
                                 for r in group)
         reach = statistics.fmean(r.bytes_to_final() for r in group)
+        by_tag = [statistics.fmean(r.summary["bytes"]["by-tag"].get(t, 0) for r in group) / 2**20
+                  for t in ("logits", "weights", "data")]
         body.append([dataset, method, f"{payload:.0f}", f"{payload / 2**20:.3f}",
                      f"{model:.0f}" if model else "", f"{payload / model:.3f}" if model else "",
-                     f"{wire / 2**20:.2f}", f"{reach / 2**20:.2f}"])
+                     *(f"{b:.2f}" for b in by_tag), f"{wire / 2**20:.2f}", f"{reach / 2**20:.2f}"])
     body.sort(key=lambda r: (r[0], METHOD_ORDER.index(r[1]) if r[1] in METHOD_ORDER else 99))
     return header, body
 

@@ -34,6 +34,12 @@ def message_nbytes(message: Message) -> int:
     return object_nbytes(message)
 
 
+def set_meter_round(grid: Grid, server_round: int) -> None:
+    """Tell a MeteredGrid which round the next messages belong to (no-op on other Grids)."""
+    if isinstance(grid, MeteredGrid):
+        grid.set_round(server_round)
+
+
 def message_tag(message: Message) -> str:
     """What a message carries: `logits` (inference lists), `weights` (model arrays), `data`
     (raw private samples, only the `central` bound) or `control`."""

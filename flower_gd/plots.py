@@ -118,61 +118,60 @@ def _mean_curves(runs: list[SavedRun]):
     return out
 
 
-def fig3_accuracy_per_round(runs: list[SavedRun], out: Path) -> list[Path]:
-    """Median node accuracy per round, one panel per partition."""
+def _per_partition(runs: list[SavedRun], out: Path, name: str, title: str, xlabel: str,
+                   draw, xscale: str | None = None) -> list[Path]:
+    """One figure per dataset, one panel per partition, `draw(ax, method, curve)` per method."""
     paths = []
     for dataset in sorted({r.dataset for r in runs}):
         sub = [r for r in runs if r.dataset == dataset]
         partitions = _order({r.partition for r in sub}, PARTITION_ORDER)
-        fig, axes = plt.subplots(1, len(partitions), figsize=(3.2 * len(partitions), 3.4),
+        fig, axes = plt.subplots(1, len(partitions), figsize=(3.3 * len(partitions), 3.4),
                                  squeeze=False, sharey=True)
         for ax, p in zip(axes[0], partitions):
             curves = _mean_curves([r for r in sub if r.partition == p])
             for m in _order(set(curves), METHOD_ORDER):
-                pts = curves[m]
-                if len(pts) == 1:  # a bound with no rounds: a level, not a curve
-                    ax.axhline(pts[0][1], ls="--", lw=1, label=m, color=COLORS.get(m))
-                    continue
-                rnd = [q[0] for q in pts]
-                mu = np.array([q[1] for q in pts])
-                sd = np.array([q[2] for q in pts])
-                ax.plot(rnd, mu, marker="o", ms=3, label=m, color=COLORS.get(m))
-                ax.fill_between(rnd, mu - sd, mu + sd, alpha=0.15, color=COLORS.get(m))
+                draw(ax, m, curves[m])
+            if xscale:
+                ax.set_xscale(xscale)
             ax.set_title(p)
-            ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.set_xlabel("round (0 = local phase)")
+            ax.set_xlabel(xlabel)
             ax.set_ylim(0, 1)
         axes[0][0].set_ylabel("median node accuracy")
         axes[0][-1].legend(fontsize=7)
-        fig.suptitle(f"Fig. 3: accuracy per round, {dataset}")
-        paths += _save(fig, out, f"fig3_accuracy_per_round_{dataset}")
+        fig.suptitle(f"{title}, {dataset}")
+        paths += _save(fig, out, f"{name}_{dataset}")
     return paths
+
+
+def _draw_rounds(ax, method: str, pts) -> None:
+    if len(pts) == 1:  # a bound with no rounds: a level, not a curve
+        ax.axhline(pts[0][1], ls="--", lw=1, label=method, color=COLORS.get(method))
+        return
+    rnd = [q[0] for q in pts]
+    mu = np.array([q[1] for q in pts])
+    sd = np.array([q[2] for q in pts])
+    ax.plot(rnd, mu, marker="o", ms=3, label=method, color=COLORS.get(method))
+    ax.fill_between(rnd, mu - sd, mu + sd, alpha=0.15, color=COLORS.get(method))
+    ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _draw_bytes(ax, method: str, pts) -> None:
+    pts = [q for q in pts if q[3] > 0]  # a log axis cannot place zero bytes
+    if pts:
+        ax.plot([q[3] / MIB for q in pts], [q[1] for q in pts], marker="o", ms=3,
+                label=method, color=COLORS.get(method))
+
+
+def fig3_accuracy_per_round(runs: list[SavedRun], out: Path) -> list[Path]:
+    """Median node accuracy per round, one panel per partition."""
+    return _per_partition(runs, out, "fig3_accuracy_per_round", "Fig. 3: accuracy per round",
+                          "round (0 = local phase)", _draw_rounds)
 
 
 def fig4_accuracy_vs_bytes(runs: list[SavedRun], out: Path) -> list[Path]:
     """Median node accuracy against cumulative wire bytes, all methods, one panel per partition."""
-    paths = []
-    for dataset in sorted({r.dataset for r in runs}):
-        sub = [r for r in runs if r.dataset == dataset]
-        partitions = _order({r.partition for r in sub}, PARTITION_ORDER)
-        fig, axes = plt.subplots(1, len(partitions), figsize=(3.4 * len(partitions), 3.4),
-                                 squeeze=False, sharey=True)
-        for ax, p in zip(axes[0], partitions):
-            curves = _mean_curves([r for r in sub if r.partition == p])
-            for m in _order(set(curves), METHOD_ORDER):
-                pts = [q for q in curves[m] if q[3] > 0]
-                if pts:
-                    ax.plot([q[3] / MIB for q in pts], [q[1] for q in pts], marker="o", ms=3,
-                            label=m, color=COLORS.get(m))
-            ax.set_xscale("log")
-            ax.set_title(p)
-            ax.set_xlabel("cumulative wire bytes (MiB, log)")
-            ax.set_ylim(0, 1)
-        axes[0][0].set_ylabel("median node accuracy")
-        axes[0][-1].legend(fontsize=7)
-        fig.suptitle(f"Accuracy against bytes, {dataset}")
-        paths += _save(fig, out, f"fig4_accuracy_vs_bytes_{dataset}")
-    return paths
+    return _per_partition(runs, out, "fig4_accuracy_vs_bytes", "Accuracy against bytes",
+                          "cumulative wire bytes (MiB, log)", _draw_bytes, xscale="log")
 
 
 FIGURES = {"fig1": fig1_payload_vs_model, "fig2": fig2_final_accuracy,

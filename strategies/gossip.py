@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from flower_gd.codecs import InferencePayload, PayloadError, decode_payload, encode_payload
 from flower_gd.distill import hard_labels, mix_inference_lists
-from flower_gd.metering import RELAY_CONFIG_KEY, RELAY_FROM_KEY
+from flower_gd.metering import RELAY_CONFIG_KEY, RELAY_FROM_KEY, set_meter_round
 from flower_gd.node import Node, Timer
 from flower_gd.results import RunRecorder
 from flower_gd.strategy_base import NodeRecordingStrategy
@@ -229,14 +229,13 @@ class GossipDistillation(NodeRecordingStrategy):
         """
         self.summary()
         result = Result()
-        set_round = getattr(grid, "set_round", lambda r: None)
         self.connect(grid, timeout)
-        set_round(0)
+        set_meter_round(grid, 0)
         result.evaluate_metrics_clientapp[0] = self.local_phase(grid, timeout)
         bar = tqdm(range(1, num_rounds + 1), desc=type(self).__name__, unit="round",
                    leave=False)
         for server_round in bar:
-            set_round(server_round)
+            set_meter_round(grid, server_round)
             train_metrics = self.gossip_round(grid, server_round, timeout)
             if train_metrics is not None:
                 result.train_metrics_clientapp[server_round] = train_metrics
