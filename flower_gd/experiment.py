@@ -45,7 +45,7 @@ def run_experiment(overrides: dict[str, Any], client_cpus: float = 1.0,
     from flower_gd.server_app import run_dir_for
 
     run_dir = run_dir_for(cfg)
-    if is_finished(run_dir):
+    if is_finished(run_dir, cfg.to_mapping()):
         print(f"skip (finished): {run_dir}")
         return json.loads((run_dir / SUMMARY).read_text())
     # 2. data, partition and models must be possible before any worker starts

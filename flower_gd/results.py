@@ -29,9 +29,23 @@ SUMMARY = "summary.json"
 MIB = 2 ** 20
 
 
-def is_finished(run_dir: Path) -> bool:
-    """A finished run has its summary; a rerun of a sweep skips it."""
-    return (Path(run_dir) / SUMMARY).is_file()
+def is_finished(run_dir: Path, config: dict[str, Any] | None = None) -> bool:
+    """A finished run has its summary; a rerun of a sweep skips it.
+
+    With `config`, a finished run counts only if it ran that exact config: a run directory
+    that holds another config raises, so a changed sweep never silently reuses stale cells.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / SUMMARY).is_file():
+        return False
+    if config is not None:
+        saved = json.loads((run_dir / "config.json").read_text())
+        differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        if differ:
+            raise FileExistsError(
+                f"{run_dir} holds a finished run with another config (differs in {differ}); "
+                "set another output-dir or run-name, or delete that directory to rerun")
+    return True
 
 
 class RunRecorder:

@@ -25,7 +25,7 @@ def main(grid: Grid, context: Context) -> None:
     """One experiment: the strategy talks to nodes only through the metered Grid."""
     cfg = RunConfig.from_mapping(context.run_config)
     run_dir = run_dir_for(cfg)
-    if is_finished(run_dir):
+    if is_finished(run_dir, cfg.to_mapping()):
         print(f"{run_dir} is finished already (summary.json exists); delete it to rerun")
         return
     meter = MeteredGrid(grid)

@@ -60,6 +60,12 @@ def test_a_finished_run_is_skipped_not_recomputed(finished_run):
     assert again == summary
 
 
+def test_a_finished_run_with_another_config_is_never_reused(finished_run):
+    run_dir, _ = finished_run
+    with pytest.raises(FileExistsError, match=r"differs in \['common-limit'\]"):
+        run_experiment({**TINY, "common-limit": 100, "output-dir": str(run_dir.parent)})
+
+
 @pytest.mark.parametrize("overrides, error, match", [
     ({"partiton-scheme": "iid"}, ConfigError, "unknown run-config key"),
     ({"partition-scheme": "niid1", "num-nodes": 200}, PartitionError, "private samples"),
