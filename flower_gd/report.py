@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flower_gd.analysis import (SavedRun, accuracy_table, bytes_table, load_runs, markdown,
-                                model_size_table)
+                                model_size_table, paper_payload_table)
 from flower_gd.results import MIB
 
 COLUMNS = [
@@ -44,7 +44,10 @@ def row(run: SavedRun) -> dict[str, Any]:
 
 
 def write_report(root: Path, with_models: bool = True) -> str:
-    """Write results.md / results.csv under `root`; return the Markdown text."""
+    """Write results.md / results.csv under `root`; return the Markdown text.
+
+    `with_models` adds the tables measured by serializing models and payloads.
+    """
     runs = load_runs(root)
     rows = [row(r) for r in runs]
     parts = [
@@ -55,6 +58,8 @@ def write_report(root: Path, with_models: bool = True) -> str:
         + markdown(*bytes_table(runs)),
     ]
     if with_models:
+        parts.append("## The paper's payloads against what Flower sends (Table IV)\n\n"
+                     + markdown(*paper_payload_table()))
         channels = {r.config.get("dataset"): 3 if r.dataset in ("cifar10", "cinic10") else 1
                     for r in runs}
         for ch in sorted(set(channels.values())):

@@ -90,3 +90,14 @@ def test_mini_sweep_writes_aggregates_and_a_rerun_skips_finished_cells(tmp_path)
     assert second.stdout.count("skip (finished)") == 2
     assert {r.path: (r.path / "summary.json").stat().st_mtime_ns for r in load_runs(tmp_path)} == stamps
     assert "gossip" in write_report(tmp_path, with_models=False)
+
+
+def test_paper_payload_table_measures_what_flower_sends():
+    from flower_gd.analysis import paper_payload_table
+
+    header, body = paper_payload_table()
+    mnist = dict(zip(header, body[0]))
+    assert mnist["float32 data (bytes)"] == str(48_000 * 10 * 4)
+    # the measured message is the float32 data plus Flower's object tree (under 2 KiB),
+    # about half the published 3.46 "MiB"
+    assert 0 < int(mnist["Flower message (bytes)"]) - 48_000 * 10 * 4 < 2048
