@@ -162,8 +162,11 @@ def model_size_table(in_channels: int = 3, num_classes: int = 10) -> tuple[list[
     """Table II analogue: parameters and the bytes Flower sends for each model family.
 
     Bytes are measured by serializing the model's ArrayRecord into Flower's object tree,
-    exactly as the meter sizes a weights message's content.
+    exactly as the meter sizes a weights message's content. Flower stores identical chunks
+    once, and a fresh model has many identical BatchNorm constants, so the floats are first
+    replaced by random values, as in a trained model.
     """
+    import torch
     from flwr.app import ArrayRecord
 
     from flower_gd.metering import object_nbytes
@@ -173,7 +176,10 @@ def model_size_table(in_channels: int = 3, num_classes: int = 10) -> tuple[list[
     body = []
     for name in ("cnn", "mobilenet_v3_small", "resnet18", "densenet121"):
         model = build_model(name, in_channels, num_classes)
-        nbytes = object_nbytes(ArrayRecord(model.state_dict()))
+        generator = torch.Generator().manual_seed(0)
+        state = {k: torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+                 for k, v in model.state_dict().items()}
+        nbytes = object_nbytes(ArrayRecord(state))
         body.append([name, str(in_channels), f"{count_parameters(model):,}", str(nbytes),
                      f"{nbytes / 2**20:.2f}"])
     return header, body
