@@ -15,10 +15,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# FedAvg gets as many epochs on private data as the local phase: 20 rounds of one epoch.
+FEDAVG := app.method=fedavg app.num-server-rounds=20 app.round-epochs=1
+
 # The comparison on the embedded digits data: 5 methods x {iid, niid1}, 10 nodes.
 demo: $(STAMP)
-	$(PY) -m flower_gd -m app.method=local,gossip,dlad,fedavg,central \
+	$(PY) -m flower_gd -m app.method=local,gossip,dlad,central \
 	  app.partition-scheme=iid,niid1 app.output-dir=results/demo
+	$(PY) -m flower_gd -m $(FEDAVG) app.partition-scheme=iid,niid1 app.output-dir=results/demo
 	$(PY) -m flower_gd.report results/demo
 	$(PY) -m flower_gd.plots all results/demo --out figures/demo
 
@@ -35,9 +39,10 @@ fashion-mnist:
 # central bound once (it trains on the pooled private data, the same under every partition).
 BENCH := app.dataset=fashion-mnist app.common-limit=6000 app.test-limit=5000 \
   app.output-dir=results/bench
+PARTITIONS := app.partition-scheme=iid,niid1,niid2,niid3,niid4
 bench: $(STAMP) fashion-mnist
-	$(PY) -m flower_gd -m app.method=local,gossip,dlad,fedavg \
-	  app.partition-scheme=iid,niid1,niid2,niid3,niid4 $(BENCH)
+	$(PY) -m flower_gd -m app.method=local,gossip,dlad $(PARTITIONS) $(BENCH)
+	$(PY) -m flower_gd -m $(FEDAVG) $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd -m app.method=central app.partition-scheme=iid $(BENCH)
 	$(PY) -m flower_gd.report results/bench
 	$(PY) -m flower_gd.plots all results/bench --out figures/bench
