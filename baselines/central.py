@@ -72,7 +72,10 @@ class CentralTraining(NodeRecordingStrategy):
             got = self.collect(server_round, replies, "private-data upload")
             self.require_all(got, "the private-data upload")
             xs, ys = [], []
-            for node, reply in sorted(got.items()):
+            # pool in partition order: node ids are random per run, and SGD sees this order
+            by_partition = sorted(got.items(),
+                                  key=lambda kv: int(kv[1].content["metrics"]["partition-id"]))
+            for node, reply in by_partition:
                 self.register(node, int(reply.content["metrics"]["partition-id"]))
                 xs.append(reply.content[PRIVATE_DATA_KEY]["x"].numpy())
                 ys.append(reply.content[PRIVATE_DATA_KEY]["y"].numpy())

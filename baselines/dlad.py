@@ -109,7 +109,10 @@ class DLAD(NodeRecordingStrategy):
         self.require_all(got, "the DLAD upload")
         shape = (len(self.data.split.common), self.data.dataset.num_classes)
         payloads = []
-        for node, reply in sorted(got.items()):
+        # stack in partition order (node ids are random per run); the target is a sum, but a
+        # fixed order keeps it bit-for-bit reproducible
+        for node, reply in sorted(got.items(),
+                                  key=lambda kv: int(kv[1].content["metrics"]["partition-id"])):
             self.register(node, int(reply.content["metrics"]["partition-id"]))
             payloads.append(decode_payload(reply.content, shape))
         probs = np.stack([p.scores for p in payloads])  # (nodes, n_common, C)
