@@ -58,19 +58,23 @@ def fig1_payload_vs_model(runs: list[SavedRun], out: Path) -> list[Path]:
             values[(r.dataset, kinds[1])].append(b.get("logits-message", 0))
         if b.get("weights-message"):
             values[(r.dataset, kinds[2])].append(b["weights-message"])
-    fig, ax = plt.subplots(figsize=(1.8 + 2.2 * len(datasets), 4))
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.8 + 2.2 * len(datasets)), 4))
     width = 0.8 / len(kinds)
     x = np.arange(len(datasets))
+    lowest = []
     for k, kind in enumerate(kinds):
         heights = [statistics.median(values[(d, kind)]) / MIB if values[(d, kind)] else 0
                    for d in datasets]
+        lowest += [h for h in heights if h > 0]
         bars = ax.bar(x + (k - 1) * width, heights, width, label=kind)
-        ax.bar_label(bars, labels=[f"{h:.2f}" if h else "" for h in heights], fontsize=7)
+        ax.bar_label(bars, labels=[f"{h:.3f}" if h else "" for h in heights], fontsize=7)
     ax.set_xticks(x, datasets)
     ax.set_yscale("log")
-    ax.set_ylabel("bytes per exchange (MiB = 2^20 B, log)")
-    ax.set_title("Fig. 1: one exchange against the model")
-    ax.legend(fontsize=8)
+    if lowest:
+        ax.set_ylim(bottom=min(lowest) / 3)
+    ax.set_ylabel("MiB per exchange (2^20 B, log)")
+    ax.set_title("Fig. 1: one exchange vs the model")
+    ax.legend(fontsize=8, loc="upper left")
     return _save(fig, out, "fig1_payload_vs_model")
 
 
