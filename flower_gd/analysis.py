@@ -82,7 +82,8 @@ def load_runs(root: Path) -> list[SavedRun]:
     return runs
 
 
-def _order(values, order):
+def ordered(values, order):
+    """`values` in the order of `order`, unknown ones last, sorted."""
     known = [v for v in order if v in values]
     return known + sorted(v for v in values if v not in order)
 
@@ -99,11 +100,11 @@ def accuracy_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
     cells: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for run in runs:
         cells[(run.dataset, run.method, run.partition)].append(run.final_median)
-    partitions = _order({p for _, _, p in cells}, PARTITION_ORDER)
+    partitions = ordered({p for _, _, p in cells}, PARTITION_ORDER)
     header = ["dataset", "method", *partitions]
     body = []
     for dataset in sorted({d for d, _, _ in cells}):
-        for method in _order({m for d, m, _ in cells if d == dataset}, METHOD_ORDER):
+        for method in ordered({m for d, m, _ in cells if d == dataset}, METHOD_ORDER):
             line = [dataset, method]
             for p in partitions:
                 vals = cells.get((dataset, method, p))

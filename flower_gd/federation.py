@@ -41,11 +41,6 @@ class FederatedData:
         return self.dataset.y_train[self.split.common]
 
     @property
-    def pooled_private(self) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.concatenate(self.parts)
-        return self.dataset.x_train[idx], self.dataset.y_train[idx]
-
-    @property
     def test(self) -> tuple[np.ndarray, np.ndarray]:
         return self.dataset.x_test[self.test_idx], self.dataset.y_test[self.test_idx]
 

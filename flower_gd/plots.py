@@ -24,15 +24,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from flower_gd.analysis import (METHOD_ORDER, PARTITION_ORDER, SavedRun, load_runs,  # noqa: E402
-                                mean_sd)
+                                mean_sd, ordered)
 
 MIB = 2 ** 20
 COLORS = {"local": "#9e9e9e", "gossip": "#1f77b4", "gossip-gt": "#aec7e8", "dlad": "#d62728",
           "fedavg": "#2ca02c", "central": "#9467bd", "central-all": "#000000"}
-
-
-def _order(values, order):
-    return [v for v in order if v in values] + sorted(v for v in values if v not in order)
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -83,8 +79,8 @@ def fig2_final_accuracy(runs: list[SavedRun], out: Path) -> list[Path]:
     paths = []
     for dataset in sorted({r.dataset for r in runs}):
         sub = [r for r in runs if r.dataset == dataset]
-        methods = _order({r.method for r in sub}, METHOD_ORDER)
-        partitions = _order({r.partition for r in sub}, PARTITION_ORDER)
+        methods = ordered({r.method for r in sub}, METHOD_ORDER)
+        partitions = ordered({r.partition for r in sub}, PARTITION_ORDER)
         cells = defaultdict(list)
         for r in sub:
             cells[(r.method, r.partition)].append(r.final_median)
@@ -128,12 +124,12 @@ def _per_partition(runs: list[SavedRun], out: Path, name: str, title: str, xlabe
     paths = []
     for dataset in sorted({r.dataset for r in runs}):
         sub = [r for r in runs if r.dataset == dataset]
-        partitions = _order({r.partition for r in sub}, PARTITION_ORDER)
+        partitions = ordered({r.partition for r in sub}, PARTITION_ORDER)
         fig, axes = plt.subplots(1, len(partitions), figsize=(3.3 * len(partitions), 3.4),
                                  squeeze=False, sharey=True)
         for ax, p in zip(axes[0], partitions):
             curves = _mean_curves([r for r in sub if r.partition == p])
-            for m in _order(set(curves), METHOD_ORDER):
+            for m in ordered(set(curves), METHOD_ORDER):
                 draw(ax, m, curves[m])
             if xscale:
                 ax.set_xscale(xscale)
