@@ -32,8 +32,7 @@ def row(run: SavedRun) -> dict[str, Any]:
     has_local = "0" in per_round and s["method"] not in ("central", "central-all", "fedavg")
     return {
         "method": run.method, "dataset": run.dataset, "partition": run.partition,
-        "model": s["model"], "seed": s["seed"], "nodes": run.config["num-nodes"]
-        if "num-nodes" in run.config else s["num-nodes"], "rounds": s["rounds"],
+        "model": s["model"], "seed": s["seed"], "nodes": run.config.get("num-nodes", s["num-nodes"]), "rounds": s["rounds"],
         "local_median": round(per_round["0"], 4) if has_local else "–",
         "final_median": round(s["final"]["median"], 4),
         "final_min": round(s["final"]["min"], 4), "final_max": round(s["final"]["max"], 4),
@@ -60,9 +59,8 @@ def write_report(root: Path, with_models: bool = True) -> str:
     if with_models:
         parts.append("## The paper's payloads against what Flower sends (Table IV)\n\n"
                      + markdown(*paper_payload_table()))
-        channels = {r.config.get("dataset"): 3 if r.dataset in ("cifar10", "cinic10") else 1
-                    for r in runs}
-        for ch in sorted(set(channels.values())):
+        channels = {3 if r.dataset in ("cifar10", "cinic10") else 1 for r in runs}
+        for ch in sorted(channels):
             parts.append(f"## Model sizes, {ch}-channel input (Table II analogue)\n\n"
                          + markdown(*model_size_table(ch)))
     text = "\n\n".join(parts) + "\n"
