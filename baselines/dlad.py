@@ -37,7 +37,7 @@ def local_phase(node: Node) -> tuple[RecordDict, dict[str, float]]:
         node.store.save_model(classifier)
         probs = softmax(infer(classifier, node.data.common_x), node.cfg.temperature)
         confidence = sigmoid(infer(disc, node.data.common_x)[:, 0])
-    content = encode_payload(InferencePayload(probs, 1, "probs", confidence))
+    content = encode_payload(InferencePayload(probs, 1, "probs", confidence), node.codec)
     return content, {"partition-id": node.partition_id, "train-loss": loss,
                      "disc-loss": disc_loss, "mean-confidence": float(confidence.mean()),
                      "wall-s": t.seconds}

@@ -11,7 +11,8 @@ from flwr.common.logger import log
 from baselines import central, dlad, fedavg
 from flower_gd.codecs import WEIGHTS_KEY, PayloadError
 from flower_gd.node import Node
-from strategies import gossip
+from strategies import gossip, gossip_adaptive
+from strategies.gossip import PULLERS_KEY
 
 app = ClientApp()
 
@@ -22,16 +23,28 @@ def _reply(message: Message, metrics: dict[str, float], content: RecordDict | No
     return Message(content=content, reply_to=message)
 
 
+def _gossip_module(node: Node):
+    """The node steps of the gossip variant this run uses (same message types for both)."""
+    return gossip_adaptive if node.cfg.method == "gossip-adaptive" else gossip
+
+
 @app.train("local")
 def local_phase(message: Message, context: Context) -> Message:
     """Gossip / local: train on private data, infer the common data."""
-    return _reply(message, gossip.local_phase(Node.from_message(message, context)))
+    node = Node.from_message(message, context)
+    return _reply(message, _gossip_module(node).local_phase(node))
 
 
 @app.query("inference")
 def share_inference(message: Message, context: Context) -> Message:
-    """Gossip: answer a peer's pull with this node's inference list and counter."""
-    return Message(content=gossip.share(Node.from_message(message, context)), reply_to=message)
+    """Gossip: answer a peer's pull with this node's payload (list and counter / belief and
+    weights)."""
+    node = Node.from_message(message, context)
+    if node.cfg.method == "gossip-adaptive":
+        content = gossip_adaptive.share(node, int(message.content["config"].get(PULLERS_KEY, 1)))
+    else:
+        content = gossip.share(node)
+    return Message(content=content, reply_to=message)
 
 
 @app.train("gossip")
@@ -40,7 +53,7 @@ def gossip_step(message: Message, context: Context) -> Message:
     node = Node.from_message(message, context)
     server_round = int(message.content["config"]["server-round"])
     try:
-        metrics = gossip.gossip_step(node, message.content, server_round)
+        metrics = _gossip_module(node).gossip_step(node, message.content, server_round)
     except PayloadError as err:
         log(WARNING, "node %s rejected a payload in round %s: %s; keeping its state",
             node.partition_id, server_round, err)

@@ -1,7 +1,29 @@
-"""Inference-list payloads: encode into Flower records, decode with validation."""
+"""Inference-list payloads: encode into Flower records with a codec, decode with validation.
+
+A payload is what a logit-sharing node transmits: its scores over the common data X_c, a
+counter, and optionally per-sample DLAD confidences d(x) in [0, 1] or gossip-adaptive weights
+W(x) >= 0. The codec decides the bytes on the wire:
+
+========  ==========================================  =====================================
+codec     scores                                      bytes per sample (C classes, k kept)
+========  ==========================================  =====================================
+float32   float32 (the paper's format)                4 C
+float16   float16                                     2 C
+uint8     probabilities as integers summing to 255    C
+topk      k largest probabilities: uint8 index + uint8 2 k  (the rest spread evenly on decode)
+hard      argmax label, uint8 (one-hot on decode)     1
+========  ==========================================  =====================================
+
+Confidences and weights travel as float32 with the float32 codec; otherwise confidences as
+uint8 (d * 255) and weights as float16 log W. Every array is then deflated with zlib when
+that saves at least 10% (lossless; flagged in the metadata; float32 probabilities save ~5%, so
+the paper's format stays raw), so the meter, which sizes the
+message Flower serializes, counts the encoded bytes.
+"""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +38,12 @@ WEIGHTS_KEY = "arrays"
 PRIVATE_DATA_KEY = "private-data"
 MAX_COUNTER = 1_000_000
 PROB_TOLERANCE = 1e-3
+CODECS = ("float32", "float16", "uint8", "topk", "hard")
+# Codecs that only carry probabilities (they quantize values in [0, 1]).
+PROBABILITY_CODECS = ("uint8", "topk", "hard")
+# zlib an array only when it saves at least 10% (float32 probabilities save ~5%: not worth it).
+COMPRESS_WHEN = 0.9
+_TOLERANCE = {"float32": PROB_TOLERANCE, "float16": 1e-2}
 
 
 class PayloadError(ValueError):
@@ -30,64 +58,252 @@ class InferencePayload:
     counter: int
     kind: str  # "probs" or "logits"
     confidence: np.ndarray | None = None  # (n_common,) in [0, 1]: DLAD's d_i(x)
+    weights: np.ndarray | None = None  # (n_common,) >= 0: gossip-adaptive's W_i(x)
 
 
-def encode_payload(payload: InferencePayload, content: RecordDict | None = None) -> RecordDict:
-    """Put a payload into a RecordDict (float32, the paper's format)."""
+@dataclass(frozen=True)
+class Codec:
+    """How scores are put on the wire: `name` in CODECS, `topk` for the topk codec."""
+
+    name: str = "float32"
+    topk: int = 2
+    compress: bool = True  # zlib each array when that makes it smaller
+
+    def __post_init__(self) -> None:
+        if self.name not in CODECS:
+            raise ValueError(f"codec {self.name!r} unknown; choose one of {list(CODECS)}")
+        if self.topk < 1:
+            raise ValueError(f"codec-topk={self.topk} must be >= 1")
+
+
+def label_dtype(num_classes: int) -> np.dtype:
+    return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
+
+
+def quantize_probs(probs: np.ndarray, total: int = 255) -> np.ndarray:
+    """Integers per row summing to exactly `total` (largest-remainder rounding)."""
+    scaled = np.clip(probs.astype(np.float64), 0.0, None)
+    scaled = scaled / np.maximum(scaled.sum(axis=1, keepdims=True), 1e-300) * total
+    q = np.floor(scaled).astype(np.int64)
+    deficit = total - q.sum(axis=1)  # in [0, C)
+    rank = np.argsort(np.argsort(-(scaled - q), axis=1, kind="stable"), axis=1, kind="stable")
+    q += rank < deficit[:, None]
+    return q.astype(np.uint8 if total <= 255 else np.uint16)
+
+
+def _score_parts(scores: np.ndarray, codec: Codec) -> dict[str, np.ndarray]:
+    if codec.name == "float32":
+        return {"scores": np.ascontiguousarray(scores, dtype=np.float32)}
+    if codec.name == "float16":
+        return {"scores": scores.astype(np.float16)}
+    if codec.name == "uint8":
+        return {"scores": quantize_probs(scores)}
+    num_classes = scores.shape[1]
+    if codec.name == "hard":
+        return {"labels": scores.argmax(axis=1).astype(label_dtype(num_classes))}
+    k = min(codec.topk, num_classes)
+    index = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    values = np.take_along_axis(scores.astype(np.float64), index, axis=1)
+    return {"topk-index": index.astype(label_dtype(num_classes)),
+            "topk-value": np.floor(np.clip(values, 0, 1) * 255).astype(np.uint8)}
+
+
+def encode_payload(payload: InferencePayload, codec: Codec | None = None,
+                   content: RecordDict | None = None, key: str = PAYLOAD_KEY,
+                   meta_key: str = PAYLOAD_META_KEY) -> RecordDict:
+    """Put a payload into a RecordDict under `key` / `meta_key`, encoded with `codec`."""
+    codec = codec or Codec()
+    if payload.kind == "logits" and codec.name in PROBABILITY_CODECS:
+        raise ValueError(f"codec {codec.name} quantizes probabilities; it cannot carry logits "
+                         "(use inference-output=probs, or codec float32/float16)")
     content = RecordDict() if content is None else content
-    arrays = {"scores": Array(np.ascontiguousarray(payload.scores, dtype=np.float32))}
+    parts = _score_parts(payload.scores, codec)
+    compact = codec.name != "float32"
     if payload.confidence is not None:
-        arrays["confidence"] = Array(np.ascontiguousarray(payload.confidence, dtype=np.float32))
-    content[PAYLOAD_KEY] = ArrayRecord(arrays)
-    content[PAYLOAD_META_KEY] = ConfigRecord({"counter": int(payload.counter),
-                                              "kind": payload.kind, "codec": "float32"})
+        conf = np.asarray(payload.confidence, dtype=np.float64)
+        parts["confidence"] = (np.round(np.clip(conf, 0, 1) * 255).astype(np.uint8) if compact
+                               else conf.astype(np.float32))
+    if payload.weights is not None:
+        w = np.asarray(payload.weights, dtype=np.float64)
+        parts["weights"] = (np.log(np.maximum(w, 1e-30)).astype(np.float16) if compact
+                            else w.astype(np.float32))
+    arrays, zipped = {}, []
+    for name, arr in parts.items():
+        raw = np.ascontiguousarray(arr)
+        packed = zlib.compress(raw.tobytes(), 6) if codec.compress else b""
+        if codec.compress and len(packed) <= COMPRESS_WHEN * raw.nbytes:
+            arrays[name] = Array(np.frombuffer(packed, dtype=np.uint8))
+            zipped.append(name)
+        else:
+            arrays[name] = Array(raw)
+    content[key] = ArrayRecord(arrays)
+    meta: dict = {"counter": int(payload.counter), "kind": payload.kind, "codec": codec.name}
+    if codec.name == "topk":
+        meta["topk"] = int(min(codec.topk, payload.scores.shape[1]))
+    if zipped:
+        meta["zlib"] = zipped
+    content[meta_key] = ConfigRecord(meta)
     return content
 
 
-def decode_payload(content: RecordDict, expected_shape: tuple[int, int]) -> InferencePayload:
-    """Read and validate a peer's payload.
+def payload_keys(index: int) -> tuple[str, str]:
+    """Record keys of the index-th payload of a message relaying several (index 0: the plain
+    `inference` / `inference-meta`)."""
+    if index == 0:
+        return PAYLOAD_KEY, PAYLOAD_META_KEY
+    return f"{PAYLOAD_KEY}-{index}", f"{PAYLOAD_META_KEY}-{index}"
+
+
+def count_payloads(content: RecordDict) -> int:
+    """How many payloads (0, 1, 2, ...) a message carries, keyed as `payload_keys` names them."""
+    n = 0
+    while payload_keys(n)[0] in content.array_records:
+        n += 1
+    return n
+
+
+def encoded_nbytes(content: RecordDict, key: str = PAYLOAD_KEY) -> int:
+    """Bytes of the payload's arrays as encoded (after compression), without Flower's framing
+    (the npy header and record metadata that the meter adds on top)."""
+    return sum(a.numpy().nbytes for a in content.array_records[key].values())
+
+
+# ------------------------------------------------------------------------------ decoding
+def _expected_parts(codec: str, shape: tuple[int, int], k: int) -> dict[str, tuple]:
+    n, c = shape
+    if codec in ("float32", "float16"):
+        return {"scores": (np.dtype(codec), (n, c))}
+    if codec == "uint8":
+        return {"scores": (np.dtype(np.uint8), (n, c))}
+    if codec == "hard":
+        return {"labels": (label_dtype(c), (n,))}
+    return {"topk-index": (label_dtype(c), (n, k)), "topk-value": (np.dtype(np.uint8), (n, k))}
+
+
+def _unpack(arrays: ArrayRecord, name: str, dtype: np.dtype, shape: tuple, zipped: bool
+            ) -> np.ndarray:
+    if name not in arrays:
+        raise PayloadError(f"payload lacks the '{name}' array")
+    arr = arrays[name].numpy()
+    if zipped:
+        expected = int(np.prod(shape)) * dtype.itemsize
+        inflater = zlib.decompressobj()
+        try:
+            raw = inflater.decompress(arr.tobytes(), expected + 1)  # bounded: no zip bombs
+        except zlib.error as err:
+            raise PayloadError(f"'{name}' is not valid zlib data: {err}") from None
+        if len(raw) != expected or not inflater.eof:
+            raise PayloadError(f"'{name}' inflates to the wrong size for shape {shape} "
+                               f"{dtype}: the peer runs on different common data?")
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    if arr.dtype != dtype:
+        raise PayloadError(f"'{name}' has dtype {arr.dtype}, expected {dtype}")
+    if tuple(arr.shape) != tuple(shape):
+        raise PayloadError(f"'{name}' has shape {tuple(arr.shape)}, expected {shape} "
+                           "(n_common, classes): the peer runs on different common data?")
+    return arr
+
+
+def _check_probs(scores: np.ndarray, tolerance: float) -> None:
+    if (scores < 0).any():
+        raise PayloadError("probabilities are negative")
+    worst = float(np.abs(scores.sum(axis=1, dtype=np.float64) - 1.0).max())
+    if worst > tolerance:
+        raise PayloadError(f"probability rows do not sum to 1 (off by up to {worst:.3g})")
+
+
+def _decode_scores(codec: str, parts: dict[str, np.ndarray], kind: str, shape: tuple[int, int]
+                   ) -> np.ndarray:
+    n, c = shape
+    if codec in ("float32", "float16"):
+        scores = parts["scores"].astype(np.float32)
+        if not np.isfinite(scores).all():
+            raise PayloadError(f"scores hold {int((~np.isfinite(scores)).sum())} NaN/inf values")
+        if kind == "probs":
+            _check_probs(scores, _TOLERANCE[codec])
+            if codec == "float16":  # renormalise away float16 rounding
+                scores = scores / scores.sum(axis=1, keepdims=True)
+        return scores
+    if codec == "uint8":
+        sums = parts["scores"].sum(axis=1, dtype=np.int64)
+        if (sums != 255).any():
+            raise PayloadError(f"uint8 probability rows must sum to 255; {int((sums != 255).sum())} "
+                               "rows do not")
+        return (parts["scores"].astype(np.float32) / 255.0)
+    if codec == "hard":
+        labels = parts["labels"].astype(np.int64)
+        if (labels >= c).any():
+            raise PayloadError(f"labels out of range [0, {c})")
+        return np.eye(c, dtype=np.float32)[labels]
+    index = parts["topk-index"].astype(np.int64)
+    values = parts["topk-value"].astype(np.float64) / 255.0
+    k = index.shape[1]
+    if (index >= c).any():
+        raise PayloadError(f"top-k class indices out of range [0, {c})")
+    if k > 1 and (np.diff(np.sort(index, axis=1), axis=1) == 0).any():
+        raise PayloadError("top-k class indices repeat within a row")
+    kept = values.sum(axis=1)
+    if (kept > 1.0 + 1e-9).any():
+        raise PayloadError("top-k probabilities sum to more than 1")
+    rest = (1.0 - kept) / (c - k) if c > k else np.zeros(n)
+    scores = np.repeat(rest[:, None], c, axis=1)
+    np.put_along_axis(scores, index, values, axis=1)
+    scores = scores / scores.sum(axis=1, keepdims=True)
+    return scores.astype(np.float32)
+
+
+def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: str = PAYLOAD_KEY,
+                   meta_key: str = PAYLOAD_META_KEY) -> InferencePayload:
+    """Read and validate a peer's payload (any codec); scores come back as float32 (n, C).
 
     Raises
     ------
     PayloadError
-        Missing records, wrong shape or dtype, NaN/inf, negative or non-normalised
-        probabilities, or a counter out of range.
+        Missing records, unknown codec, wrong shape or dtype, data that does not inflate to
+        the expected size, NaN/inf, negative or non-normalised probabilities, out-of-range
+        labels or indices, confidences outside [0, 1], negative weights, or a counter out of
+        range.
     """
-    if PAYLOAD_KEY not in content.array_records or PAYLOAD_META_KEY not in content.config_records:
-        raise PayloadError(f"payload lacks the '{PAYLOAD_KEY}' / '{PAYLOAD_META_KEY}' records")
-    meta = content.config_records[PAYLOAD_META_KEY]
-    arrays = content.array_records[PAYLOAD_KEY]
-    if "scores" not in arrays:
-        raise PayloadError("payload lacks the 'scores' array")
-    if meta.get("codec") != "float32":
-        raise PayloadError(f"unsupported codec {meta.get('codec')!r}")
-    scores = arrays["scores"].numpy()
-    if scores.dtype != np.float32:
-        raise PayloadError(f"scores have dtype {scores.dtype}, expected float32")
-    if tuple(scores.shape) != tuple(expected_shape):
-        raise PayloadError(f"scores have shape {tuple(scores.shape)}, expected {expected_shape} "
-                           "(n_common, classes): the peer runs on different common data?")
-    if not np.isfinite(scores).all():
-        raise PayloadError(f"scores hold {int((~np.isfinite(scores)).sum())} NaN/inf values")
+    if key not in content.array_records or meta_key not in content.config_records:
+        raise PayloadError(f"payload lacks the '{key}' / '{meta_key}' records")
+    meta = content.config_records[meta_key]
+    arrays = content.array_records[key]
+    codec = meta.get("codec")
+    if codec not in CODECS:
+        raise PayloadError(f"unsupported codec {codec!r}; known: {list(CODECS)}")
     kind = meta.get("kind")
     if kind not in ("probs", "logits"):
         raise PayloadError(f"unknown score kind {kind!r}")
-    if kind == "probs":
-        if (scores < 0).any():
-            raise PayloadError("probabilities are negative")
-        worst = float(np.abs(scores.sum(axis=1) - 1.0).max())
-        if worst > PROB_TOLERANCE:
-            raise PayloadError(f"probability rows do not sum to 1 (off by up to {worst:.3g})")
+    if codec in PROBABILITY_CODECS and kind != "probs":
+        raise PayloadError(f"codec {codec} carries probabilities, but the payload says {kind}")
     counter = meta.get("counter")
     if isinstance(counter, bool) or not isinstance(counter, int) or not 1 <= counter <= MAX_COUNTER:
         raise PayloadError(f"counter {counter!r} out of range [1, {MAX_COUNTER}]")
-    confidence = None
+    n, c = (int(s) for s in expected_shape)
+    k = meta.get("topk", 0)
+    if codec == "topk" and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= c):
+        raise PayloadError(f"topk {k!r} out of range [1, {c}]")
+    zipped = set(meta.get("zlib", []))
+    parts = {name: _unpack(arrays, name, dtype, shape, name in zipped)
+             for name, (dtype, shape) in _expected_parts(codec, (n, c), k).items()}
+    scores = _decode_scores(codec, parts, str(kind), (n, c))
+    compact = codec != "float32"
+    confidence = weights = None
     if "confidence" in arrays:
-        confidence = arrays["confidence"].numpy()
-        if confidence.shape != (expected_shape[0],):
-            raise PayloadError(f"confidence has shape {confidence.shape}, expected "
-                               f"({expected_shape[0]},)")
+        dtype = np.dtype(np.uint8 if compact else np.float32)
+        raw = _unpack(arrays, "confidence", dtype, (n,), "confidence" in zipped)
+        confidence = raw.astype(np.float32) / 255.0 if compact else raw.astype(np.float32)
         if not np.isfinite(confidence).all() or (confidence < 0).any() or (confidence > 1).any():
             raise PayloadError("confidence values must be finite and in [0, 1]")
+    if "weights" in arrays:
+        dtype = np.dtype(np.float16 if compact else np.float32)
+        raw = _unpack(arrays, "weights", dtype, (n,), "weights" in zipped)
+        if not np.isfinite(raw).all():
+            raise PayloadError("weights hold NaN/inf values")
+        weights = np.exp(raw.astype(np.float64)) if compact else raw.astype(np.float64)
+        if (weights < 0).any():
+            raise PayloadError("weights are negative")
+        if not np.isfinite(weights).all() or weights.max(initial=0.0) > 1e30:
+            raise PayloadError("weights are absurdly large (> 1e30)")
     return InferencePayload(scores=scores, counter=counter, kind=str(kind),
-                            confidence=confidence)
+                            confidence=confidence, weights=weights)

@@ -9,16 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flower_gd.codecs import CODECS, PROBABILITY_CODECS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"
 
-METHODS = ("gossip", "local", "dlad", "fedavg", "central", "central-all")
+METHODS = ("gossip", "gossip-adaptive", "local", "dlad", "fedavg", "central", "central-all")
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cinic10")
 PARTITION_SCHEMES = ("iid", "niid1", "niid2", "niid3", "niid4", "dirichlet")
 MODELS = ("cnn", "resnet18", "densenet121", "mobilenet_v3_small")
 TOPOLOGIES = ("complete", "ring")
 LABEL_SOURCES = ("mixed", "ground-truth")
 INFERENCE_OUTPUTS = ("probs", "logits")
+GOSSIP_WEIGHTS = ("push-sum", "accumulate")
+GOSSIP_SHARES = ("belief", "reinfer")
 
 
 class ConfigError(ValueError):
@@ -100,6 +104,11 @@ class RunConfig:
     topology: str
     label_source: str
     inference_output: str
+    codec: str
+    codec_topk: int
+    gossip_peers: int
+    gossip_weights: str
+    gossip_share: str
     output_dir: str
     run_name: str
     round_timeout: float
@@ -151,6 +160,11 @@ class RunConfig:
             topology=_choice(cfg, "topology", TOPOLOGIES),
             label_source=_choice(cfg, "label-source", LABEL_SOURCES),
             inference_output=_choice(cfg, "inference-output", INFERENCE_OUTPUTS),
+            codec=_choice(cfg, "codec", CODECS),
+            codec_topk=_number(cfg, "codec-topk", 1, integer=True),
+            gossip_peers=_number(cfg, "gossip-peers", 1, integer=True),
+            gossip_weights=_choice(cfg, "gossip-weights", GOSSIP_WEIGHTS),
+            gossip_share=_choice(cfg, "gossip-share", GOSSIP_SHARES),
             output_dir=str(cfg["output-dir"]),
             run_name=str(cfg["run-name"]),
             round_timeout=_number(cfg, "round-timeout", 1.0),
@@ -159,6 +173,15 @@ class RunConfig:
             raise ConfigError(f"method=fedavg averages weights, so every node needs the same "
                               f"architecture; model={out.model!r} mixes {sorted(set(models))}. "
                               "Use one model, or a knowledge-sharing method (gossip, dlad).")
+        if out.codec in PROBABILITY_CODECS and out.inference_output == "logits":
+            raise ConfigError(f"codec={out.codec!r} quantizes probabilities and cannot carry "
+                              "logits: set inference-output=probs, or codec=float32/float16")
+        if out.gossip_peers >= out.num_nodes:
+            raise ConfigError(f"gossip-peers={out.gossip_peers} needs at least "
+                              f"{out.gossip_peers + 1} nodes (num-nodes={out.num_nodes})")
+        if out.method == "gossip-adaptive" and out.inference_output == "logits":
+            raise ConfigError("gossip-adaptive mixes probability beliefs: set "
+                              "inference-output=probs")
         if out.lr == 0.0:
             warnings.warn("lr=0 means no model ever changes: every round repeats the local phase",
                           stacklevel=2)
@@ -190,7 +213,24 @@ class RunConfig:
         if scheme == "dirichlet":
             scheme = f"dirichlet{self.dirichlet_alpha:g}"
         return (f"{self.method}{label}_{self.dataset}_{scheme}_{self.model.replace(',', '+')}"
-                f"_s{self.seed}")
+                f"{self.variant_suffix()}_s{self.seed}")
+
+    def variant_suffix(self) -> str:
+        """Names the payload codec and gossip-adaptive options that differ from the defaults,
+        so a sweep over them writes one directory per cell (e.g. `_uint8`, `_k2-accumulate`)."""
+        parts = []
+        if self.codec != "float32":
+            parts.append(f"topk{self.codec_topk}" if self.codec == "topk" else self.codec)
+        if self.method == "gossip-adaptive":
+            if self.gossip_peers != 1:
+                parts.append(f"k{self.gossip_peers}")
+            if self.gossip_weights != "push-sum":
+                parts.append(self.gossip_weights)
+            if self.gossip_share != "belief":
+                parts.append(self.gossip_share)
+        if self.method in ("dlad", "gossip-adaptive") and self.temperature != 1.0:
+            parts.append(f"T{self.temperature:g}")
+        return "".join(f"_{p}" for p in parts)
 
     def to_mapping(self) -> dict[str, Any]:
         """Back to the flat dashed form (what Flower's run config carries)."""

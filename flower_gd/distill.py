@@ -56,3 +56,43 @@ def adaptive_target(probs: np.ndarray, confidence: np.ndarray, eps: float = 1e-1
     total = conf.sum(axis=0, keepdims=True)  # (1, n_common)
     weights = np.where(total > eps, conf / np.maximum(total, eps), 1.0 / len(conf))
     return np.einsum("in,inc->nc", weights, probs.astype(np.float64)).astype(np.float32)
+
+
+def density_ratio(confidence: np.ndarray, clip: float = 1e-4) -> np.ndarray:
+    """Per-sample weight d / (1 - d) from a discriminator output d(x) in [0, 1].
+
+    With the discriminator trained on balanced batches (private = 1, common = 0), d/(1-d)
+    estimates p_private(x) / p_common(x): how typical x is of the node's own data. `d` is
+    clipped to [clip, 1 - clip], so weights lie in [clip / (1 - clip), (1 - clip) / clip].
+    """
+    d = np.clip(confidence.astype(np.float64), clip, 1.0 - clip)
+    return d / (1.0 - d)
+
+
+def weighted_mix(belief: np.ndarray, weights: np.ndarray, peer_beliefs: list[np.ndarray],
+                 peer_weights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample weighted mix of a node's belief with its peers' (gossip-adaptive).
+
+    .. math:: B_i(x) \leftarrow \frac{W_i(x) B_i(x) + \sum_j W_j(x) B_j(x)}
+                                       {W_i(x) + \sum_j W_j(x)}, \qquad
+              W_i(x) \leftarrow W_i(x) + \sum_j W_j(x)
+
+    Parameters
+    ----------
+    belief : (n, C) class distribution per common sample; weights : (n,) >= 0.
+    peer_beliefs, peer_weights : the same for each pulled peer.
+
+    Returns the new (belief, weights); where every weight is 0 the beliefs are averaged.
+    """
+    beliefs = [belief] + list(peer_beliefs)
+    ws = [weights] + list(peer_weights)
+    for b, w in zip(beliefs, ws):
+        if b.shape != belief.shape or w.shape != belief.shape[:1]:
+            raise ValueError(f"belief {b.shape} / weights {w.shape} do not match {belief.shape}")
+    w = np.stack([x.astype(np.float64) for x in ws])  # (m, n)
+    b = np.stack([x.astype(np.float64) for x in beliefs])  # (m, n, C)
+    total = w.sum(axis=0)
+    safe = np.where(total > 0, total, 1.0)
+    coef = np.where(total > 0, w / safe, 1.0 / len(ws))
+    mixed = np.einsum("mn,mnc->nc", coef, b)
+    return mixed.astype(np.float32), total

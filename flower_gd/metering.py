@@ -17,7 +17,7 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_object import InflatableObject, get_all_nested_objects
 
-from flower_gd.codecs import PAYLOAD_KEY, PRIVATE_DATA_KEY, WEIGHTS_KEY
+from flower_gd.codecs import PAYLOAD_KEY, PRIVATE_DATA_KEY, WEIGHTS_KEY, payload_keys
 
 # Config key a relaying strategy sets on a forwarded payload: the node it came from.
 RELAY_FROM_KEY = "relay-from"
@@ -53,6 +53,24 @@ def message_tag(message: Message) -> str:
     if PAYLOAD_KEY in arrays:
         return "logits"
     return "control"
+
+
+def _payload_shares(message: Message, nbytes: int, count: int) -> list[int]:
+    """Split a relay message's `nbytes` over its `count` payloads, by payload size."""
+    if count == 1:
+        return [nbytes]
+    sizes = []
+    for i in range(count):
+        key, meta_key = payload_keys(i)
+        size = 1
+        if key in message.content.array_records:
+            size += object_nbytes(message.content.array_records[key])
+        if meta_key in message.content.config_records:
+            size += object_nbytes(message.content.config_records[meta_key])
+        sizes.append(size)
+    shares = [nbytes * s // sum(sizes) for s in sizes]
+    shares[0] += nbytes - sum(shares)  # integer bytes that still add up
+    return shares
 
 
 @dataclass(frozen=True)
@@ -96,12 +114,15 @@ class MeteredGrid(Grid):
         self.entries.append(MeterEntry(self.round, direction, node, md.message_type, tag, nbytes))
         relay = message.content.config_records.get(RELAY_CONFIG_KEY) if direction == "down" else None
         if relay is not None and RELAY_FROM_KEY in relay:
-            # A relayed payload: on a direct peer link it would cross once, peer -> node.
-            peer = int(relay[RELAY_FROM_KEY])
-            self.entries.append(MeterEntry(self.round, "down", node, md.message_type, tag,
-                                           nbytes, "p2p", peer))
-            self.entries.append(MeterEntry(self.round, "up", peer, md.message_type, tag,
-                                           nbytes, "p2p", node))
+            # Relayed payloads: on direct peer links each would cross once, peer -> node. A
+            # message relaying several splits its bytes in proportion to their sizes.
+            value = relay[RELAY_FROM_KEY]
+            peers = [int(p) for p in (value if isinstance(value, list) else [value])]
+            for peer, share in zip(peers, _payload_shares(message, nbytes, len(peers))):
+                self.entries.append(MeterEntry(self.round, "down", node, md.message_type, tag,
+                                               share, "p2p", peer))
+                self.entries.append(MeterEntry(self.round, "up", peer, md.message_type, tag,
+                                               share, "p2p", node))
 
     def as_rows(self) -> list[dict]:
         return [asdict(e) for e in self.entries]

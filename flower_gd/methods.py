@@ -19,6 +19,7 @@ from flower_gd.node import RUN_DIR_KEY
 from flower_gd.results import RunRecorder
 from flower_gd.training import OptimConfig
 from strategies.gossip import GossipDistillation
+from strategies.gossip_adaptive import GossipAdaptive
 
 
 def run_method(cfg: RunConfig, run_dir: str, grid: MeteredGrid,
@@ -26,6 +27,12 @@ def run_method(cfg: RunConfig, run_dir: str, grid: MeteredGrid,
     """Run `cfg.method` over the metered Grid; returns extra summary fields."""
     optim = OptimConfig(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size)
     timeout = cfg.round_timeout
+    if cfg.method == "gossip-adaptive":
+        strategy = GossipAdaptive(run_dir, cfg.num_nodes, topology=cfg.topology, seed=cfg.seed,
+                                  recorder=recorder, peers=cfg.gossip_peers,
+                                  weights=cfg.gossip_weights, share=cfg.gossip_share)
+        strategy.start(grid=grid, num_rounds=cfg.num_server_rounds, timeout=timeout)
+        return {"failed-pulls": strategy.failed_pulls}
     if cfg.method in ("gossip", "local"):
         cls = GossipDistillation if cfg.method == "gossip" else LocalTraining
         strategy = cls(run_dir, cfg.num_nodes, topology=cfg.topology, seed=cfg.seed,

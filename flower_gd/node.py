@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from flwr.app import Context, Message
 
+from flower_gd.codecs import Codec
 from flower_gd.config import RunConfig
 from flower_gd.federation import FederatedData, federated_data
 from flower_gd.models import build_model
@@ -62,6 +63,11 @@ class Node:
     def optim(self) -> OptimConfig:
         return OptimConfig(self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay,
                            self.cfg.batch_size)
+
+    @property
+    def codec(self) -> Codec:
+        """How this node encodes the payloads it sends (run-config `codec`, `codec-topk`)."""
+        return Codec(self.cfg.codec, self.cfg.codec_topk)
 
     def seed(self, server_round: int) -> int:
         """A distinct, reproducible seed per (run seed, node, round)."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from flower_gd.config import load_defaults
 from flower_gd.metering import MeteredGrid
 
 ROUND_COLUMNS = [
@@ -34,12 +35,16 @@ def is_finished(run_dir: Path, config: dict[str, Any] | None = None) -> bool:
 
     With `config`, a finished run counts only if it ran that exact config: a run directory
     that holds another config raises, so a changed sweep never silently reuses stale cells.
+    A key the saved run predates (added to the app later) matches when `config` holds that
+    key's default, which is what the run used.
     """
     run_dir = Path(run_dir)
     if not (run_dir / SUMMARY).is_file():
         return False
     if config is not None:
         saved = json.loads((run_dir / "config.json").read_text())
+        defaults = load_defaults()
+        saved = {**{k: defaults[k] for k in set(config) - set(saved) if k in defaults}, **saved}
         differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
         if differ:
             raise FileExistsError(

@@ -13,7 +13,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 from tqdm.auto import tqdm
 
-from flower_gd.codecs import InferencePayload, PayloadError, decode_payload, encode_payload
+from flower_gd.codecs import (PAYLOAD_KEY, PAYLOAD_META_KEY, InferencePayload, PayloadError,
+                              decode_payload, encode_payload, payload_keys)
 from flower_gd.distill import hard_labels, mix_inference_lists
 from flower_gd.metering import RELAY_CONFIG_KEY, RELAY_FROM_KEY, set_meter_round
 from flower_gd.node import Node, Timer
@@ -25,6 +26,8 @@ from flower_gd.training import train_hard
 LOCAL = "train.local"
 SHARE = "query.inference"
 GOSSIP = "train.gossip"
+# Config key of a share request: how many nodes pull this payload in the round.
+PULLERS_KEY = "pullers"
 
 
 # ======================================================================== node side
@@ -46,7 +49,7 @@ def share(node: Node) -> RecordDict:
     meta = node.store.load_meta()
     payload = InferencePayload(node.store.load_array("inference-list"), int(meta["counter"]),
                                node.cfg.inference_output)
-    return encode_payload(payload)
+    return encode_payload(payload, node.codec)
 
 
 def gossip_step(node: Node, content: RecordDict, server_round: int) -> dict[str, float]:
@@ -57,7 +60,7 @@ def gossip_step(node: Node, content: RecordDict, server_round: int) -> dict[str,
     with Timer() as t:
         il_own = node.store.load_array("inference-list")
         meta = node.store.load_meta()
-        peer = decode_payload(content, expected_shape=il_own.shape)
+        peer = decode_payload(content, expected_shape=il_own.shape)  # payload 0: one peer
         if peer.kind != node.cfg.inference_output:
             raise PayloadError(f"peer sent {peer.kind}, this run mixes "
                                f"{node.cfg.inference_output}")
@@ -85,6 +88,8 @@ def _label_accuracy(node: Node, labels: np.ndarray) -> float:
 
 # ======================================================================== relay side
 class GossipDistillation(NodeRecordingStrategy):
+    peers_per_round = 1  # the paper pulls from one peer per round
+
     r"""Gossip Distillation, with the ServerApp as a relay only.
 
     Moriwaki & Shudo, "Gossip Distillation: Decentralized Deep Learning Transmitting
@@ -136,7 +141,7 @@ class GossipDistillation(NodeRecordingStrategy):
         self.topology = topology
         self.rng = np.random.default_rng(seed)
         self.label_leak = label_leak
-        self._relay: dict[int, tuple[int, Message]] = {}  # dst node -> (src node, payload reply)
+        self._relay: dict[int, list[tuple[int, Message]]] = {}  # dst -> [(src, share reply)]
         self.failed_pulls = 0
 
     def summary(self) -> None:
@@ -157,30 +162,49 @@ class GossipDistillation(NodeRecordingStrategy):
         return self.evaluate_round(grid, 0, timeout)
 
     # --- one gossip round -----------------------------------------------------------------
-    def choose_peers(self, node_ids: list[int]) -> dict[int, int]:
-        """Pick, for every node, the peer it pulls from this round (pull gossip)."""
+    def choose_peers(self, node_ids: list[int], k: int = 1) -> dict[int, list[int]]:
+        """Pick, for every node, the k distinct peers it pulls from this round (pull gossip)."""
         pulls = {}
         by_partition = sorted(node_ids, key=lambda n: self.partition_of.get(n, n))
         for pos, node in enumerate(by_partition):
             if self.topology == "ring":
                 candidates = [by_partition[(pos - 1) % len(by_partition)],
                               by_partition[(pos + 1) % len(by_partition)]]
+                candidates = list(dict.fromkeys(c for c in candidates if c != node))
             else:
                 candidates = [n for n in by_partition if n != node]
-            pulls[node] = int(candidates[self.rng.integers(len(candidates))])
+            if k == 1:  # the paper's single pull (and the same random stream as before)
+                chosen = [self.rng.integers(len(candidates))]
+            else:
+                chosen = self.rng.choice(len(candidates), size=min(k, len(candidates)),
+                                         replace=False)
+            pulls[node] = [int(candidates[i]) for i in chosen]
         return pulls
 
-    def configure_query(self, server_round: int, sources: Iterable[int]) -> list[Message]:
-        """Ask each chosen peer for its current (IL_j, C_j)."""
-        return [self.message(n, SHARE, server_round) for n in sorted(set(sources))]
+    def configure_query(self, server_round: int, pulls: dict[int, list[int]]) -> list[Message]:
+        """Ask each chosen peer for its current payload, telling it how many nodes pull it."""
+        pullers: dict[int, int] = {}
+        for sources in pulls.values():
+            for src in sources:
+                pullers[src] = pullers.get(src, 0) + 1
+        messages = []
+        for src in sorted(pullers):
+            message = self.message(src, SHARE, server_round)
+            message.content["config"][PULLERS_KEY] = pullers[src]
+            messages.append(message)
+        return messages
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         """Forward each pulled payload, unchanged, to the node that pulled it."""
         messages = []
-        for dst, (src, reply) in sorted(self._relay.items()):
-            content = RecordDict(dict(reply.content.items()))
-            content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: src})
+        for dst, relayed in sorted(self._relay.items()):
+            content = RecordDict()
+            for i, (src, reply) in enumerate(relayed):
+                key, meta_key = payload_keys(i)
+                content[key] = reply.content.array_records[PAYLOAD_KEY]
+                content[meta_key] = reply.content.config_records[PAYLOAD_META_KEY]
+            content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: [s for s, _ in relayed]})
             messages.append(self.message(dst, GOSSIP, server_round, content))
         return messages
 
@@ -200,17 +224,21 @@ class GossipDistillation(NodeRecordingStrategy):
     def gossip_round(self, grid: Grid, server_round: int, timeout: float
                      ) -> MetricRecord | None:
         """Pull from chosen peers, relay their payloads, let every puller train."""
-        pulls = self.choose_peers(self.node_ids)
-        shares = grid.send_and_receive(self.configure_query(server_round, pulls.values()),
+        pulls = self.choose_peers(self.node_ids, self.peers_per_round)
+        shares = grid.send_and_receive(self.configure_query(server_round, pulls),
                                        timeout=timeout)
         by_source = {m.metadata.src_node_id: m for m in shares if not m.has_error()}
-        self._relay = {dst: (src, by_source[src]) for dst, src in pulls.items()
-                       if src in by_source}
-        failed = len(pulls) - len(self._relay)
+        self._relay = {}
+        failed = 0
+        for dst, sources in pulls.items():
+            answered = [(src, by_source[src]) for src in sources if src in by_source]
+            failed += len(sources) - len(answered)
+            if answered:
+                self._relay[dst] = answered
         if failed:
             self.failed_pulls += failed
             log(WARNING, "round %s: %s pull(s) skipped, their peers did not answer; "
-                "those nodes keep their state", server_round, failed)
+                "nodes with no answer keep their state", server_round, failed)
         replies = grid.send_and_receive(
             self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid),
             timeout=timeout)

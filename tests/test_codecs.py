@@ -1,19 +1,32 @@
-"""Payload round trip and every decode-validation error."""
+"""Payload codecs: round trips, exact byte counts, and every decode-validation error."""
+
+import zlib
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
-from flower_gd.codecs import (PAYLOAD_KEY, PAYLOAD_META_KEY, InferencePayload, PayloadError,
-                              decode_payload, encode_payload)
+from flower_gd.codecs import (CODECS, PAYLOAD_KEY, PAYLOAD_META_KEY, Codec, InferencePayload,
+                              PayloadError, decode_payload, encode_payload, encoded_nbytes,
+                              quantize_probs)
+from flower_gd.metering import message_nbytes
 
 PROBS = np.array([[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]], dtype=np.float32)
+RAW = Codec(compress=False)
 
 
 def _content(scores=PROBS, counter=2, kind="probs", codec="float32"):
-    content = encode_payload(InferencePayload(np.asarray(scores, dtype=np.float32), 1, kind))
+    content = encode_payload(InferencePayload(np.asarray(scores, dtype=np.float32), 1, kind),
+                             RAW)
     content[PAYLOAD_META_KEY] = ConfigRecord({"counter": counter, "kind": kind, "codec": codec})
     return content
+
+
+def _probs(n=500, c=10, seed=0):
+    """Softmax outputs of a confident model: what nodes really send."""
+    logits = np.random.default_rng(seed).normal(0, 4, size=(n, c))
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
 
 def test_round_trip_is_exact():
@@ -48,3 +61,141 @@ def test_wrong_dtype_is_rejected():
     content[PAYLOAD_KEY] = ArrayRecord({"scores": Array(PROBS.astype(np.float64))})
     with pytest.raises(PayloadError, match="dtype float64"):
         decode_payload(content, (2, 3))
+
+
+# ---------------------------------------------------------------- every codec
+@pytest.mark.parametrize("codec, max_error", [
+    ("float32", 0.0), ("float16", 1e-3), ("uint8", 2.5 / 255), ("topk", None), ("hard", None)])
+def test_round_trip_of_every_codec(codec, max_error):
+    probs = _probs()
+    w = np.random.default_rng(1).uniform(0.01, 50, size=len(probs))
+    conf = np.random.default_rng(2).uniform(0, 1, size=len(probs))
+    got = decode_payload(encode_payload(InferencePayload(probs, 3, "probs", conf, w),
+                                        Codec(codec)), probs.shape)
+    assert got.scores.dtype == np.float32 and got.scores.shape == probs.shape
+    np.testing.assert_allclose(got.scores.sum(1), 1.0, atol=1e-5)
+    assert got.counter == 3
+    agree = (got.scores.argmax(1) == probs.argmax(1)).mean()
+    assert agree == 1.0 if codec in ("float32", "hard") else agree >= 0.98  # near-ties may flip
+    if max_error is not None:
+        assert np.abs(got.scores - probs).max() <= max_error + 1e-7
+    exact = codec == "float32"
+    np.testing.assert_allclose(got.weights, w, rtol=1e-6 if exact else 2e-3)
+    np.testing.assert_allclose(got.confidence, conf, atol=1e-7 if exact else 0.5 / 255 + 1e-7)
+
+
+def test_topk_keeps_the_k_largest_and_spreads_the_rest():
+    probs = np.array([[0.6, 0.3, 0.06, 0.04]], dtype=np.float32)
+    got = decode_payload(encode_payload(InferencePayload(probs, 1, "probs"),
+                                        Codec("topk", topk=2, compress=False)), (1, 4)).scores
+    top = np.floor(np.array([0.6, 0.3]) * 255) / 255
+    rest = (1 - top.sum()) / 2
+    np.testing.assert_allclose(got[0], [top[0], top[1], rest, rest], atol=1e-6)
+
+
+def test_hard_labels_decode_to_one_hot():
+    got = decode_payload(encode_payload(InferencePayload(PROBS, 1, "probs"), Codec("hard")),
+                         (2, 3)).scores
+    np.testing.assert_array_equal(got, [[1, 0, 0], [0, 1, 0]])
+
+
+def test_uint8_quantization_sums_to_255_exactly():
+    q = quantize_probs(_probs(2000, 10, seed=3))
+    assert q.dtype == np.uint8 and (q.sum(1, dtype=np.int64) == 255).all()
+
+
+@pytest.mark.parametrize("codec, per_sample", [
+    ("float32", 4 * 10), ("float16", 2 * 10), ("uint8", 10), ("topk", 2 * 2), ("hard", 1)])
+def test_exact_encoded_bytes_without_compression(codec, per_sample):
+    n = 300
+    content = encode_payload(InferencePayload(_probs(n), 1, "probs"), Codec(codec, compress=False))
+    assert encoded_nbytes(content) == n * per_sample
+    # with per-sample weights: 4 bytes (float32) or 2 (float16 log W) more per sample
+    content = encode_payload(InferencePayload(_probs(n), 1, "probs", weights=np.ones(n)),
+                             Codec(codec, compress=False))
+    assert encoded_nbytes(content) == n * (per_sample + (4 if codec == "float32" else 2))
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_compression_is_lossless_and_only_kept_where_it_pays(codec):
+    probs = _probs(1000)
+    plain = encode_payload(InferencePayload(probs, 1, "probs"), Codec(codec, compress=False))
+    packed = encode_payload(InferencePayload(probs, 1, "probs"), Codec(codec))
+    assert encoded_nbytes(packed) <= encoded_nbytes(plain)
+    zipped = list(packed[PAYLOAD_META_KEY].get("zlib", []))
+    for name in zipped:
+        raw = plain[PAYLOAD_KEY][name].numpy().tobytes()
+        assert len(zlib.compress(raw, 6)) == packed[PAYLOAD_KEY][name].numpy().nbytes
+    np.testing.assert_array_equal(decode_payload(packed, probs.shape).scores,
+                                  decode_payload(plain, probs.shape).scores)
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_the_meter_counts_the_encoded_bytes():
+    """Switching float32 -> float16 (no compression) shrinks the message by exactly 2 n C."""
+    n, c = 600, 10  # npy sizes 24128 and 12128: length fields of the same width
+    sizes = {}
+    for codec in ("float32", "float16"):
+        content = encode_payload(InferencePayload(_probs(n, c), 1, "probs"),
+                                 Codec(codec, compress=False))
+        sizes[codec] = message_nbytes(Message(content=content, dst_node_id=1,
+                                              message_type="query.inference"))
+    meta_delta = len("float32") - len("float16")  # the codec name in the metadata: same length
+    assert sizes["float32"] - sizes["float16"] == 2 * n * c + meta_delta
+
+
+def _encoded(codec="uint8", **kw):
+    return encode_payload(InferencePayload(_probs(4, 3), 1, "probs", **kw), Codec(codec, compress=False))
+
+
+def _replace(content, name, array):
+    arrays = dict(content[PAYLOAD_KEY].items())
+    arrays[name] = Array(np.asarray(array))
+    content[PAYLOAD_KEY] = ArrayRecord(arrays)
+    return content
+
+
+def _set_meta(content, **kw):
+    meta = dict(content[PAYLOAD_META_KEY].items())
+    meta.update(kw)
+    content[PAYLOAD_META_KEY] = ConfigRecord(meta)
+    return content
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: _replace(_encoded(), "scores", np.zeros((4, 3), np.uint8)), "sum to 255"),
+    (lambda: _replace(_encoded(), "scores", np.zeros((5, 3), np.uint8)), "shape"),
+    (lambda: _replace(_encoded("hard"), "labels", np.array([0, 1, 7, 2], np.uint8)),
+     "labels out of range"),
+    (lambda: _replace(_encoded("topk"), "topk-index", np.array([[0, 0]] * 4, np.uint8)),
+     "repeat"),
+    (lambda: _replace(_encoded("topk"), "topk-index", np.array([[0, 9]] * 4, np.uint8)),
+     "out of range"),
+    (lambda: _replace(_encoded("topk"), "topk-value", np.array([[200, 200]] * 4, np.uint8)),
+     "more than 1"),
+    (lambda: _set_meta(_encoded("topk"), topk=9), "topk 9 out of range"),
+    (lambda: _set_meta(_encoded("float16"), kind="logits",
+                       codec="hard"), "carries probabilities"),
+    (lambda: _set_meta(_encoded(), zlib=["scores"]), "not valid zlib"),
+    (lambda: _replace(_set_meta(_encoded(), zlib=["scores"]), "scores",
+                      np.frombuffer(zlib.compress(bytes(1000)), np.uint8)), "wrong size"),
+    (lambda: _replace(_encoded("float32", weights=np.ones(4)), "weights",
+                      np.array([1, -1, 1, 1], np.float32)), "weights are negative"),
+    (lambda: _replace(_encoded("float16", weights=np.ones(4)), "weights",
+                      np.array([1, np.nan, 1, 1], np.float16)), "weights hold NaN"),
+    (lambda: _replace(_encoded("float32", confidence=np.ones(4)), "confidence",
+                      np.array([1, 2, 1, 1], np.float32)), r"in \[0, 1\]"),
+])
+def test_every_codec_error_names_the_problem(make, match):
+    with pytest.raises(PayloadError, match=match):
+        decode_payload(make(), (4, 3))
+
+
+def test_logits_cannot_use_a_probability_codec():
+    with pytest.raises(ValueError, match="cannot carry logits"):
+        encode_payload(InferencePayload(PROBS, 1, "logits"), Codec("uint8"))
+
+
+def test_unknown_codec_is_refused():
+    with pytest.raises(ValueError, match="codec 'zip' unknown"):
+        Codec("zip")

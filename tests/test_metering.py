@@ -8,7 +8,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
-from flower_gd.codecs import InferencePayload, encode_payload
+from flower_gd.codecs import Codec, InferencePayload, encode_payload
 from flower_gd.metering import (RELAY_CONFIG_KEY, RELAY_FROM_KEY, MeteredGrid, message_nbytes,
                                 message_tag)
 
@@ -17,7 +17,8 @@ pytestmark = pytest.mark.usefixtures("task_identity")
 
 def _payload_message(rows: int, dst: int = 7) -> Message:
     scores = np.full((rows, 10), 0.1, dtype=np.float32)
-    return Message(content=encode_payload(InferencePayload(scores, 1, "probs")),
+    return Message(content=encode_payload(InferencePayload(scores, 1, "probs"),
+                                          Codec(compress=False)),
                    dst_node_id=dst, message_type="train.gossip")
 
 
