@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flower_gd.config import variant_parts
 from flower_gd.results import SUMMARY
 
-METHOD_ORDER = ["local", "gossip", "gossip-gt", "dlad", "fedavg", "central", "central-all"]
+METHOD_ORDER = ["local", "gossip", "gossip-gt", "gossip-adaptive", "dlad", "fedavg", "central",
+                "central-all"]
+CODEC_ORDER = ["float32", "float16", "uint8", "topk", "hard"]
 PARTITION_ORDER = ["iid", "niid1", "niid2", "niid3", "niid4"]
 
 
@@ -27,9 +30,28 @@ class SavedRun:
 
     @property
     def method(self) -> str:
-        """Method label; the ground-truth diagnostic is kept apart from honest gossip."""
+        """Method label: the ground-truth diagnostic is kept apart from honest gossip, and a
+        codec or option variant is named after a slash (``gossip-adaptive/uint8``)."""
+        return f"{self.base_method}/{self.variant}" if self.variant else self.base_method
+
+    @property
+    def base_method(self) -> str:
+        """The method without its variant (codec, gossip-adaptive options)."""
         leak = self.summary.get("label-leak") or self.config.get("label-source") == "ground-truth"
         return f"{self.summary['method']}-gt" if leak else self.summary["method"]
+
+    @property
+    def variant(self) -> str:
+        """Codec and option labels that differ from the defaults, e.g. "uint8" or "k2"."""
+        return "/".join(variant_parts(self.config))
+
+    @property
+    def codec(self) -> str:
+        return str(self.config.get("codec", "float32"))
+
+    @property
+    def model(self) -> str:
+        return str(self.summary.get("model") or self.config.get("model", ""))
 
     @property
     def partition(self) -> str:
@@ -88,6 +110,12 @@ def ordered(values, order):
     return known + sorted(v for v in values if v not in order)
 
 
+def method_key(label: str) -> tuple[int, str]:
+    """Sort key of a method label: METHOD_ORDER first, then its variants alphabetically."""
+    base, _, variant = label.partition("/")
+    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else 99, variant)
+
+
 def mean_sd(values: list[float]) -> tuple[float, float]:
     return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -97,17 +125,18 @@ def accuracy_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
 
     Cells read ``mean`` or ``mean ± sd (n seeds)`` over seeds.
     """
-    cells: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    cells: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for run in runs:
-        cells[(run.dataset, run.method, run.partition)].append(run.final_median)
-    partitions = ordered({p for _, _, p in cells}, PARTITION_ORDER)
-    header = ["dataset", "method", *partitions]
+        cells[(run.dataset, run.model, run.method, run.partition)].append(run.final_median)
+    partitions = ordered({k[3] for k in cells}, PARTITION_ORDER)
+    header = ["dataset", "model", "method", *partitions]
     body = []
-    for dataset in sorted({d for d, _, _ in cells}):
-        for method in ordered({m for d, m, _ in cells if d == dataset}, METHOD_ORDER):
-            line = [dataset, method]
+    for dataset, model in sorted({k[:2] for k in cells}):
+        methods = {k[2] for k in cells if k[:2] == (dataset, model)}
+        for method in sorted(methods, key=method_key):
+            line = [dataset, model, method]
             for p in partitions:
-                vals = cells.get((dataset, method, p))
+                vals = cells.get((dataset, model, method, p))
                 if not vals:
                     line.append("")
                     continue
@@ -149,7 +178,58 @@ def bytes_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
         body.append([dataset, method, f"{payload:.0f}", f"{payload / 2**20:.3f}",
                      f"{model:.0f}" if model else "", f"{payload / model:.3f}" if model else "",
                      *(f"{b:.2f}" for b in by_tag), f"{wire / 2**20:.2f}", f"{reach / 2**20:.2f}"])
-    body.sort(key=lambda r: (r[0], METHOD_ORDER.index(r[1]) if r[1] in METHOD_ORDER else 99))
+    body.sort(key=lambda r: (r[0], method_key(r[1])))
+    return header, body
+
+
+def codec_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
+    """Accuracy against bytes per codec: each variant against the float32 run of the same
+    method, options, dataset, model and partition (accuracy difference in points)."""
+    def key(run: SavedRun) -> tuple:
+        options = [p for p in variant_parts(run.config) if p not in _codec_labels(run)]
+        return (run.dataset, run.model, run.base_method, "/".join(options), run.partition)
+
+    reference = {key(r): r for r in runs if r.codec == "float32"}
+    header = ["dataset", "method", "partition", "codec", "payload per exchange (bytes)",
+              "x fewer than float32", "final median acc.", "vs float32 (points)"]
+    body = []
+    for run in runs:
+        ref = reference.get(key(run))
+        if ref is None or not any(r.codec != "float32" and key(r) == key(run) for r in runs):
+            continue  # only methods measured with more than one codec
+        payload = run.summary["bytes"]["payload-per-exchange"]
+        ref_payload = ref.summary["bytes"]["payload-per-exchange"]
+        body.append([run.dataset, key(run)[2] + (f"/{key(run)[3]}" if key(run)[3] else ""),
+                     run.partition, "/".join(_codec_labels(run)) or "float32",
+                     f"{payload:.0f}", f"{ref_payload / payload:.1f}", f"{run.final_median:.4f}",
+                     f"{100 * (run.final_median - ref.final_median):+.2f}"])
+    body.sort(key=lambda r: (r[0], method_key(r[1]), PARTITION_ORDER.index(r[2])
+                             if r[2] in PARTITION_ORDER else 99, float(r[5])))
+    return header, body
+
+
+def _codec_labels(run: SavedRun) -> list[str]:
+    parts = variant_parts(run.config)
+    return [p for p in parts if p in CODEC_ORDER or p.startswith("topk")]
+
+
+def model_family_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
+    """Table VI analogue: final median accuracy per model family, for mixed fleets."""
+    mixed = [r for r in runs if "," in r.model]
+    header = ["dataset", "fleet", "method", "partition", "family", "nodes",
+              "final median acc.", "fleet median acc."]
+    body = []
+    for run in mixed:
+        last = max(int(r["round"]) for r in run.rows)
+        by_family: dict[str, list[float]] = defaultdict(list)
+        for r in run.rows:
+            if int(r["round"]) == last and r["accuracy"] not in ("", None):
+                by_family[r["model"]].append(float(r["accuracy"]))
+        for family in sorted(by_family):
+            accs = by_family[family]
+            body.append([run.dataset, run.model.replace(",", "+"), run.method, run.partition,
+                         family, str(len(accs)), f"{statistics.median(accs):.4f}",
+                         f"{run.final_median:.4f}"])
     return header, body
 
 

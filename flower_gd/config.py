@@ -217,21 +217,36 @@ class RunConfig:
 
     def variant_suffix(self) -> str:
         """Names the payload codec and gossip-adaptive options that differ from the defaults,
-        so a sweep over them writes one directory per cell (e.g. `_uint8`, `_k2-accumulate`)."""
-        parts = []
-        if self.codec != "float32":
-            parts.append(f"topk{self.codec_topk}" if self.codec == "topk" else self.codec)
-        if self.method == "gossip-adaptive":
-            if self.gossip_peers != 1:
-                parts.append(f"k{self.gossip_peers}")
-            if self.gossip_weights != "push-sum":
-                parts.append(self.gossip_weights)
-            if self.gossip_share != "belief":
-                parts.append(self.gossip_share)
-        if self.method in ("dlad", "gossip-adaptive") and self.temperature != 1.0:
-            parts.append(f"T{self.temperature:g}")
-        return "".join(f"_{p}" for p in parts)
+        so a sweep over them writes one directory per cell (e.g. `_uint8`, `_k2_accumulate`)."""
+        return "".join(f"_{p}" for p in variant_parts(self.to_mapping()))
 
     def to_mapping(self) -> dict[str, Any]:
         """Back to the flat dashed form (what Flower's run config carries)."""
         return {k.replace("_", "-"): getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def variant_parts(config: Mapping[str, Any]) -> list[str]:
+    """The codec / gossip-adaptive / temperature choices of a (dashed) config that differ
+    from the defaults, as short labels: ["topk2"], ["uint8", "k2", "accumulate"], ...
+    (gossip-adaptive also names epochs per round `e<n>` and rounds `r<n>` off the defaults).
+
+    Keys a saved config predates count as their defaults.
+    """
+    cfg = {**load_defaults(), **config}
+    parts = []
+    if cfg["codec"] != "float32":
+        parts.append(f"topk{cfg['codec-topk']}" if cfg["codec"] == "topk" else cfg["codec"])
+    if cfg["method"] == "gossip-adaptive":
+        if cfg["gossip-peers"] != 1:
+            parts.append(f"k{cfg['gossip-peers']}")
+        if cfg["gossip-weights"] != "push-sum":
+            parts.append(cfg["gossip-weights"])
+        if cfg["gossip-share"] != "belief":
+            parts.append(cfg["gossip-share"])
+        if cfg["round-epochs"] != 1:
+            parts.append(f"e{cfg['round-epochs']}")
+        if cfg["num-server-rounds"] != 5:
+            parts.append(f"r{cfg['num-server-rounds']}")
+    if cfg["method"] in ("dlad", "gossip-adaptive") and float(cfg["temperature"]) != 1.0:
+        parts.append(f"T{float(cfg['temperature']):g}")
+    return parts

@@ -71,7 +71,7 @@ def density_ratio(confidence: np.ndarray, clip: float = 1e-4) -> np.ndarray:
 
 def weighted_mix(belief: np.ndarray, weights: np.ndarray, peer_beliefs: list[np.ndarray],
                  peer_weights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample weighted mix of a node's belief with its peers' (gossip-adaptive).
+    r"""Per-sample weighted mix of a node's belief with its peers' (gossip-adaptive).
 
     .. math:: B_i(x) \leftarrow \frac{W_i(x) B_i(x) + \sum_j W_j(x) B_j(x)}
                                        {W_i(x) + \sum_j W_j(x)}, \qquad

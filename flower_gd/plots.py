@@ -2,11 +2,13 @@
 
 Usage::
 
-    python -m flower_gd.plots {fig1,fig2,fig3,fig4,all} RESULTS_DIR [--out figures]
+    python -m flower_gd.plots {fig1,fig2,fig3,fig4,fig5,all} RESULTS_DIR [--out figures]
 
 fig1: payload per exchange against model bytes, per dataset; fig2: final median accuracy
 per method and partition; fig3: median accuracy per round, one panel per partition;
-fig4: median accuracy against cumulative bytes, all methods. Error bars (fig2) and bands
+fig4: median accuracy against cumulative bytes, all methods; fig5: final accuracy against
+bytes per exchange, one point per payload codec. Figs. 2-4 show each method with its default
+options and codec (variants are in fig5 and the tables). Error bars (fig2) and bands
 (fig3) show the standard deviation over seeds where there are several.
 """
 
@@ -23,11 +25,12 @@ matplotlib.use("Agg")  # batch figures: never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from flower_gd.analysis import (METHOD_ORDER, PARTITION_ORDER, SavedRun, load_runs,  # noqa: E402
-                                mean_sd, ordered)
+from flower_gd.analysis import (METHOD_ORDER, PARTITION_ORDER, SavedRun,  # noqa: E402
+                                codec_table, load_runs, mean_sd, ordered)
 
 MIB = 2 ** 20
-COLORS = {"local": "#9e9e9e", "gossip": "#1f77b4", "gossip-gt": "#aec7e8", "dlad": "#d62728",
+COLORS = {"local": "#9e9e9e", "gossip": "#1f77b4", "gossip-gt": "#aec7e8",
+          "gossip-adaptive": "#ff7f0e", "dlad": "#d62728",
           "fedavg": "#2ca02c", "central": "#9467bd", "central-all": "#000000"}
 
 
@@ -48,9 +51,9 @@ def fig1_payload_vs_model(runs: list[SavedRun], out: Path) -> list[Path]:
     values = defaultdict(list)
     for r in runs:
         b = r.summary["bytes"]
-        if r.method == "gossip":
+        if r.method == "gossip" and "," not in r.model:
             values[(r.dataset, kinds[0])].append(b["payload-per-exchange"])
-        elif r.method == "dlad":
+        elif r.method == "dlad" and "," not in r.model:
             values[(r.dataset, kinds[1])].append(b.get("logits-message", 0))
         if b.get("weights-message"):
             values[(r.dataset, kinds[2])].append(b["weights-message"])
@@ -174,8 +177,50 @@ def fig4_accuracy_vs_bytes(runs: list[SavedRun], out: Path) -> list[Path]:
                           "cumulative wire bytes (MiB, log)", _draw_bytes, xscale="log")
 
 
-FIGURES = {"fig1": fig1_payload_vs_model, "fig2": fig2_final_accuracy,
-           "fig3": fig3_accuracy_per_round, "fig4": fig4_accuracy_vs_bytes}
+def fig5_codecs(runs: list[SavedRun], out: Path) -> list[Path]:
+    """Final median accuracy against bytes per exchange, one point per codec, per partition."""
+    header, body = codec_table(runs)
+    col = {h: i for i, h in enumerate(header)}
+    if not body:
+        return []
+    paths = []
+    for dataset in sorted({r[col["dataset"]] for r in body}):
+        rows = [r for r in body if r[col["dataset"]] == dataset]
+        partitions = ordered({r[col["partition"]] for r in rows}, PARTITION_ORDER)
+        fig, axes = plt.subplots(1, len(partitions), figsize=(3.6 * len(partitions), 3.6),
+                                 squeeze=False)
+        for ax, p in zip(axes[0], partitions):
+            for method in sorted({r[col["method"]] for r in rows if r[col["partition"]] == p}):
+                pts = sorted((float(r[col["payload per exchange (bytes)"]]),
+                              float(r[col["final median acc."]]), r[col["codec"]])
+                             for r in rows if r[col["partition"]] == p and r[col["method"]] == method)
+                color = COLORS.get(method.split("/")[0])
+                ax.plot([q[0] for q in pts], [q[1] for q in pts], marker="o", ms=4,
+                        label=method, color=color)
+                for x, y, codec in pts:
+                    ax.annotate(codec, (x, y), textcoords="offset points", xytext=(3, 4),
+                                fontsize=7)
+            ax.set_xscale("log")
+            ax.set_title(p)
+            ax.set_xlabel("bytes per exchange (log)")
+        axes[0][0].set_ylabel("final median node accuracy")
+        axes[0][-1].legend(fontsize=7)
+        fig.suptitle(f"Fig. 5: accuracy against bytes per codec, {dataset}")
+        paths += _save(fig, out, f"fig5_codecs_{dataset}")
+    return paths
+
+
+def _defaults_only(figure):
+    """Figs. 2-4 compare methods: each with its default codec and options."""
+    def draw(runs: list[SavedRun], out: Path) -> list[Path]:
+        return figure([r for r in runs if not r.variant and "," not in r.model], out)
+    draw.__doc__ = figure.__doc__
+    return draw
+
+
+FIGURES = {"fig1": fig1_payload_vs_model, "fig2": _defaults_only(fig2_final_accuracy),
+           "fig3": _defaults_only(fig3_accuracy_per_round),
+           "fig4": _defaults_only(fig4_accuracy_vs_bytes), "fig5": fig5_codecs}
 
 
 def main(argv: list[str] | None = None) -> None:

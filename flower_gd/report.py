@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flower_gd.analysis import (SavedRun, accuracy_table, bytes_table, load_runs, markdown,
+from flower_gd.analysis import (SavedRun, accuracy_table, bytes_table, codec_table, load_runs,
+                                markdown, model_family_table,
                                 model_size_table, paper_payload_table)
 from flower_gd.results import MIB
 
@@ -56,6 +57,13 @@ def write_report(root: Path, with_models: bool = True) -> str:
         "## Bytes per exchange against the model (Tables II/IV analogue)\n\n"
         + markdown(*bytes_table(runs)),
     ]
+    codecs = codec_table(runs)
+    if codecs[1]:
+        parts.append("## Payload codecs: accuracy against bytes (Fig. 5)\n\n" + markdown(*codecs))
+    families = model_family_table(runs)
+    if families[1]:
+        parts.append("## Mixed fleets: accuracy per model family (Table VI analogue)\n\n"
+                     + markdown(*families))
     if with_models:
         parts.append("## The paper's payloads against what Flower sends (Table IV)\n\n"
                      + markdown(*paper_payload_table()))

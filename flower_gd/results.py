@@ -30,6 +30,9 @@ SUMMARY = "summary.json"
 MIB = 2 ** 20
 
 
+LOCATION_KEYS = ("output-dir",)
+
+
 def is_finished(run_dir: Path, config: dict[str, Any] | None = None) -> bool:
     """A finished run has its summary; a rerun of a sweep skips it.
 
@@ -45,7 +48,10 @@ def is_finished(run_dir: Path, config: dict[str, Any] | None = None) -> bool:
         saved = json.loads((run_dir / "config.json").read_text())
         defaults = load_defaults()
         saved = {**{k: defaults[k] for k in set(config) - set(saved) if k in defaults}, **saved}
-        differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        # where the run lives is not part of what it computed: a moved or cloned results
+        # folder still counts
+        differ = sorted(k for k in set(saved) | set(config)
+                        if k not in LOCATION_KEYS and saved.get(k) != config.get(k))
         if differ:
             raise FileExistsError(
                 f"{run_dir} holds a finished run with another config (differs in {differ}); "

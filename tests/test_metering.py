@@ -106,3 +106,23 @@ def test_metered_grid_counts_both_legs_and_the_relay_once_as_p2p():
     # the relayed payload crosses a direct link once: received by 7, sent by 8
     assert sorted((e.direction, e.node_id, e.peer_id, e.nbytes) for e in p2p) == [
         ("down", 7, 8, size), ("up", 8, 7, size)]
+
+
+def test_a_relay_of_several_payloads_splits_its_bytes_by_payload_size():
+    from flower_gd.codecs import payload_keys
+
+    meter = MeteredGrid(FakeGrid())
+    small = _payload_message(100)
+    msg = _payload_message(300, dst=7)
+    key, meta_key = payload_keys(1)
+    msg.content[key] = small.content["inference"]
+    msg.content[meta_key] = small.content["inference-meta"]
+    msg.content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: [8, 9]})
+    size = message_nbytes(msg)
+    list(meter.send_and_receive([msg], timeout=5))
+    down = {e.peer_id: e.nbytes for e in meter.entries if e.kind == "p2p" and e.direction == "down"}
+    up = {e.node_id: e.nbytes for e in meter.entries if e.kind == "p2p" and e.direction == "up"}
+    assert down == up and set(down) == {8, 9}
+    assert down[8] + down[9] == size  # every byte attributed once
+    # payload 0 has 300 rows, payload 1 has 100: (12128 + framing) / (4128 + framing)
+    assert 2.6 < down[8] / down[9] < 2.95

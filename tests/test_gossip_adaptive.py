@@ -1,0 +1,164 @@
+"""gossip-adaptive: the weighted mix by hand, node steps on digits, push-sum mass, relays."""
+
+import numpy as np
+import pytest
+from flwr.app import RecordDict
+
+from flower_gd.codecs import PAYLOAD_KEY, PAYLOAD_META_KEY, PayloadError, payload_keys
+from flower_gd.config import ConfigError, RunConfig, load_defaults, merge_overrides
+from flower_gd.distill import density_ratio, weighted_mix
+from flower_gd.node import Node
+from strategies import gossip, gossip_adaptive as ga
+from strategies.gossip_adaptive import GossipAdaptive
+
+SMALL = {"method": "gossip-adaptive", "num-nodes": 4, "local-epochs": 2, "disc-epochs": 1,
+         "common-limit": 120, "test-limit": 60, "partition-scheme": "niid1"}
+
+
+def _node(tmp_path, pid, **overrides):
+    cfg = RunConfig.from_mapping(merge_overrides(load_defaults(), {**SMALL, **overrides}))
+    return Node(cfg, pid, cfg.num_nodes, str(tmp_path))
+
+
+def test_weighted_mix_against_a_hand_computed_example():
+    b_i = np.array([[1.0, 0.0], [0.5, 0.5]])
+    w_i = np.array([3.0, 0.0])
+    b_j = np.array([[0.0, 1.0], [0.2, 0.8]])
+    w_j = np.array([1.0, 0.0])
+    b_k = np.array([[0.5, 0.5], [1.0, 0.0]])
+    w_k = np.array([4.0, 0.0])
+    mixed, total = weighted_mix(b_i, w_i, [b_j, b_k], [w_j, w_k])
+    # sample 0: (3*[1,0] + 1*[0,1] + 4*[.5,.5]) / 8 = [5/8, 3/8]; sample 1: all weights 0,
+    # so the plain mean [(0.5+0.2+1)/3, (0.5+0.8+0)/3]
+    np.testing.assert_allclose(mixed, [[5 / 8, 3 / 8], [1.7 / 3, 1.3 / 3]], rtol=1e-6)
+    np.testing.assert_allclose(total, [8.0, 0.0])
+
+
+def test_density_ratio_is_d_over_one_minus_d_clipped():
+    np.testing.assert_allclose(density_ratio(np.array([0.5, 0.8, 0.0, 1.0])),
+                               [1.0, 4.0, 1e-4 / (1 - 1e-4), (1 - 1e-4) / 1e-4])
+
+
+def test_local_phase_stores_belief_weights_and_model(tmp_path):
+    node = _node(tmp_path, 0)
+    metrics = ga.local_phase(node)
+    belief = node.store.load_array(ga.BELIEF)
+    weights = node.store.load_array(ga.WEIGHTS)
+    assert belief.shape == (120, 10) and weights.shape == (120,)
+    np.testing.assert_allclose(belief.sum(1), 1.0, rtol=1e-5)
+    assert (weights > 0).all() and node.store.has_model()
+    assert metrics["median-weight"] == pytest.approx(float(np.median(weights)))
+
+
+def _relay(*contents):
+    """What the relay forwards: several share replies renamed payload 0, 1, ..."""
+    out = RecordDict()
+    for i, c in enumerate(contents):
+        key, meta_key = payload_keys(i)
+        out[key] = c[PAYLOAD_KEY]
+        out[meta_key] = c[PAYLOAD_META_KEY]
+    return out
+
+
+def test_push_sum_conserves_weight_and_the_step_mixes_then_distils(tmp_path, monkeypatch):
+    a, b, c = (_node(tmp_path, p) for p in range(3))
+    for n in (a, b, c):
+        ga.local_phase(n)
+    w = {n.partition_id: n.store.load_array(ga.WEIGHTS) for n in (a, b, c)}
+    bel = {n.partition_id: n.store.load_array(ga.BELIEF) for n in (a, b, c)}
+    before = sum(w.values())
+    # b is pulled by two nodes this round: it keeps one third of its weight, sends a third
+    from_b = b.store.load_array(ga.WEIGHTS)
+    sent_b = ga.share(b, pullers=2)
+    np.testing.assert_allclose(b.store.load_array(ga.WEIGHTS), from_b / 3, rtol=1e-6)
+    sent_c = ga.share(c, pullers=1)
+    seen = {}
+    real = ga.train_soft
+
+    def spy(model, x, target, *args, **kwargs):
+        seen["target"] = target.copy()
+        return real(model, x, target, *args, **kwargs)
+
+    monkeypatch.setattr(ga, "train_soft", spy)
+    metrics = ga.gossip_step(a, _relay(sent_b, sent_c), server_round=1)
+    assert metrics["peers"] == 2
+    w_b, w_c = w[1] / 3, w[2] / 2
+    expect = ((w[0][:, None] * bel[0] + w_b[:, None] * bel[1] + w_c[:, None] * bel[2])
+              / (w[0] + w_b + w_c)[:, None])
+    np.testing.assert_allclose(seen["target"], expect, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.store.load_array(ga.BELIEF), expect, rtol=1e-5, atol=1e-6)
+    # mass: a holds w_a + w_b/3 + w_c/2, b keeps w_b/3, c keeps w_c/2; one share of b is still
+    # "in flight" to its second puller
+    after = sum(n.store.load_array(ga.WEIGHTS) for n in (a, b, c)) + w[1] / 3
+    np.testing.assert_allclose(after, before, rtol=1e-5)
+    assert a.store.load_meta()["counter"] == 2
+
+
+def test_accumulate_does_not_touch_the_sender(tmp_path):
+    b = _node(tmp_path, 1, **{"gossip-weights": "accumulate"})
+    ga.local_phase(b)
+    w = b.store.load_array(ga.WEIGHTS)
+    ga.share(b, pullers=3)
+    np.testing.assert_array_equal(b.store.load_array(ga.WEIGHTS), w)
+
+
+def test_reinfer_replaces_the_belief_with_the_models_list(tmp_path):
+    a, b = (_node(tmp_path, p, **{"gossip-share": "reinfer"}) for p in range(2))
+    ga.local_phase(a)
+    ga.local_phase(b)
+    ga.gossip_step(a, _relay(ga.share(b, 1)), 1)
+    from flower_gd.training import infer, softmax
+    np.testing.assert_allclose(a.store.load_array(ga.BELIEF),
+                               softmax(infer(a.load_model(), a.data.common_x)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("codec", ["uint8", "topk", "hard", "float16"])
+def test_compact_codecs_flow_through_a_step(tmp_path, codec):
+    a, b = (_node(tmp_path, p, codec=codec) for p in range(2))
+    ga.local_phase(a)
+    ga.local_phase(b)
+    assert ga.gossip_step(a, _relay(ga.share(b, 1)), 1)["peers"] == 1
+
+
+def test_a_bad_payload_leaves_every_file_untouched(tmp_path):
+    a, b = _node(tmp_path, 0), _node(tmp_path, 1)
+    ga.local_phase(a)
+    gossip.local_phase(b)  # a plain gossip node: no weights
+    before = {p.name: p.read_bytes() for p in a.store.root.iterdir()}
+    with pytest.raises(PayloadError, match="no per-sample weights"):
+        ga.gossip_step(a, gossip.share(b), 1)
+    bad = ga.share(a, 0)
+    bad[PAYLOAD_META_KEY]["counter"] = 0
+    with pytest.raises(PayloadError, match="counter"):
+        ga.gossip_step(a, bad, 1)
+    with pytest.raises(PayloadError, match="no payload"):
+        ga.gossip_step(a, RecordDict(), 1)
+    assert {p.name: p.read_bytes() for p in a.store.root.iterdir()} == before
+
+
+def test_relay_picks_k_distinct_peers_never_itself():
+    relay = GossipAdaptive("/tmp/x", 5, peers=3, seed=1)
+    pulls = relay.choose_peers([11, 12, 13, 14, 15], k=3)
+    for dst, srcs in pulls.items():
+        assert len(srcs) == 3 == len(set(srcs)) and dst not in srcs
+    with pytest.raises(ValueError, match="peers=5"):
+        GossipAdaptive("/tmp/x", 5, peers=5)
+
+
+def test_config_refuses_impossible_options():
+    base = merge_overrides(load_defaults(), {"method": "gossip-adaptive"})
+    with pytest.raises(ConfigError, match="gossip-peers=10 needs at least 11 nodes"):
+        RunConfig.from_mapping({**base, "gossip-peers": 10})
+    with pytest.raises(ConfigError, match="cannot carry logits"):
+        RunConfig.from_mapping({**base, "codec": "uint8", "inference-output": "logits",
+                                "method": "gossip"})
+    with pytest.raises(ConfigError, match="gossip-weights='push'"):
+        RunConfig.from_mapping({**base, "gossip-weights": "push"})
+
+
+def test_run_names_carry_the_variant_so_sweeps_do_not_collide():
+    base = merge_overrides(load_defaults(), {"method": "gossip-adaptive"})
+    name = RunConfig.from_mapping({**base, "codec": "topk", "codec-topk": 3, "gossip-peers": 2,
+                                   "gossip-weights": "accumulate"}).default_run_name()
+    assert name == "gossip-adaptive_digits_iid_cnn_topk3_k2_accumulate_s0"
+    assert RunConfig.from_mapping(base).default_run_name() == "gossip-adaptive_digits_iid_cnn_s0"
