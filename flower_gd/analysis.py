@@ -280,7 +280,7 @@ def paper_payload_table(num_classes: int = 10) -> tuple[list[str], list[list[str
     import numpy as np
     from flwr.app import Message
 
-    from flower_gd.codecs import InferencePayload, encode_payload
+    from flower_gd.codecs import Codec, InferencePayload, encode_payload
     from flower_gd.metering import message_nbytes
 
     _act_as_serverapp()
@@ -289,8 +289,9 @@ def paper_payload_table(num_classes: int = 10) -> tuple[list[str], list[list[str
     body = []
     for name, (n, published) in PAPER_PAYLOADS.items():
         scores = np.full((n, num_classes), 1.0 / num_classes, dtype=np.float32)
-        message = Message(content=encode_payload(InferencePayload(scores, 1, "probs")),
-                          dst_node_id=2, message_type="train.gossip")
+        # raw float32, the paper's format (a constant array would otherwise deflate)
+        content = encode_payload(InferencePayload(scores, 1, "probs"), Codec(compress=False))
+        message = Message(content=content, dst_node_id=2, message_type="train.gossip")
         nbytes = message_nbytes(message)
         body.append([name, str(n), f"{published:.2f}", str(scores.nbytes), str(nbytes),
                      f"{nbytes / 2**20:.3f}"])

@@ -129,7 +129,7 @@ class RunConfig:
         unknown = sorted(set(cfg) - expected)
         if unknown:
             raise ConfigError(f"unknown run-config key(s) {unknown}; known: {sorted(expected)}")
-        models = [m.strip() for m in str(cfg["model"]).split(",")]
+        models = [m.strip() for m in str(cfg["model"]).replace("+", ",").split(",")]
         for m in models:
             if m not in MODELS:
                 raise ConfigError(f"model={m!r} is not valid; choose from {list(MODELS)}")

@@ -22,12 +22,14 @@ class _Meter:
 
 
 def _saved_run(root: Path, method: str, partition: str, seed: int, accs: list[float],
-               payload: int, tag: str) -> None:
+               payload: int, tag: str, **extra) -> None:
     """Write one run directory in the real format: config, rounds.csv, messages, summary."""
     cfg = {**load_defaults(), "method": method, "partition-scheme": partition, "seed": seed,
-           "num-nodes": 2, "num-server-rounds": len(accs) - 1}
+           "num-nodes": 2, "num-server-rounds": len(accs) - 1, **extra}
     meter = _Meter()
-    rec = RunRecorder(root / f"{method}_{partition}_s{seed}", cfg, meter, lambda pid: "cnn")
+    models = cfg["model"].split(",")
+    name = f"{method}_{partition}_{'+'.join(models)}_{extra.get('codec', '')}_s{seed}"
+    rec = RunRecorder(root / name, cfg, meter, lambda pid: models[pid % len(models)])
     rec.add_node(101, 0)
     rec.add_node(102, 1)
     for rnd, acc in enumerate(accs):
@@ -51,12 +53,23 @@ def results(tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def variants(results):
+    """Adds codec variants and a mixed fleet of gossip-adaptive to the fixture."""
+    for codec, payload, acc in (("float32", 40_000, 0.7), ("uint8", 4_000, 0.69)):
+        _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, acc], payload, "logits",
+                   codec=codec, **{"num-server-rounds": 5})
+    _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, 0.7], 40_000, "logits",
+               model="cnn,mobilenet_v3_small", **{"num-server-rounds": 5})
+    return results
+
+
 def test_tables_from_saved_results(results):
     runs = load_runs(results)
     header, body = accuracy_table(runs)
-    assert header == ["dataset", "method", "iid", "niid1"]
-    gossip = next(r for r in body if r[1] == "gossip")
-    assert gossip[2].startswith("0.6000 ± 0.0000 (2)")
+    assert header == ["dataset", "model", "method", "iid", "niid1"]
+    gossip = next(r for r in body if r[2] == "gossip")
+    assert gossip[3].startswith("0.6000 ± 0.0000 (2)")
     header, body = bytes_table(runs)
     fed = next(r for r in body if r[1] == "fedavg")
     gos = next(r for r in body if r[1] == "gossip")
@@ -67,10 +80,29 @@ def test_tables_from_saved_results(results):
     assert (results / "results.csv").read_text().count("\n") == 1 + 8
 
 
+def test_codec_and_model_family_tables(variants):
+    from flower_gd.analysis import codec_table, model_family_table
+
+    runs = load_runs(variants)
+    labels = {r.method for r in runs}
+    assert {"gossip-adaptive", "gossip-adaptive/uint8"} <= labels
+    header, body = codec_table(runs)
+    rows = [dict(zip(header, r)) for r in body]
+    uint8 = next(r for r in rows if r["codec"] == "uint8")
+    # the payload counted here is the last round's message of the saved meter: 4000 vs 40000
+    assert uint8["x fewer than float32"] == "10.0"
+    assert uint8["vs float32 (points)"] == "-1.00"
+    header, body = model_family_table(runs)
+    families = {r[header.index("family")]: r[header.index("final median acc.")] for r in body}
+    assert families == {"cnn": "0.7100", "mobilenet_v3_small": "0.6900"}
+    text = write_report(variants, with_models=False)
+    assert "Payload codecs" in text and "accuracy per model family" in text
+
+
 @pytest.mark.parametrize("figure", sorted(plots.FIGURES))
-def test_every_figure_command_writes_non_empty_png_and_pdf(results, tmp_path, figure):
+def test_every_figure_command_writes_non_empty_png_and_pdf(variants, tmp_path, figure):
     out = tmp_path / "figs"
-    plots.main([figure, str(results), "--out", str(out)])
+    plots.main([figure, str(variants), "--out", str(out)])
     files = sorted(out.iterdir())
     assert {f.suffix for f in files} == {".png", ".pdf"}
     assert all(f.stat().st_size > 1000 for f in files)
