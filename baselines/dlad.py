@@ -20,7 +20,7 @@ from flower_gd.metering import set_meter_round
 from flower_gd.node import Node, Timer
 from flower_gd.results import RunRecorder
 from flower_gd.strategy_base import NodeRecordingStrategy
-from flower_gd.training import OptimConfig, infer, sigmoid, softmax, train_discriminator, train_soft
+from flower_gd.training import OptimConfig, train_soft
 
 UPLOAD = "train.dlad"
 
@@ -30,13 +30,9 @@ def local_phase(node: Node) -> tuple[RecordDict, dict[str, float]]:
     """Train f_i on PD_i and d_i (PD_i vs X_c); upload softmax(f_i(x)/T) and d_i(x) on X_c."""
     with Timer() as t:
         classifier, loss = node.fit_private()
-        x_private, _ = node.data.private(node.partition_id)
-        disc = node.new_model(num_outputs=1)
-        disc_loss = train_discriminator(disc, x_private, node.data.common_x,
-                                        node.cfg.disc_epochs, node.optim, node.seed(1))
+        confidence, disc_loss = node.fit_discriminator()
         node.store.save_model(classifier)
-        probs = softmax(infer(classifier, node.data.common_x), node.cfg.temperature)
-        confidence = sigmoid(infer(disc, node.data.common_x)[:, 0])
+        probs = node.soft_scores(classifier)
     content = encode_payload(InferencePayload(probs, 1, "probs", confidence), node.codec)
     return content, {"partition-id": node.partition_id, "train-loss": loss,
                      "disc-loss": disc_loss, "mean-confidence": float(confidence.mean()),

@@ -15,7 +15,8 @@ from flower_gd.config import RunConfig
 from flower_gd.federation import FederatedData, federated_data
 from flower_gd.models import build_model
 from flower_gd.node_store import NodeStore
-from flower_gd.training import OptimConfig, evaluate, infer, softmax, train_hard
+from flower_gd.training import (OptimConfig, evaluate, infer, sigmoid, softmax,
+                                train_discriminator, train_hard)
 
 RUN_DIR_KEY = "run-dir"
 
@@ -90,6 +91,19 @@ class Node:
         x, y = self.data.private(self.partition_id)
         loss = train_hard(model, x, y, self.cfg.local_epochs, self.optim, self.seed(0))
         return model, loss
+
+    def fit_discriminator(self) -> tuple[np.ndarray, float]:
+        """A fresh discriminator d_i trained on PD_i (label 1) against X_c (label 0); returns
+        d_i(x) on X_c in [0, 1] and the last epoch's loss (DLAD, gossip-adaptive)."""
+        x_private, _ = self.data.private(self.partition_id)
+        disc = self.new_model(num_outputs=1)
+        loss = train_discriminator(disc, x_private, self.data.common_x, self.cfg.disc_epochs,
+                                   self.optim, self.seed(1))
+        return sigmoid(infer(disc, self.data.common_x)[:, 0]), loss
+
+    def soft_scores(self, model: torch.nn.Module) -> np.ndarray:
+        """softmax(model(x) / T) on X_c, T = `temperature`: a distillation target."""
+        return softmax(infer(model, self.data.common_x), self.cfg.temperature)
 
     def scores(self, model: torch.nn.Module) -> np.ndarray:
         """The node's inference list on X_c: (n_common, C), probabilities or raw logits."""

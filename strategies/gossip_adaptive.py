@@ -13,7 +13,7 @@ from flower_gd.codecs import encode_payload, payload_keys
 from flower_gd.distill import density_ratio, hard_labels, weighted_mix
 from flower_gd.node import Node, Timer
 from flower_gd.results import RunRecorder
-from flower_gd.training import infer, sigmoid, softmax, train_discriminator, train_soft
+from flower_gd.training import train_soft
 from strategies.gossip import GossipDistillation
 
 BELIEF = "belief"
@@ -26,12 +26,9 @@ def local_phase(node: Node) -> dict[str, float]:
     W_i = d_i / (1 - d_i) on X_c."""
     with Timer() as t:
         model, loss = node.fit_private()
-        x_private, _ = node.data.private(node.partition_id)
-        disc = node.new_model(num_outputs=1)
-        disc_loss = train_discriminator(disc, x_private, node.data.common_x,
-                                        node.cfg.disc_epochs, node.optim, node.seed(1))
-        belief = softmax(infer(model, node.data.common_x), node.cfg.temperature)
-        weights = density_ratio(sigmoid(infer(disc, node.data.common_x)[:, 0]))
+        confidence, disc_loss = node.fit_discriminator()
+        belief = node.soft_scores(model)
+        weights = density_ratio(confidence)
         node.store.save_model(model)
         node.store.save_array(BELIEF, belief)
         node.store.save_array(WEIGHTS, weights)
@@ -87,7 +84,7 @@ def gossip_step(node: Node, content: RecordDict, server_round: int) -> dict[str,
         loss = train_soft(model, node.data.common_x, belief, node.cfg.round_epochs, node.optim,
                           node.cfg.temperature, node.seed(server_round))
         if node.cfg.gossip_share == "reinfer":
-            belief = softmax(infer(model, node.data.common_x), node.cfg.temperature)
+            belief = node.soft_scores(model)
         node.store.save_model(model)
         node.store.save_array(BELIEF, belief)
         node.store.save_array(WEIGHTS, weights)

@@ -89,3 +89,16 @@ def test_a_node_refuses_a_federation_of_another_size(tmp_path):
     message = SimpleNamespace(content=RecordDict({"config": ConfigRecord({"run-dir": str(tmp_path)})}))
     with pytest.raises(ValueError, match="federation has 5 nodes but num-nodes=3"):
         Node.from_message(message, context)
+
+
+def test_paper_gossip_runs_on_a_compact_codec(tmp_path):
+    """The paper's method with uint8 payloads: the peer's list arrives quantized."""
+    a, b = _node(tmp_path, 0, codec="uint8"), _node(tmp_path, 1, codec="uint8")
+    gossip.local_phase(a)
+    gossip.local_phase(b)
+    sent = gossip.share(b)
+    assert sent[PAYLOAD_META_KEY]["codec"] == "uint8"
+    il_b = b.store.load_array("inference-list")
+    got = decode_payload(sent, il_b.shape).scores
+    assert np.abs(got - il_b).max() <= 1.0 / 255
+    assert gossip.gossip_step(a, sent, server_round=1)["counter"] == 2
