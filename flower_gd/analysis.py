@@ -15,6 +15,8 @@ from flower_gd.results import SUMMARY
 
 METHOD_ORDER = ["local", "gossip", "gossip-gt", "gossip-adaptive", "dlad", "fedavg", "central",
                 "central-all"]
+# methods whose nodes all evaluate one server-side model at the end
+GLOBAL_MODEL_METHODS = ("dlad", "fedavg", "central", "central-all")
 CODEC_ORDER = ["float32", "float16", "uint8", "topk", "hard"]
 PARTITION_ORDER = ["iid", "niid1", "niid2", "niid3", "niid4"]
 
@@ -214,7 +216,11 @@ def _codec_labels(run: SavedRun) -> list[str]:
 
 
 def model_family_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
-    """Table VI analogue: final median accuracy per model family, for mixed fleets."""
+    """Table VI analogue: final median accuracy per model family, for mixed fleets.
+
+    A method that ends with one global model (DLAD) gives every node that model, whatever
+    the node's own family: its row names the global model instead.
+    """
     mixed = [r for r in runs if "," in r.model]
     header = ["dataset", "fleet", "method", "partition", "family", "nodes",
               "final median acc.", "fleet median acc."]
@@ -222,9 +228,11 @@ def model_family_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]
     for run in mixed:
         last = max(int(r["round"]) for r in run.rows)
         by_family: dict[str, list[float]] = defaultdict(list)
+        global_model = run.base_method in GLOBAL_MODEL_METHODS
         for r in run.rows:
             if int(r["round"]) == last and r["accuracy"] not in ("", None):
-                by_family[r["model"]].append(float(r["accuracy"]))
+                family = f"global {run.model.split(',')[0]}" if global_model else r["model"]
+                by_family[family].append(float(r["accuracy"]))
         for family in sorted(by_family):
             accs = by_family[family]
             body.append([run.dataset, run.model.replace(",", "+"), run.method, run.partition,
