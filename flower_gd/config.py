@@ -23,6 +23,7 @@ LABEL_SOURCES = ("mixed", "ground-truth")
 INFERENCE_OUTPUTS = ("probs", "logits")
 GOSSIP_WEIGHTS = ("push-sum", "accumulate")
 GOSSIP_SHARES = ("belief", "reinfer")
+GOSSIP_STUDENTS = ("local", "fresh")
 
 
 class ConfigError(ValueError):
@@ -109,6 +110,7 @@ class RunConfig:
     gossip_peers: int
     gossip_weights: str
     gossip_share: str
+    gossip_student: str
     output_dir: str
     run_name: str
     round_timeout: float
@@ -165,6 +167,7 @@ class RunConfig:
             gossip_peers=_number(cfg, "gossip-peers", 1, integer=True),
             gossip_weights=_choice(cfg, "gossip-weights", GOSSIP_WEIGHTS),
             gossip_share=_choice(cfg, "gossip-share", GOSSIP_SHARES),
+            gossip_student=_choice(cfg, "gossip-student", GOSSIP_STUDENTS),
             output_dir=str(cfg["output-dir"]),
             run_name=str(cfg["run-name"]),
             round_timeout=_number(cfg, "round-timeout", 1.0),
@@ -243,6 +246,8 @@ def variant_parts(config: Mapping[str, Any]) -> list[str]:
             parts.append(cfg["gossip-weights"])
         if cfg["gossip-share"] != "belief":
             parts.append(cfg["gossip-share"])
+        if cfg["gossip-student"] != "local":
+            parts.append(f"{cfg['gossip-student']}-student")
         if cfg["round-epochs"] != 1:
             parts.append(f"e{cfg['round-epochs']}")
         if cfg["num-server-rounds"] != 5:

@@ -60,6 +60,9 @@ def share(node: Node, pullers: int) -> RecordDict:
 def gossip_step(node: Node, content: RecordDict, server_round: int) -> dict[str, float]:
     """Mix every relayed (B_j, W_j) into (B_i, W_i) per sample, then distil B_i into M_i.
 
+    With `gossip-student = fresh`, the first step distils into a newly initialised model
+    (later steps continue it); otherwise into the node's local model.
+
     Every payload is validated before any state changes: a bad one raises PayloadError and
     the node keeps its model, belief and weights.
     """
@@ -80,7 +83,12 @@ def gossip_step(node: Node, content: RecordDict, server_round: int) -> dict[str,
         belief, weights = weighted_mix(belief, weights, [p.scores for p in peers],
                                        [p.weights for p in peers])
         label_acc = float((hard_labels(belief) == node.data.common_y).mean())
-        model = node.load_model()
+        if node.cfg.gossip_student == "fresh" and int(meta["counter"]) == 1:
+            # the first distillation starts from a new model, as DLAD's server does: a local
+            # model fitted to one or two classes can be too collapsed to learn from B_i
+            model = node.new_model()
+        else:
+            model = node.load_model()
         loss = train_soft(model, node.data.common_x, belief, node.cfg.round_epochs, node.optim,
                           node.cfg.temperature, node.seed(server_round))
         if node.cfg.gossip_share == "reinfer":

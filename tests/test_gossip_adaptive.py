@@ -162,3 +162,25 @@ def test_run_names_carry_the_variant_so_sweeps_do_not_collide():
                                    "gossip-weights": "accumulate"}).default_run_name()
     assert name == "gossip-adaptive_digits_iid_cnn_topk3_k2_accumulate_s0"
     assert RunConfig.from_mapping(base).default_run_name() == "gossip-adaptive_digits_iid_cnn_s0"
+
+
+def test_a_fresh_student_starts_from_a_new_model_once(tmp_path, monkeypatch):
+    a, b = (_node(tmp_path, p, **{"gossip-student": "fresh"}) for p in range(2))
+    ga.local_phase(a)
+    ga.local_phase(b)
+    local = a.load_model().state_dict()
+    fresh = a.new_model().state_dict()
+    seen = []
+    real = ga.train_soft
+
+    def spy(model, *args, **kwargs):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(ga, "train_soft", spy)
+    ga.gossip_step(a, _relay(ga.share(b, 1)), 1)
+    assert all((seen[0][k] == fresh[k]).all() for k in fresh)  # round 1: a new model
+    assert not all((seen[0][k] == local[k]).all() for k in local)
+    after_round_1 = a.load_model().state_dict()
+    ga.gossip_step(a, _relay(ga.share(b, 1)), 2)
+    assert all((seen[1][k] == after_round_1[k]).all() for k in after_round_1)  # continued
