@@ -16,9 +16,9 @@ hard      argmax label, uint8 (one-hot on decode)     1
 
 Confidences and weights travel as float32 with the float32 codec; otherwise confidences as
 uint8 (d * 255) and weights as float16 log W. Every array is then deflated with zlib when
-that saves at least 10% (lossless; flagged in the metadata; float32 probabilities save ~5%, so
-the paper's format stays raw), so the meter, which sizes the
-message Flower serializes, counts the encoded bytes.
+that saves at least 10% (lossless, flagged in the metadata; a trained model's float32
+probabilities save about 5% and stay raw, near one-hot beliefs deflate). The meter sizes the
+message Flower serializes, so it counts the encoded bytes.
 """
 
 from __future__ import annotations
