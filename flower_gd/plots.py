@@ -7,8 +7,8 @@ Usage::
 fig1: payload per exchange against model bytes, per dataset; fig2: final median accuracy
 per method and partition; fig3: median accuracy per round, one panel per partition;
 fig4: median accuracy against cumulative bytes, all methods; fig5: final accuracy against
-bytes per exchange, one point per payload codec. Figs. 2-4 show each method with its default
-options and codec (variants are in fig5 and the tables). Error bars (fig2) and bands
+bytes per exchange, one point per payload codec. Figs. 2-4 show one configuration per method:
+its float32 one measured on the most partitions (other variants are in fig5 and the tables). Error bars (fig2) and bands
 (fig3) show the standard deviation over seeds where there are several.
 """
 
@@ -26,12 +26,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from flower_gd.analysis import (METHOD_ORDER, PARTITION_ORDER, SavedRun,  # noqa: E402
-                                codec_table, load_runs, mean_sd, ordered)
+                                codec_table, load_runs, mean_sd, method_key, ordered)
 
 MIB = 2 ** 20
 COLORS = {"local": "#9e9e9e", "gossip": "#1f77b4", "gossip-gt": "#aec7e8",
           "gossip-adaptive": "#ff7f0e", "dlad": "#d62728",
           "fedavg": "#2ca02c", "central": "#9467bd", "central-all": "#000000"}
+
+
+def _color(method: str) -> str | None:
+    return COLORS.get(method.split("/")[0])
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -83,6 +87,7 @@ def fig2_final_accuracy(runs: list[SavedRun], out: Path) -> list[Path]:
     for dataset in sorted({r.dataset for r in runs}):
         sub = [r for r in runs if r.dataset == dataset]
         methods = ordered({r.method for r in sub}, METHOD_ORDER)
+        methods = sorted(methods, key=method_key)
         partitions = ordered({r.partition for r in sub}, PARTITION_ORDER)
         cells = defaultdict(list)
         for r in sub:
@@ -93,7 +98,7 @@ def fig2_final_accuracy(runs: list[SavedRun], out: Path) -> list[Path]:
         for k, m in enumerate(methods):
             stats = [mean_sd(cells[(m, p)]) if cells[(m, p)] else (np.nan, 0) for p in partitions]
             ax.bar(x + (k - (len(methods) - 1) / 2) * width, [s[0] for s in stats], width,
-                   yerr=[s[1] for s in stats], capsize=2, label=m, color=COLORS.get(m))
+                   yerr=[s[1] for s in stats], capsize=2, label=m, color=_color(m))
         ax.set_xticks(x, partitions)
         ax.set_ylim(0, 1)
         ax.set_ylabel("final median node accuracy")
@@ -132,7 +137,7 @@ def _per_partition(runs: list[SavedRun], out: Path, name: str, title: str, xlabe
                                  squeeze=False, sharey=True)
         for ax, p in zip(axes[0], partitions):
             curves = _mean_curves([r for r in sub if r.partition == p])
-            for m in ordered(set(curves), METHOD_ORDER):
+            for m in sorted(curves, key=method_key):
                 draw(ax, m, curves[m])
             if xscale:
                 ax.set_xscale(xscale)
@@ -148,13 +153,13 @@ def _per_partition(runs: list[SavedRun], out: Path, name: str, title: str, xlabe
 
 def _draw_rounds(ax, method: str, pts) -> None:
     if len(pts) == 1:  # a bound with no rounds: a level, not a curve
-        ax.axhline(pts[0][1], ls="--", lw=1, label=method, color=COLORS.get(method))
+        ax.axhline(pts[0][1], ls="--", lw=1, label=method, color=_color(method))
         return
     rnd = [q[0] for q in pts]
     mu = np.array([q[1] for q in pts])
     sd = np.array([q[2] for q in pts])
-    ax.plot(rnd, mu, marker="o", ms=3, label=method, color=COLORS.get(method))
-    ax.fill_between(rnd, mu - sd, mu + sd, alpha=0.15, color=COLORS.get(method))
+    ax.plot(rnd, mu, marker="o", ms=3, label=method, color=_color(method))
+    ax.fill_between(rnd, mu - sd, mu + sd, alpha=0.15, color=_color(method))
     ax.xaxis.get_major_locator().set_params(integer=True)
 
 
@@ -162,7 +167,7 @@ def _draw_bytes(ax, method: str, pts) -> None:
     pts = [q for q in pts if q[3] > 0]  # a log axis cannot place zero bytes
     if pts:
         ax.plot([q[3] / MIB for q in pts], [q[1] for q in pts], marker="o", ms=3,
-                label=method, color=COLORS.get(method))
+                label=method, color=_color(method))
 
 
 def fig3_accuracy_per_round(runs: list[SavedRun], out: Path) -> list[Path]:
@@ -210,17 +215,29 @@ def fig5_codecs(runs: list[SavedRun], out: Path) -> list[Path]:
     return paths
 
 
-def _defaults_only(figure):
-    """Figs. 2-4 compare methods: each with its default codec and options."""
+def main_runs(runs: list[SavedRun]) -> list[SavedRun]:
+    """The runs Figs. 2-4 compare: one configuration per method and dataset, the float32 one
+    measured on the most partitions (a design-study or codec variant is left to the tables
+    and Fig. 5); single-family fleets only."""
+    pool = [r for r in runs if r.codec == "float32" and "," not in r.model]
+    coverage: dict[tuple[str, str], dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for r in pool:
+        coverage[(r.dataset, r.base_method)][r.variant].add(r.partition)
+    chosen = {key: max(variants, key=lambda v: (len(variants[v]), -len(v)))
+              for key, variants in coverage.items()}
+    return [r for r in pool if r.variant == chosen[(r.dataset, r.base_method)]]
+
+
+def _main_only(figure):
     def draw(runs: list[SavedRun], out: Path) -> list[Path]:
-        return figure([r for r in runs if not r.variant and "," not in r.model], out)
+        return figure(main_runs(runs), out)
     draw.__doc__ = figure.__doc__
     return draw
 
 
-FIGURES = {"fig1": fig1_payload_vs_model, "fig2": _defaults_only(fig2_final_accuracy),
-           "fig3": _defaults_only(fig3_accuracy_per_round),
-           "fig4": _defaults_only(fig4_accuracy_vs_bytes), "fig5": fig5_codecs}
+FIGURES = {"fig1": fig1_payload_vs_model, "fig2": _main_only(fig2_final_accuracy),
+           "fig3": _main_only(fig3_accuracy_per_round),
+           "fig4": _main_only(fig4_accuracy_vs_bytes), "fig5": fig5_codecs}
 
 
 def main(argv: list[str] | None = None) -> None:
