@@ -206,8 +206,13 @@ def fig5_codecs(runs: list[SavedRun], out: Path) -> list[Path]:
                     ax.annotate(codec, (x, y), textcoords="offset points", xytext=(3, 4),
                                 fontsize=7)
             ax.set_xscale("log")
+            kb = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k")
+            ax.xaxis.set_major_formatter(kb)
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            accs = [float(r[col["final median acc."]]) for r in rows if r[col["partition"]] == p]
+            ax.set_ylim(min(accs) - 0.02, max(accs) + 0.02)  # 2 points of margin: no false drama
             ax.set_title(p)
-            ax.set_xlabel("bytes per exchange (log)")
+            ax.set_xlabel("bytes per exchange (log; k = 1000 B)")
         axes[0][0].set_ylabel("final median node accuracy")
         axes[0][-1].legend(fontsize=7)
         fig.suptitle(f"Fig. 5: accuracy against bytes per codec, {dataset}")
