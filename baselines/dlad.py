@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from logging import INFO
+from logging import INFO, WARNING
 
 import numpy as np
 import torch
@@ -12,7 +12,8 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
-from flower_gd.codecs import InferencePayload, decode_payload, encode_payload
+from flower_gd.byzantine import outgoing_codec, outgoing_scores
+from flower_gd.codecs import InferencePayload, PayloadError, decode_payload, encode_payload
 from flower_gd.distill import adaptive_target, hard_labels
 from flower_gd.federation import FederatedData
 from flower_gd.models import build_model
@@ -31,9 +32,10 @@ def local_phase(node: Node) -> tuple[RecordDict, dict[str, float]]:
     with Timer() as t:
         classifier, loss = node.fit_private()
         confidence, disc_loss = node.fit_discriminator()
-        node.store.save_model(classifier)
-        probs = node.soft_scores(classifier)
-    content = encode_payload(InferencePayload(probs, 1, "probs", confidence), node.codec)
+        node.store.commit(0, classifier)
+        probs = outgoing_scores(node, node.soft_scores(classifier), "probs")
+    content = encode_payload(InferencePayload(probs, 1, "probs", confidence),
+                             outgoing_codec(node))
     return content, {"partition-id": node.partition_id, "train-loss": loss,
                      "disc-loss": disc_loss, "mean-confidence": float(confidence.mean()),
                      "wall-s": t.seconds}
@@ -63,7 +65,9 @@ class DLAD(NodeRecordingStrategy):
 
     Messages a node must honour: ``train.dlad`` (``run-dir``; reply records ``inference`` /
     ``inference-meta`` with ``scores`` and ``confidence``, metrics ``partition-id``) and
-    ``evaluate`` with or without an ``arrays`` record.
+    ``evaluate`` with or without an ``arrays`` record. Nodes that do not answer, and uploads
+    that fail validation, are left out of the target (logged); the run needs `min-nodes`
+    valid uploads.
 
     Parameters
     ----------
@@ -81,8 +85,8 @@ class DLAD(NodeRecordingStrategy):
 
     def __init__(self, run_dir: str, num_nodes: int, data: FederatedData, family: str,
                  optim: OptimConfig, epochs: int, temperature: float, seed: int,
-                 recorder: RunRecorder | None = None) -> None:
-        super().__init__(run_dir, num_nodes, recorder)
+                 recorder: RunRecorder | None = None, min_nodes: int = 2) -> None:
+        super().__init__(run_dir, num_nodes, recorder, min_nodes=min_nodes)
         self.data = data
         self.family = family
         self.optim = optim
@@ -102,15 +106,21 @@ class DLAD(NodeRecordingStrategy):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Adaptive target from every upload, then KL distillation of the global model."""
         got = self.collect(server_round, replies, "DLAD upload")
-        self.require_all(got, "the DLAD upload")
         shape = (len(self.data.split.common), self.data.dataset.num_classes)
-        payloads = []
+        valid = {}
         # stack in partition order (node ids are random per run); the target is a sum, but a
         # fixed order keeps it bit-for-bit reproducible
         for node, reply in sorted(got.items(),
                                   key=lambda kv: int(kv[1].content["metrics"]["partition-id"])):
             self.register(node, int(reply.content["metrics"]["partition-id"]))
-            payloads.append(decode_payload(reply.content, shape))
+            try:
+                valid[node] = decode_payload(reply.content, shape)
+            except PayloadError as err:  # aggregate the nodes that answered with valid data
+                log(WARNING, "DLAD: rejected the upload of node %s: %s", node, err)
+                if self.recorder is not None:
+                    self.recorder.record(server_round, node, {"payload-rejected": 1.0})
+        self.require_min(valid, "the DLAD upload")
+        payloads = list(valid.values())  # partition order
         probs = np.stack([p.scores for p in payloads])  # (nodes, n_common, C)
         conf = np.stack([p.confidence for p in payloads])  # (nodes, n_common)
         target = adaptive_target(probs, conf)

@@ -8,6 +8,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from flower_gd.byzantine import corrupt_weights, flip_labels
+from flower_gd.fleet import wait_for_nodes
 from flower_gd.metering import set_meter_round
 from flower_gd.node import Node, Timer
 from flower_gd.results import RunRecorder
@@ -22,10 +24,16 @@ def local_update(node: Node, arrays: ArrayRecord, server_round: int) -> RecordDi
         model = node.new_model()
         model.load_state_dict(arrays.to_torch_state_dict())
         x, y = node.data.private(node.partition_id)
+        attack = node.cfg.byzantine_attack if node.is_byzantine else None
+        if attack == "flip":  # a Byzantine node trains on flipped labels
+            y = flip_labels(y, node.data.dataset.num_classes)
         loss = train_hard(model, x, y, node.cfg.round_epochs, node.optim,
                           node.seed(server_round))
+        state = model.state_dict()
+        if attack in ("random", "malformed"):
+            state = corrupt_weights(state, attack, node.seed(server_round))
     return RecordDict({
-        "arrays": ArrayRecord(model.state_dict()),
+        "arrays": ArrayRecord(state),
         "metrics": MetricRecord({"train-loss": loss, "num-examples": len(y), "wall-s": t.seconds}),
         NODE_INFO_KEY: ConfigRecord({"partition-id": node.partition_id}),
     })
@@ -35,15 +43,25 @@ class RecordedFedAvg(FedAvg):
     """Flower's FedAvg, unchanged in what it sends and aggregates.
 
     It only adds bookkeeping: it tells a metering Grid which round the messages belong to
-    and hands every node's reply metrics to a RunRecorder. All nodes train and evaluate in
-    every round (fraction 1.0), under Flower's own minimum-node rules.
+    and hands every node's reply metrics to a RunRecorder. All connected nodes train and
+    evaluate in every round (fraction 1.0), under Flower's own minimum-node rules with
+    `min-nodes` as the minimum: replies that fail (a dead node, a lost message) are left out
+    of the average by Flower's FedAvg itself.
     """
 
-    def __init__(self, num_nodes: int, recorder: RunRecorder | None = None) -> None:
-        super().__init__(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=num_nodes,
-                         min_evaluate_nodes=num_nodes, min_available_nodes=num_nodes)
+    def __init__(self, num_nodes: int, recorder: RunRecorder | None = None,
+                 min_nodes: int | None = None) -> None:
+        low = num_nodes if min_nodes is None else min_nodes
+        super().__init__(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=low,
+                         min_evaluate_nodes=low, min_available_nodes=low)
+        self.num_nodes = num_nodes
         self.recorder = recorder
         self.partition_of: dict[int, int] = {}
+
+    def start(self, grid: Grid, *args, **kwargs):  # type: ignore[no-untyped-def]
+        """Wait for the whole fleet first (nodes register one by one), then Flower's loop."""
+        wait_for_nodes(grid, self.num_nodes, timeout=min(kwargs.get("timeout", 300), 300))
+        return super().start(grid, *args, **kwargs)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -62,6 +80,7 @@ class RecordedFedAvg(FedAvg):
                 if self.recorder is not None:
                     self.recorder.add_node(node, self.partition_of[node])
             if self.recorder is not None:
+                self.recorder.mark_alive(server_round, node)
                 self.recorder.record(server_round, node, dict(reply.content["metrics"]))
         return super().aggregate_train(server_round, replies)
 
@@ -71,6 +90,7 @@ class RecordedFedAvg(FedAvg):
         if self.recorder is not None:
             for reply in replies:
                 if not reply.has_error():
+                    self.recorder.mark_alive(server_round, reply.metadata.src_node_id)
                     self.recorder.record(server_round, reply.metadata.src_node_id,
                                          dict(reply.content["metrics"]))
             self.recorder.end_round(server_round)

@@ -24,6 +24,8 @@ INFERENCE_OUTPUTS = ("probs", "logits")
 GOSSIP_WEIGHTS = ("push-sum", "accumulate")
 GOSSIP_SHARES = ("belief", "reinfer")
 GOSSIP_STUDENTS = ("local", "fresh")
+BYZANTINE_ATTACKS = ("flip", "random", "malformed")
+ROBUST_MIXES = ("none", "clip")
 
 
 class ConfigError(ValueError):
@@ -114,6 +116,17 @@ class RunConfig:
     output_dir: str
     run_name: str
     round_timeout: float
+    drop_nodes: str
+    message_loss: float
+    slow_nodes: str
+    slow_delay: float
+    pull_timeout: float
+    pull_retries: int
+    min_nodes: int
+    byzantine_nodes: int
+    byzantine_attack: str
+    robust_mix: str
+    clip_radius: float
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> "RunConfig":
@@ -171,7 +184,28 @@ class RunConfig:
             output_dir=str(cfg["output-dir"]),
             run_name=str(cfg["run-name"]),
             round_timeout=_number(cfg, "round-timeout", 1.0),
+            drop_nodes=str(cfg["drop-nodes"]).strip(),
+            message_loss=_number(cfg, "message-loss", 0.0, 0.99),
+            slow_nodes=str(cfg["slow-nodes"]).strip(),
+            slow_delay=_number(cfg, "slow-delay", 0.0),
+            pull_timeout=_number(cfg, "pull-timeout", 0.1),
+            pull_retries=_number(cfg, "pull-retries", 0, integer=True),
+            min_nodes=_number(cfg, "min-nodes", 1, integer=True),
+            byzantine_nodes=_number(cfg, "byzantine-nodes", 0, integer=True),
+            byzantine_attack=_choice(cfg, "byzantine-attack", BYZANTINE_ATTACKS),
+            robust_mix=_choice(cfg, "robust-mix", ROBUST_MIXES),
+            clip_radius=_number(cfg, "clip-radius", 1e-6, 2.0),
         )
+        # parse now: a malformed drop-nodes / slow-nodes fails before any work starts
+        _ = (out.dropouts, out.slow_partitions)
+        if out.min_nodes > out.num_nodes:
+            raise ConfigError(f"min-nodes={out.min_nodes} exceeds num-nodes={out.num_nodes}")
+        if out.byzantine_nodes >= out.num_nodes:
+            raise ConfigError(f"byzantine-nodes={out.byzantine_nodes} leaves no honest node "
+                              f"(num-nodes={out.num_nodes}); use fewer than num-nodes")
+        if out.robust_mix != "none" and out.method not in ("gossip", "gossip-adaptive"):
+            warnings.warn(f"robust-mix={out.robust_mix} only changes the gossip methods; "
+                          f"method={out.method} ignores it", stacklevel=2)
         if out.method == "fedavg" and len(set(models)) > 1:
             raise ConfigError(f"method=fedavg averages weights, so every node needs the same "
                               f"architecture; model={out.model!r} mixes {sorted(set(models))}. "
@@ -196,6 +230,37 @@ class RunConfig:
                 stacklevel=2,
             )
         return out
+
+    @property
+    def dropouts(self) -> dict[int, int]:
+        """`drop-nodes` parsed: partition id -> first round in which it no longer answers."""
+        out: dict[int, int] = {}
+        for item in filter(None, (x.strip() for x in self.drop_nodes.split(","))):
+            node, sep, rnd = item.partition("@")
+            if not sep or not node.strip().isdigit() or not rnd.strip().isdigit():
+                raise ConfigError(f"drop-nodes item {item!r} is not PARTITION@ROUND; write "
+                                  "e.g. drop-nodes=\"3@2,5@4\" (partition 3 dies at round 2)")
+            out[int(node)] = int(rnd)
+        self._check_partitions("drop-nodes", out)
+        return out
+
+    @property
+    def slow_partitions(self) -> set[int]:
+        """`slow-nodes` parsed: partition ids that answer pulls `slow-delay` seconds late."""
+        items = [x.strip() for x in self.slow_nodes.split(",") if x.strip()]
+        bad = [x for x in items if not x.isdigit()]
+        if bad:
+            raise ConfigError(f"slow-nodes holds {bad}: write partition ids, e.g. "
+                              "slow-nodes=\"1,4\"")
+        out = {int(x) for x in items}
+        self._check_partitions("slow-nodes", out)
+        return out
+
+    def _check_partitions(self, key: str, partitions) -> None:  # type: ignore[no-untyped-def]
+        wrong = sorted(p for p in partitions if p >= self.num_nodes)
+        if wrong:
+            raise ConfigError(f"{key} names partition(s) {wrong}, but partitions are 0.."
+                              f"{self.num_nodes - 1} (num-nodes={self.num_nodes})")
 
     def model_for(self, partition_id: int) -> str:
         """Model family of a node: `model` may list families, assigned round-robin."""
@@ -254,4 +319,14 @@ def variant_parts(config: Mapping[str, Any]) -> list[str]:
             parts.append(f"r{cfg['num-server-rounds']}")
     if cfg["method"] in ("dlad", "gossip-adaptive") and float(cfg["temperature"]) != 1.0:
         parts.append(f"T{float(cfg['temperature']):g}")
+    if int(cfg["byzantine-nodes"]):
+        parts.append(f"byz{int(cfg['byzantine-nodes'])}{cfg['byzantine-attack']}")
+    if cfg["robust-mix"] != "none" and cfg["method"] in ("gossip", "gossip-adaptive"):
+        parts.append(f"{cfg['robust-mix']}{float(cfg['clip-radius']):g}")
+    if str(cfg["drop-nodes"]).strip():
+        parts.append("drop" + str(cfg["drop-nodes"]).replace(",", "-").replace(" ", ""))
+    if float(cfg["message-loss"]):
+        parts.append(f"loss{float(cfg['message-loss']):g}")
+    if str(cfg["slow-nodes"]).strip():
+        parts.append("slow" + str(cfg["slow-nodes"]).replace(",", "-").replace(" ", ""))
     return parts

@@ -96,3 +96,31 @@ def weighted_mix(belief: np.ndarray, weights: np.ndarray, peer_beliefs: list[np.
     coef = np.where(total > 0, w / safe, 1.0 / len(ws))
     mixed = np.einsum("mn,mnc->nc", coef, b)
     return mixed.astype(np.float32), total
+
+
+def clip_toward(own: np.ndarray, peer: np.ndarray, radius: float) -> np.ndarray:
+    r"""Self-centered clipping of a peer's list, per sample (the robust mix, `robust-mix=clip`).
+
+    He, Karimireddy & Jaggi, "Byzantine-robust decentralized learning via ClippedGossip"
+    (2022): a node moves toward each peer by at most `radius`, so one attacker can shift a
+    sample's scores by a bounded amount per round however it lies, while an honest peer that
+    agrees closely passes unchanged:
+
+    .. math:: \tilde{p}_j(x) = p_i(x) + \min\Big(1, \frac{\tau}{\lVert p_j(x) - p_i(x)
+              \rVert_1}\Big)\,(p_j(x) - p_i(x))
+
+    The result is a convex combination of the two rows, so probabilities stay probabilities.
+
+    Parameters
+    ----------
+    own, peer : np.ndarray
+        (n_common, C) this node's scores and the peer's.
+    radius : float
+        tau, the largest L1 distance kept (probabilities: at most 2).
+    """
+    if own.shape != peer.shape:
+        raise ValueError(f"lists differ in shape: {own.shape} vs {peer.shape}")
+    own64, diff = own.astype(np.float64), peer.astype(np.float64) - own.astype(np.float64)
+    norm = np.abs(diff).sum(axis=1, keepdims=True)  # (n_common, 1)
+    scale = np.minimum(1.0, radius / np.maximum(norm, 1e-12))
+    return (own64 + scale * diff).astype(np.float32)

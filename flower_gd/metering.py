@@ -35,8 +35,9 @@ def message_nbytes(message: Message) -> int:
 
 
 def set_meter_round(grid: Grid, server_round: int) -> None:
-    """Tell a MeteredGrid which round the next messages belong to (no-op on other Grids)."""
-    if isinstance(grid, MeteredGrid):
+    """Tell a MeteredGrid (or a wrapper around one) which round the next messages belong to;
+    a no-op on Flower's own Grids."""
+    if hasattr(grid, "set_round"):
         grid.set_round(server_round)
 
 
@@ -123,6 +124,10 @@ class MeteredGrid(Grid):
                                                share, "p2p", peer))
                 self.entries.append(MeterEntry(self.round, "up", peer, md.message_type, tag,
                                                share, "p2p", node))
+
+    def record_sent(self, message: Message) -> None:
+        """Meter a message that left the sender but was lost on the way (fault injection)."""
+        self._record(message, "down")
 
     def as_rows(self) -> list[dict]:
         return [asdict(e) for e in self.entries]

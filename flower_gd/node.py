@@ -14,7 +14,8 @@ from flower_gd.codecs import Codec
 from flower_gd.config import RunConfig
 from flower_gd.federation import FederatedData, federated_data
 from flower_gd.models import build_model
-from flower_gd.node_store import NodeStore
+from flower_gd.byzantine import byzantine_partitions
+from flower_gd.node_store import NodeStore, Snapshot
 from flower_gd.training import (OptimConfig, evaluate, infer, sigmoid, softmax,
                                 train_discriminator, train_hard)
 
@@ -35,6 +36,7 @@ class Node:
     partition_id: int
     num_nodes: int
     run_dir: str
+    server_round: int | None = None  # the round of the message being handled (None: latest)
 
     @classmethod
     def from_message(cls, message: Message, context: Context) -> "Node":
@@ -46,7 +48,9 @@ class Node:
         if num_partitions != cfg.num_nodes:
             raise ValueError(f"the federation has {num_partitions} nodes but num-nodes="
                              f"{cfg.num_nodes}: set num-nodes to the federation's size")
-        return cls(cfg, int(context.node_config["partition-id"]), num_partitions, run_dir)
+        server_round = message.content["config"].get("server-round")
+        return cls(cfg, int(context.node_config["partition-id"]), num_partitions, run_dir,
+                   None if server_round is None else int(server_round))
 
     @cached_property
     def data(self) -> FederatedData:
@@ -82,8 +86,17 @@ class Node:
         return build_model(family or self.model_name, in_channels,
                            num_outputs or self.data.dataset.num_classes, self.cfg.pretrained)
 
+    def base_snapshot(self) -> Snapshot:
+        """The state a step of this round starts from: the newest snapshot before it."""
+        return self.store.snapshot(None if self.server_round is None else self.server_round - 1)
+
     def load_model(self) -> torch.nn.Module:
-        return self.store.load_model(self.new_model())
+        """This node's model as of the current round (the newest snapshot up to it)."""
+        return self.store.snapshot(self.server_round).load_model(self.new_model())
+
+    @cached_property
+    def is_byzantine(self) -> bool:
+        return self.partition_id in byzantine_partitions(self.cfg)
 
     def fit_private(self) -> tuple[torch.nn.Module, float]:
         """The local phase every method shares: a fresh model trained on PD_i."""
@@ -121,7 +134,13 @@ class Timer:
 
     def __enter__(self) -> "Timer":
         self.start = time.perf_counter()
+        self.end: float | None = None
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.start
+        self.end = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Seconds from entering the block to leaving it (or to now, inside it)."""
+        return (self.end if self.end is not None else time.perf_counter()) - self.start

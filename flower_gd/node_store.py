@@ -1,13 +1,18 @@
-"""A node's persistent state on disk: model weights, inference list, counter.
+"""A node's persistent state on disk: one snapshot per completed round, written as one unit.
 
 In simulation Flower pickles the whole Context for every message, so weights and lists live
-here, one directory per run and node, and `context.state` stays empty.
+here, one directory per run and node, and `context.state` stays empty. Each round a node
+finishes is a snapshot directory `r<round>/` (model, arrays, meta) written under a temporary
+name and renamed into place, so a crash never leaves a model out of step with its inference
+list. A step in round r reads the latest snapshot before r and writes `r<r>/`: rerunning a
+round after a crash (resume) reads the same input and overwrites the same output.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,51 +20,94 @@ import numpy as np
 import torch
 from torch import nn
 
+MODEL_FILE = "model.pt"
+META_FILE = "meta.json"
+KEEP_SNAPSHOTS = 2  # the newest two: a resumed round r+1 still finds round r's input
 
-def _atomic_write(path: Path, write) -> None:
-    """Write to a temporary file, then rename: a crash never leaves a half-written state."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+
+class Snapshot:
+    """The committed state of a node after one round (0 = the local phase)."""
+
+    def __init__(self, root: Path, server_round: int) -> None:
+        self.root = root
+        self.round = server_round
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / MODEL_FILE
+
+    def has_model(self) -> bool:
+        return self.model_path.is_file()
+
+    def load_model(self, model: nn.Module) -> nn.Module:
+        model.load_state_dict(torch.load(self.model_path, weights_only=True))
+        return model
+
+    def array(self, name: str) -> np.ndarray:
+        return np.load(self.root / f"{name}.npy")
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        path = self.root / META_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
 
 
 class NodeStore:
-    """State of one node under `<run-dir>/nodes/node-<partition-id>/`."""
+    """Snapshots of one node under `<run-dir>/nodes/node-<partition-id>/r<round>/`."""
 
     def __init__(self, run_dir: str | Path, partition_id: int) -> None:
         self.root = Path(run_dir) / "nodes" / f"node-{partition_id}"
         self.root.mkdir(parents=True, exist_ok=True)
 
-    @property
-    def model_path(self) -> Path:
-        return self.root / "model.pt"
+    def rounds(self) -> list[int]:
+        """Rounds with a committed snapshot, oldest first."""
+        found = []
+        for path in self.root.glob("r*"):
+            if path.is_dir() and path.name[1:].isdigit():
+                found.append(int(path.name[1:]))
+        return sorted(found)
 
-    def has_model(self) -> bool:
-        return self.model_path.is_file()
+    def snapshot(self, at_most: int | None = None) -> Snapshot:
+        """The newest snapshot of a round <= `at_most` (any round when None).
 
-    def save_model(self, model: nn.Module) -> None:
-        _atomic_write(self.model_path, lambda p: torch.save(model.state_dict(), p))
+        Raises
+        ------
+        FileNotFoundError
+            When there is none: the node has not finished its local phase in this run.
+        """
+        rounds = [r for r in self.rounds() if at_most is None or r <= at_most]
+        if not rounds:
+            raise FileNotFoundError(
+                f"{self.root} holds no state up to round {at_most}: this node has not "
+                "finished its local phase in this run (did it fail or drop out?)")
+        return Snapshot(self.root / f"r{rounds[-1]}", rounds[-1])
 
-    def load_model(self, model: nn.Module) -> nn.Module:
-        if not self.has_model():
-            raise FileNotFoundError(f"{self.model_path} missing: this node has not run its "
-                                    "local phase in this run")
-        model.load_state_dict(torch.load(self.model_path, weights_only=True))
-        return model
+    def has_state(self) -> bool:
+        return bool(self.rounds())
 
-    def save_array(self, name: str, array: np.ndarray) -> None:
-        def write(path: Path) -> None:
-            with path.open("wb") as fh:  # a handle, so np.save does not append ".npy"
+    def commit(self, server_round: int, model: nn.Module | None = None,
+               arrays: dict[str, np.ndarray] | None = None, meta: dict[str, Any] | None = None,
+               carry_model_from: Snapshot | None = None) -> Snapshot:
+        """Write the state after `server_round` as one unit, replacing any earlier attempt.
+
+        `carry_model_from` reuses another snapshot's model file when the model did not change.
+        """
+        final = self.root / f"r{server_round}"
+        tmp = self.root / f"r{server_round}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        if model is not None:
+            torch.save(model.state_dict(), tmp / MODEL_FILE)
+        elif carry_model_from is not None and carry_model_from.has_model():
+            shutil.copyfile(carry_model_from.model_path, tmp / MODEL_FILE)
+        for name, array in (arrays or {}).items():
+            with (tmp / f"{name}.npy").open("wb") as fh:  # a handle: np.save adds no suffix
                 np.save(fh, array)
-
-        _atomic_write(self.root / f"{name}.npy", write)
-
-    def load_array(self, name: str) -> np.ndarray:
-        return np.load(self.root / f"{name}.npy")
-
-    def save_meta(self, meta: dict[str, Any]) -> None:
-        _atomic_write(self.root / "meta.json", lambda p: p.write_text(json.dumps(meta)))
-
-    def load_meta(self) -> dict[str, Any]:
-        path = self.root / "meta.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        (tmp / META_FILE).write_text(json.dumps({**(meta or {}), "round": server_round}))
+        if final.exists():  # a rerun of this round (resume) replaces its earlier attempt
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in self.rounds()[:-KEEP_SNAPSHOTS]:
+            shutil.rmtree(self.root / f"r{old}", ignore_errors=True)
+        return Snapshot(final, server_round)

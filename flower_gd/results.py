@@ -1,7 +1,9 @@
 """Run directories: resolved config, per-round per-node CSV, message log and summary JSON.
 
 A run's directory is finished when `summary.json` exists; rows are appended round by round,
-so an interrupted run keeps what it measured.
+so an interrupted run keeps what it measured. Strategies that can resume (the gossip methods)
+write `checkpoint.json` after every completed round; a rerun of a killed run restores the
+recorder from it (rows of the unfinished round are dropped) and the strategy goes on.
 """
 
 from __future__ import annotations
@@ -12,21 +14,24 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flower_gd.config import load_defaults
-from flower_gd.metering import MeteredGrid
+from flower_gd.metering import MeterEntry, MeteredGrid
 
 ROUND_COLUMNS = [
     "round", "node", "node_id", "model", "accuracy", "loss", "train_loss", "label_accuracy",
     "bytes_up", "bytes_down", "p2p_bytes_up", "p2p_bytes_down", "logits_bytes",
     "weights_bytes", "data_bytes", "control_bytes", "cum_bytes_up", "cum_bytes_down", "cum_p2p_bytes",
-    "node_wall_s", "round_wall_s",
+    "node_wall_s", "round_wall_s", "alive", "failed_pulls", "lost_messages",
+    "payload_rejected", "byzantine",
 ]
 MESSAGE_COLUMNS = ["round", "direction", "node_id", "message_type", "tag", "nbytes", "kind",
                    "peer_id"]
 SUMMARY = "summary.json"
+CHECKPOINT = "checkpoint.json"
 MIB = 2 ** 20
 
 
@@ -59,6 +64,14 @@ def is_finished(run_dir: Path, config: dict[str, Any] | None = None) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a killed run goes on: its last completed round and the strategy's state."""
+
+    round: int
+    state: dict[str, Any]
+
+
 class RunRecorder:
     """Collects per-node metrics per round and writes the run directory.
 
@@ -72,32 +85,106 @@ class RunRecorder:
         The meter whose entries give every byte count.
     model_for : Callable[[int], str]
         Model family of a node, by partition id.
+    faults : object | None
+        A FaultyGrid whose `lost` list gives the lost messages.
+    byzantine : set[int]
+        Partitions that attack; the summary's `final` is over the others.
+    resume : bool
+        Restore from `checkpoint.json` when the directory holds one (a killed run).
     """
 
     def __init__(self, run_dir: Path, config: dict[str, Any], meter: MeteredGrid,
-                 model_for: Callable[[int], str]) -> None:
+                 model_for: Callable[[int], str], faults: Any = None,
+                 byzantine: set[int] | None = None, resume: bool = True) -> None:
         self.model_for = model_for
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.meter = meter
+        self.faults = faults
+        self.byzantine = set(byzantine or ())
         self.config = dict(config)
-        (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
         self.nodes: dict[int, dict[str, Any]] = {}  # node_id -> {"node": pid, "model": name}
+        self.partition_of_id: dict[int, int] = {}  # every node id seen, resumed runs' too
         self.metrics: dict[int, dict[int, dict[str, float]]] = defaultdict(dict)
-        self._cum = defaultdict(lambda: [0, 0, 0])  # node_id -> [up, down, p2p]
+        self.alive: dict[int, set[int]] = defaultdict(set)  # round -> node ids that answered
+        self._cum = defaultdict(lambda: [0, 0, 0])  # partition -> [up, down, p2p]
         self._round_start = time.perf_counter()
         self._t0 = time.perf_counter()
+        self._elapsed_before = 0.0  # wall seconds of the run before a resume
         self._written_entries = 0
-        for name, cols in (("rounds.csv", ROUND_COLUMNS), ("messages.csv", MESSAGE_COLUMNS)):
-            with (self.run_dir / name).open("w", newline="") as fh:
-                csv.writer(fh).writerow(cols)
+        self._written_lost = 0
+        self._lost_before = 0  # lost messages of the run before a resume
+        self.resumed: ResumePoint | None = self._restore() if resume else None
+        if self.resumed is None:
+            (self.run_dir / "config.json").write_text(
+                json.dumps(self.config, indent=2, sort_keys=True))
+            (self.run_dir / CHECKPOINT).unlink(missing_ok=True)
+            for name, cols in (("rounds.csv", ROUND_COLUMNS), ("messages.csv", MESSAGE_COLUMNS)):
+                with (self.run_dir / name).open("w", newline="") as fh:
+                    csv.writer(fh).writerow(cols)
 
+    # --- resume ---------------------------------------------------------------------------
+    def checkpoint(self, server_round: int, state: dict[str, Any]) -> None:
+        """After round `server_round` is written: where a rerun of a killed run goes on."""
+        point = {"round": server_round, "state": state,
+                 "wall-s": self._elapsed_before + time.perf_counter() - self._t0}
+        tmp = self.run_dir / (CHECKPOINT + ".tmp")
+        tmp.write_text(json.dumps(point))
+        tmp.replace(self.run_dir / CHECKPOINT)
+
+    def _restore(self) -> ResumePoint | None:
+        """Reload rows, message log and byte totals up to the checkpoint's round."""
+        path = self.run_dir / CHECKPOINT
+        if not path.is_file() or not (self.run_dir / "config.json").is_file():
+            return None
+        saved = json.loads((self.run_dir / "config.json").read_text())
+        if {k: v for k, v in saved.items() if k != "output-dir"} != \
+                {k: v for k, v in self.config.items() if k != "output-dir"}:
+            return None  # another computation: start afresh
+        point = json.loads(path.read_text())
+        last = int(point["round"])
+        rows = _read_csv(self.run_dir / "rounds.csv")
+        messages = _read_csv(self.run_dir / "messages.csv")
+        rows = [r for r in rows if int(r["round"]) <= last]
+        messages = [m for m in messages if int(m["round"]) <= last]
+        _write_csv(self.run_dir / "rounds.csv", ROUND_COLUMNS, rows)  # drop the unfinished round
+        _write_csv(self.run_dir / "messages.csv", MESSAGE_COLUMNS, messages)
+        for r in rows:
+            node_id, pid = int(r["node_id"]), int(r["node"])
+            self.nodes[node_id] = {"node": pid, "model": r["model"]}
+            self.partition_of_id[node_id] = pid
+            values = {k: float(r[c]) for k, c in (("accuracy", "accuracy"), ("loss", "loss"))
+                      if r[c] != ""}
+            self.metrics[int(r["round"])][node_id] = values
+            if r.get("alive") == "1":
+                self.alive[int(r["round"])].add(node_id)
+            self._cum[pid] = [int(r["cum_bytes_up"]), int(r["cum_bytes_down"]),
+                              int(r["cum_p2p_bytes"])]
+            self._lost_before += int(r.get("lost_messages") or 0)
+        self.meter.entries[:0] = [MeterEntry(
+            int(m["round"]), m["direction"], int(m["node_id"]), m["message_type"], m["tag"],
+            int(m["nbytes"]), m["kind"], int(m["peer_id"])) for m in messages]
+        self._written_entries = len(messages)
+        self._elapsed_before = float(point.get("wall-s", 0.0))
+        return ResumePoint(last, point["state"])
+
+    # --- recording ------------------------------------------------------------------------
     def add_node(self, node_id: int, partition_id: int) -> None:
+        """Map a node id to its partition; after a resume a partition's new id replaces its
+        old one."""
+        for old in [n for n, info in self.nodes.items() if info["node"] == partition_id]:
+            if old != node_id:
+                del self.nodes[old]
         self.nodes[node_id] = {"node": partition_id, "model": self.model_for(partition_id)}
+        self.partition_of_id[node_id] = partition_id
 
     def record(self, server_round: int, node_id: int, values: dict[str, float]) -> None:
         """Merge metrics reported by (or about) a node in a round."""
         self.metrics[server_round].setdefault(node_id, {}).update(values)
+
+    def mark_alive(self, server_round: int, node_id: int) -> None:
+        """The node answered a message of this round."""
+        self.alive[server_round].add(node_id)
 
     def end_round(self, server_round: int) -> dict[str, float]:
         """Write the round's rows and new message-log entries; returns the round's medians."""
@@ -105,6 +192,11 @@ class RunRecorder:
         self._round_start = time.perf_counter()
         entries = self.meter.entries[self._written_entries:]
         self._written_entries = len(self.meter.entries)
+        lost: dict[int, int] = defaultdict(int)
+        if self.faults is not None:
+            for item in self.faults.lost[self._written_lost:]:
+                lost[item.node_id] += 1
+            self._written_lost = len(self.faults.lost)
         with (self.run_dir / "messages.csv").open("a", newline="") as fh:
             w = csv.writer(fh)
             for e in entries:
@@ -121,7 +213,7 @@ class RunRecorder:
         for node_id, info in sorted(self.nodes.items(), key=lambda kv: kv[1]["node"]):
             m = self.metrics[server_round].get(node_id, {})
             b = per_node[node_id]
-            cum = self._cum[node_id]
+            cum = self._cum[info["node"]]
             cum[0] += b["bytes_up"]
             cum[1] += b["bytes_down"]
             cum[2] += b["p2p_bytes_up"] + b["p2p_bytes_down"]
@@ -136,6 +228,10 @@ class RunRecorder:
                 "data_bytes": b["data_bytes"], "control_bytes": b["control_bytes"], "cum_bytes_up": cum[0],
                 "cum_bytes_down": cum[1], "cum_p2p_bytes": cum[2],
                 "node_wall_s": round(m.get("wall-s", 0.0), 4), "round_wall_s": round(wall, 3),
+                "alive": int(node_id in self.alive[server_round]),
+                "failed_pulls": int(m.get("failed-pulls", 0)), "lost_messages": lost[node_id],
+                "payload_rejected": int(m.get("payload-rejected", 0)),
+                "byzantine": int(info["node"] in self.byzantine),
             })
         with (self.run_dir / "rounds.csv").open("a", newline="") as fh:
             csv.DictWriter(fh, ROUND_COLUMNS).writerows(rows)
@@ -146,10 +242,14 @@ class RunRecorder:
         """Write summary.json (last, so its presence means the run finished)."""
         rounds = sorted(self.metrics)
         last = rounds[-1] if rounds else 0
-        final = [m["accuracy"] for m in self.metrics[last].values() if "accuracy" in m]
-        per_round = {r: statistics.median([m["accuracy"] for m in self.metrics[r].values()
-                                           if "accuracy" in m] or [float("nan")])
-                     for r in rounds}
+
+        def accs(r: int) -> list[float]:
+            """Accuracies of the honest nodes in round r (Byzantine nodes are adversaries)."""
+            return [m["accuracy"] for n, m in self.metrics[r].items()
+                    if "accuracy" in m and self.partition_of_id.get(n) not in self.byzantine]
+
+        final = accs(last)
+        per_round = {r: statistics.median(accs(r) or [float("nan")]) for r in rounds}
         by_model: dict[str, list[float]] = defaultdict(list)
         for node_id, m in self.metrics[last].items():
             if "accuracy" in m and node_id in self.nodes:
@@ -186,11 +286,36 @@ class RunRecorder:
                                          else statistics.median(weights) if weights else 0),
                 "messages": len(wire),
             },
-            "wall-s": round(time.perf_counter() - self._t0, 2),
+            "wall-s": round(self._elapsed_before + time.perf_counter() - self._t0, 2),
+            "final-all-nodes": _stats([m["accuracy"] for m in self.metrics[last].values()
+                                       if "accuracy" in m]),
+            "byzantine-partitions": sorted(self.byzantine),
+            "faults": {
+                "lost-messages": self._lost_before + (len(self.faults.lost)
+                                                      if self.faults is not None else 0),
+                "alive-per-round": {r: sorted(self.partition_of_id[n] for n in self.alive[r]
+                                              if n in self.partition_of_id) for r in rounds},
+            },
         }
         summary.update(extra or {})
         (self.run_dir / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True))
         return summary
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
 
 
 def _stats(values: list[float]) -> dict[str, float]:

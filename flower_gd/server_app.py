@@ -7,7 +7,9 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from flower_gd.byzantine import byzantine_partitions
 from flower_gd.config import RunConfig
+from flower_gd.faults import FaultyGrid
 from flower_gd.metering import MeteredGrid
 from flower_gd.methods import run_method
 from flower_gd.results import RunRecorder, is_finished
@@ -29,7 +31,12 @@ def main(grid: Grid, context: Context) -> None:
         print(f"{run_dir} is finished already (summary.json exists); delete it to rerun")
         return
     meter = MeteredGrid(grid)
-    recorder = RunRecorder(run_dir, cfg.to_mapping(), meter, cfg.model_for)
-    extra = run_method(cfg, str(run_dir), meter, recorder)
+    # message-loss sits above the meter: a lost message was still sent (and is metered)
+    faulty = FaultyGrid(meter, cfg.message_loss, cfg.seed) if cfg.message_loss else None
+    recorder = RunRecorder(run_dir, cfg.to_mapping(), meter, cfg.model_for, faults=faulty,
+                           byzantine=byzantine_partitions(cfg))
+    if recorder.resumed is not None:
+        print(f"{run_dir}: resuming after round {recorder.resumed.round}")
+    extra = run_method(cfg, str(run_dir), faulty or meter, recorder)
     summary = recorder.finalize({"label-leak": cfg.label_source == "ground-truth", **extra})
     print(f"results: {run_dir} final median accuracy {summary['final']['median']:.4f}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
+from typing import Any
 from logging import INFO, WARNING
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -17,6 +18,7 @@ from flower_gd.node import RUN_DIR_KEY
 from flower_gd.results import RunRecorder
 
 EVALUATE = "evaluate"
+STATUS = "query.status"
 
 
 class NodeRecordingStrategy(Strategy):
@@ -27,9 +29,11 @@ class NodeRecordingStrategy(Strategy):
     node to evaluate a model on the test set (its own, or arrays it is sent).
     """
 
-    def __init__(self, run_dir: str, num_nodes: int, recorder: RunRecorder | None = None) -> None:
+    def __init__(self, run_dir: str, num_nodes: int, recorder: RunRecorder | None = None,
+                 min_nodes: int = 2) -> None:
         self.run_dir = run_dir
         self.num_nodes = num_nodes
+        self.min_nodes = min_nodes
         self.recorder = recorder
         self.node_ids: list[int] = []
         self.partition_of: dict[int, int] = {}  # node_id -> partition id
@@ -62,14 +66,37 @@ class NodeRecordingStrategy(Strategy):
                     reply.error.reason)
                 continue
             out[node] = reply
-            if "metrics" in reply.content and self.recorder is not None:
-                self.recorder.record(server_round, node, dict(reply.content["metrics"]))
+            if self.recorder is not None:
+                self.recorder.mark_alive(server_round, node)
+                if "metrics" in reply.content:
+                    self.recorder.record(server_round, node, dict(reply.content["metrics"]))
         return out
 
-    def require_all(self, got: dict[int, Message], what: str) -> None:
+    def require_min(self, got: dict[int, Any], what: str) -> None:
+        """Go on with the nodes that answered, as long as at least `min-nodes` did."""
         missing = sorted(set(self.node_ids) - set(got))
+        if len(got) < self.min_nodes:
+            raise RuntimeError(f"{what}: only {len(got)} node(s) answered, fewer than "
+                               f"min-nodes={self.min_nodes} (failed: {missing}); see the log")
         if missing:
-            raise RuntimeError(f"{what} failed on nodes {missing}: see the log above")
+            log(WARNING, "%s: nodes %s did not answer; going on with %s nodes", what, missing,
+                len(got))
+
+    def reattach(self, grid: Grid, timeout: float) -> None:
+        """After a restart node ids are new: ask every node which partition it is and whether
+        it holds state (`query.status`); go on with those that do."""
+        replies = grid.send_and_receive([self.message(n, STATUS, 0) for n in self.node_ids],
+                                        timeout=timeout)
+        got = {}
+        for reply in replies:
+            if reply.has_error():
+                continue
+            metrics = reply.content["metrics"]
+            if metrics.get("state-round", -1) >= 0:
+                got[reply.metadata.src_node_id] = reply
+                self.register(reply.metadata.src_node_id, int(metrics["partition-id"]))
+        self.require_min(got, "resume")
+        self.node_ids = sorted(got)
 
     # --- evaluation: every node, on its test set --------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,

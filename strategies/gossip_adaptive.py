@@ -8,13 +8,13 @@ import numpy as np
 from flwr.app import RecordDict
 from flwr.common.logger import log
 
-from flower_gd.codecs import InferencePayload, PayloadError, count_payloads, decode_payload
-from flower_gd.codecs import encode_payload, payload_keys
+from flower_gd.byzantine import outgoing_codec, outgoing_scores
+from flower_gd.codecs import InferencePayload, PayloadError, encode_payload
 from flower_gd.distill import density_ratio, hard_labels, weighted_mix
 from flower_gd.node import Node, Timer
 from flower_gd.results import RunRecorder
 from flower_gd.training import train_soft
-from strategies.gossip import GossipDistillation
+from strategies.gossip import GossipDistillation, decode_peers, robust
 
 BELIEF = "belief"
 WEIGHTS = "weights"
@@ -29,10 +29,7 @@ def local_phase(node: Node) -> dict[str, float]:
         confidence, disc_loss = node.fit_discriminator()
         belief = node.soft_scores(model)
         weights = density_ratio(confidence)
-        node.store.save_model(model)
-        node.store.save_array(BELIEF, belief)
-        node.store.save_array(WEIGHTS, weights)
-        node.store.save_meta({"counter": 1, "round": 0})
+        node.store.commit(0, model, {BELIEF: belief, WEIGHTS: weights}, {"counter": 1})
     return {"partition-id": node.partition_id,
             "num-examples": len(node.data.parts[node.partition_id]), "train-loss": loss,
             "disc-loss": disc_loss, "median-weight": float(np.median(weights)),
@@ -40,66 +37,83 @@ def local_phase(node: Node) -> dict[str, float]:
             "wall-s": t.seconds}
 
 
-def share(node: Node, pullers: int) -> RecordDict:
-    """Answer a pull with (B_i, W_i).
+def split_weights(node: Node, weights: np.ndarray, shared: list[int]) -> np.ndarray:
+    """Push-sum: each answer delivered to p pullers left the node 1/(p + 1) of its weight."""
+    if node.cfg.gossip_weights != "push-sum":
+        return weights
+    for pullers in shared:
+        weights = weights / (pullers + 1)
+    return weights
+
+
+def share(node: Node, pullers: int, shared_before: list[int] = ()) -> RecordDict:
+    """Answer a pull with (B_i, W_i) as of the end of the previous round.
 
     With push-sum bookkeeping the node splits its weight mass evenly between itself and the
-    `pullers` nodes that pull it this round (it keeps one share), so the total weight over
-    the fleet is conserved and beliefs converge to the fleet's weighted average per sample.
+    `pullers` nodes that pull it now (it keeps one share), after the splits of its answers
+    delivered earlier this round (`shared_before`), so the total weight over the fleet is
+    conserved and beliefs converge to the fleet's weighted average per sample. Answering
+    changes nothing on disk: the relay tells the node in its step which answers arrived.
+    A Byzantine node corrupts the belief and keeps honest weights.
     """
-    belief = node.store.load_array(BELIEF)
-    weights = node.store.load_array(WEIGHTS)
-    meta = node.store.load_meta()
+    snap = node.base_snapshot()
+    weights = split_weights(node, snap.array(WEIGHTS), list(shared_before))
     if node.cfg.gossip_weights == "push-sum" and pullers > 0:
         weights = weights / (pullers + 1)
-        node.store.save_array(WEIGHTS, weights)
-    payload = InferencePayload(belief, int(meta["counter"]), "probs", weights=weights)
-    return encode_payload(payload, node.codec)
+    belief = outgoing_scores(node, snap.array(BELIEF), "probs")
+    payload = InferencePayload(belief, int(snap.meta["counter"]), "probs", weights=weights)
+    return encode_payload(payload, outgoing_codec(node))
 
 
-def gossip_step(node: Node, content: RecordDict, server_round: int) -> dict[str, float]:
-    """Mix every relayed (B_j, W_j) into (B_i, W_i) per sample, then distil B_i into M_i.
+def gossip_step(node: Node, content: RecordDict, server_round: int,
+                shared: list[int] = ()) -> dict[str, float]:
+    """Mix every valid relayed (B_j, W_j) into (B_i, W_i) per sample, then distil B_i into M_i.
 
     With `gossip-student = fresh`, the first step distils into a newly initialised model
-    (later steps continue it); otherwise into the node's local model.
+    (later steps continue it); otherwise into the node's local model. `shared` lists the
+    pullers of each of this node's answers delivered this round (push-sum splits).
 
-    Every payload is validated before any state changes: a bad one raises PayloadError and
-    the node keeps its model, belief and weights.
+    Each payload is validated on its own: an invalid one is logged and left out, and when
+    every payload is invalid PayloadError is raised before any state changes. With no
+    payload at all (every pull failed) the node only books its push-sum splits.
     """
     with Timer() as t:
-        belief = node.store.load_array(BELIEF)
-        weights = node.store.load_array(WEIGHTS)
-        meta = node.store.load_meta()
-        peers = []
-        for i in range(count_payloads(content)):
-            key, meta_key = payload_keys(i)
-            peer = decode_payload(content, belief.shape, key, meta_key)
-            if peer.weights is None:
-                raise PayloadError(f"payload {i} carries no per-sample weights: the peer does "
-                                   "not run gossip-adaptive")
-            peers.append(peer)
+        base = node.store.snapshot(server_round - 1)
+        belief = base.array(BELIEF)
+        weights = split_weights(node, base.array(WEIGHTS), list(shared))
+        counter = int(base.meta["counter"])
+        peers, reasons = decode_peers(node, content, belief.shape)
+        without = [i for i, p in enumerate(peers) if p.weights is None]
+        if without:
+            reasons.append(f"{len(without)} payload(s) carry no per-sample weights: the peer "
+                           "does not run gossip-adaptive")
+            peers = [p for p in peers if p.weights is not None]
+        if reasons and not peers:
+            raise PayloadError("; ".join(reasons))
         if not peers:
-            raise PayloadError("the gossip message carries no payload")
-        belief, weights = weighted_mix(belief, weights, [p.scores for p in peers],
+            node.store.commit(server_round, None, {BELIEF: belief, WEIGHTS: weights},
+                              {"counter": counter}, carry_model_from=base)
+            return {"peers": 0, "median-weight": float(np.median(weights)),
+                    "counter": counter, "wall-s": t.seconds}
+        belief, weights = weighted_mix(belief, weights,
+                                       [robust(node, belief, p.scores) for p in peers],
                                        [p.weights for p in peers])
         label_acc = float((hard_labels(belief) == node.data.common_y).mean())
-        if node.cfg.gossip_student == "fresh" and int(meta["counter"]) == 1:
+        if node.cfg.gossip_student == "fresh" and counter == 1:
             # the first distillation starts from a new model, as DLAD's server does: a local
             # model fitted to one or two classes can be too collapsed to learn from B_i
             model = node.new_model()
         else:
-            model = node.load_model()
+            model = base.load_model(node.new_model())
         loss = train_soft(model, node.data.common_x, belief, node.cfg.round_epochs, node.optim,
                           node.cfg.temperature, node.seed(server_round))
         if node.cfg.gossip_share == "reinfer":
             belief = node.soft_scores(model)
-        node.store.save_model(model)
-        node.store.save_array(BELIEF, belief)
-        node.store.save_array(WEIGHTS, weights)
-        node.store.save_meta({"counter": int(meta["counter"]) + 1, "round": server_round})
+        node.store.commit(server_round, model, {BELIEF: belief, WEIGHTS: weights},
+                          {"counter": counter + 1})
     return {"train-loss": loss, "label-accuracy": label_acc, "peers": len(peers),
-            "median-weight": float(np.median(weights)), "counter": int(meta["counter"]) + 1,
-            "wall-s": t.seconds}
+            "payload-rejected": len(reasons), "median-weight": float(np.median(weights)),
+            "counter": counter + 1, "wall-s": t.seconds}
 
 
 # ======================================================================== relay side
@@ -128,8 +142,9 @@ class GossipAdaptive(GossipDistillation):
 
     def __init__(self, run_dir: str, num_nodes: int, topology: str = "complete", seed: int = 0,
                  recorder: RunRecorder | None = None, peers: int = 1,
-                 weights: str = "push-sum", share: str = "belief") -> None:
-        super().__init__(run_dir, num_nodes, topology=topology, seed=seed, recorder=recorder)
+                 weights: str = "push-sum", share: str = "belief", **relay) -> None:
+        super().__init__(run_dir, num_nodes, topology=topology, seed=seed, recorder=recorder,
+                         **relay)
         if peers < 1 or peers >= num_nodes:
             raise ValueError(f"peers={peers} must be in [1, num_nodes - 1]")
         self.peers_per_round = peers

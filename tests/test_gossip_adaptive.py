@@ -42,11 +42,11 @@ def test_density_ratio_is_d_over_one_minus_d_clipped():
 def test_local_phase_stores_belief_weights_and_model(tmp_path):
     node = _node(tmp_path, 0)
     metrics = ga.local_phase(node)
-    belief = node.store.load_array(ga.BELIEF)
-    weights = node.store.load_array(ga.WEIGHTS)
+    belief = node.store.snapshot().array(ga.BELIEF)
+    weights = node.store.snapshot().array(ga.WEIGHTS)
     assert belief.shape == (120, 10) and weights.shape == (120,)
     np.testing.assert_allclose(belief.sum(1), 1.0, rtol=1e-5)
-    assert (weights > 0).all() and node.store.has_model()
+    assert (weights > 0).all() and node.store.snapshot().has_model()
     assert metrics["median-weight"] == pytest.approx(float(np.median(weights)))
 
 
@@ -64,13 +64,13 @@ def test_push_sum_conserves_weight_and_the_step_mixes_then_distils(tmp_path, mon
     a, b, c = (_node(tmp_path, p) for p in range(3))
     for n in (a, b, c):
         ga.local_phase(n)
-    w = {n.partition_id: n.store.load_array(ga.WEIGHTS) for n in (a, b, c)}
-    bel = {n.partition_id: n.store.load_array(ga.BELIEF) for n in (a, b, c)}
+    w = {n.partition_id: n.store.snapshot().array(ga.WEIGHTS) for n in (a, b, c)}
+    bel = {n.partition_id: n.store.snapshot().array(ga.BELIEF) for n in (a, b, c)}
     before = sum(w.values())
-    # b is pulled by two nodes this round: it keeps one third of its weight, sends a third
-    from_b = b.store.load_array(ga.WEIGHTS)
+    # b is pulled by two nodes this round: it sends a third of its weight to each; answering
+    # changes nothing on disk (the relay tells b in its step which answers arrived)
     sent_b = ga.share(b, pullers=2)
-    np.testing.assert_allclose(b.store.load_array(ga.WEIGHTS), from_b / 3, rtol=1e-6)
+    np.testing.assert_array_equal(b.store.snapshot().array(ga.WEIGHTS), w[1])
     sent_c = ga.share(c, pullers=1)
     seen = {}
     real = ga.train_soft
@@ -86,20 +86,38 @@ def test_push_sum_conserves_weight_and_the_step_mixes_then_distils(tmp_path, mon
     expect = ((w[0][:, None] * bel[0] + w_b[:, None] * bel[1] + w_c[:, None] * bel[2])
               / (w[0] + w_b + w_c)[:, None])
     np.testing.assert_allclose(seen["target"], expect, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(a.store.load_array(ga.BELIEF), expect, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.store.snapshot().array(ga.BELIEF), expect, rtol=1e-5, atol=1e-6)
+    # b and c book their splits in their own steps (no payload reached them this round)
+    assert ga.gossip_step(b, RecordDict(), 1, shared=[2])["peers"] == 0
+    ga.gossip_step(c, RecordDict(), 1, shared=[1])
+    np.testing.assert_allclose(b.store.snapshot().array(ga.WEIGHTS), w[1] / 3, rtol=1e-6)
     # mass: a holds w_a + w_b/3 + w_c/2, b keeps w_b/3, c keeps w_c/2; one share of b is still
     # "in flight" to its second puller
-    after = sum(n.store.load_array(ga.WEIGHTS) for n in (a, b, c)) + w[1] / 3
+    after = sum(n.store.snapshot().array(ga.WEIGHTS) for n in (a, b, c)) + w[1] / 3
     np.testing.assert_allclose(after, before, rtol=1e-5)
-    assert a.store.load_meta()["counter"] == 2
+    assert a.store.snapshot().meta["counter"] == 2
+
+
+def test_a_second_answer_in_a_round_splits_what_the_first_left(tmp_path):
+    b = _node(tmp_path, 1)
+    ga.local_phase(b)
+    w = b.store.snapshot().array(ga.WEIGHTS)
+    from flower_gd.codecs import decode_payload
+    first = decode_payload(ga.share(b, pullers=1), (120, 10)).weights
+    second = decode_payload(ga.share(b, pullers=2, shared_before=[1]), (120, 10)).weights
+    np.testing.assert_allclose(first, w / 2, rtol=1e-6)
+    np.testing.assert_allclose(second, w / 2 / 3, rtol=1e-6)
+    ga.gossip_step(b, RecordDict(), 1, shared=[1, 2])
+    kept = b.store.snapshot().array(ga.WEIGHTS)
+    np.testing.assert_allclose(kept + first + 2 * second, w, rtol=1e-6)  # nothing lost
 
 
 def test_accumulate_does_not_touch_the_sender(tmp_path):
     b = _node(tmp_path, 1, **{"gossip-weights": "accumulate"})
     ga.local_phase(b)
-    w = b.store.load_array(ga.WEIGHTS)
+    w = b.store.snapshot().array(ga.WEIGHTS)
     ga.share(b, pullers=3)
-    np.testing.assert_array_equal(b.store.load_array(ga.WEIGHTS), w)
+    np.testing.assert_array_equal(b.store.snapshot().array(ga.WEIGHTS), w)
 
 
 def test_reinfer_replaces_the_belief_with_the_models_list(tmp_path):
@@ -108,7 +126,7 @@ def test_reinfer_replaces_the_belief_with_the_models_list(tmp_path):
     ga.local_phase(b)
     ga.gossip_step(a, _relay(ga.share(b, 1)), 1)
     from flower_gd.training import infer, softmax
-    np.testing.assert_allclose(a.store.load_array(ga.BELIEF),
+    np.testing.assert_allclose(a.store.snapshot().array(ga.BELIEF),
                                softmax(infer(a.load_model(), a.data.common_x)), rtol=1e-5)
 
 
@@ -124,16 +142,14 @@ def test_a_bad_payload_leaves_every_file_untouched(tmp_path):
     a, b = _node(tmp_path, 0), _node(tmp_path, 1)
     ga.local_phase(a)
     gossip.local_phase(b)  # a plain gossip node: no weights
-    before = {p.name: p.read_bytes() for p in a.store.root.iterdir()}
+    before = {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()}
     with pytest.raises(PayloadError, match="no per-sample weights"):
         ga.gossip_step(a, gossip.share(b), 1)
     bad = ga.share(a, 0)
     bad[PAYLOAD_META_KEY]["counter"] = 0
     with pytest.raises(PayloadError, match="counter"):
         ga.gossip_step(a, bad, 1)
-    with pytest.raises(PayloadError, match="no payload"):
-        ga.gossip_step(a, RecordDict(), 1)
-    assert {p.name: p.read_bytes() for p in a.store.root.iterdir()} == before
+    assert {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()} == before
 
 
 def test_relay_picks_k_distinct_peers_never_itself():

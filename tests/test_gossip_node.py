@@ -21,18 +21,18 @@ def test_local_phase_keeps_weights_and_list_on_disk_with_counter_one(tmp_path):
     node = _node(tmp_path, 0)
     metrics = gossip.local_phase(node)
     assert metrics["partition-id"] == 0 and metrics["num-examples"] > 0
-    assert node.store.has_model()
-    il = node.store.load_array("inference-list")
+    assert node.store.snapshot().has_model()
+    il = node.store.snapshot().array("inference-list")
     assert il.shape == (120, 10)
     np.testing.assert_allclose(il.sum(axis=1), 1.0, rtol=1e-5)
-    assert node.store.load_meta()["counter"] == 1
+    assert node.store.snapshot().meta["counter"] == 1
 
 
 def test_gossip_step_mixes_the_peer_retrains_and_counts(tmp_path, monkeypatch):
     a, b = _node(tmp_path, 0), _node(tmp_path, 1)
     gossip.local_phase(a)
     gossip.local_phase(b)
-    il_a, il_b = a.store.load_array("inference-list"), b.store.load_array("inference-list")
+    il_a, il_b = a.store.snapshot().array("inference-list"), b.store.snapshot().array("inference-list")
     seen = {}
     real_train = gossip.train_hard
 
@@ -44,8 +44,8 @@ def test_gossip_step_mixes_the_peer_retrains_and_counts(tmp_path, monkeypatch):
     metrics = gossip.gossip_step(a, gossip.share(b), server_round=1)
     # trained on argmax of Eq. 1 with C_a = C_b = 1, i.e. of the mean
     np.testing.assert_array_equal(seen["labels"], ((il_a + il_b) / 2).argmax(axis=1))
-    assert metrics["counter"] == 2 and a.store.load_meta()["counter"] == 2
-    assert not np.array_equal(a.store.load_array("inference-list"), il_a)  # re-inferred
+    assert metrics["counter"] == 2 and a.store.snapshot().meta["counter"] == 2
+    assert not np.array_equal(a.store.snapshot().array("inference-list"), il_a)  # re-inferred
     shared = decode_payload(gossip.share(a), il_a.shape)
     assert shared.counter == 2
 
@@ -71,12 +71,12 @@ def test_bad_payload_leaves_the_node_state_untouched(tmp_path):
     a, b = _node(tmp_path, 0), _node(tmp_path, 1)
     gossip.local_phase(a)
     gossip.local_phase(b)
-    before = {p.name: p.read_bytes() for p in a.store.root.iterdir()}
+    before = {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()}
     content = gossip.share(b)
     content[PAYLOAD_META_KEY]["counter"] = -5
     with pytest.raises(gossip.PayloadError, match="counter -5"):
         gossip.gossip_step(a, content, server_round=1)
-    assert {p.name: p.read_bytes() for p in a.store.root.iterdir()} == before
+    assert {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()} == before
 
 
 def test_a_node_refuses_a_federation_of_another_size(tmp_path):
@@ -98,7 +98,7 @@ def test_paper_gossip_runs_on_a_compact_codec(tmp_path):
     gossip.local_phase(b)
     sent = gossip.share(b)
     assert sent[PAYLOAD_META_KEY]["codec"] == "uint8"
-    il_b = b.store.load_array("inference-list")
+    il_b = b.store.snapshot().array("inference-list")
     got = decode_payload(sent, il_b.shape).scores
     assert np.abs(got - il_b).max() <= 1.0 / 255
     assert gossip.gossip_step(a, sent, server_round=1)["counter"] == 2

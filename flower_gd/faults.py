@@ -1,0 +1,130 @@
+"""Fault injection for simulations: nodes that die, nodes that answer late, lost messages.
+
+- `drop-nodes` ("3@2"): from round 2 on, partition 3 answers nothing but an error reply,
+  the stand-in for the SuperLink's NODE_UNAVAILABLE reply about a dead SuperNode. It never
+  touches its state again.
+- `slow-nodes` / `slow-delay`: those partitions wait `slow-delay` seconds before answering a
+  pull; a relay that waits only `pull-timeout` seconds counts the pull as failed.
+- `message-loss` p: `FaultyGrid` loses each message, either way, with probability p. A lost
+  instruction costs its bytes on the wire (the meter counts it) but never arrives; a lost
+  reply was sent by the node (metered) and is replaced by an error reply. The simulation
+  reports a loss at once instead of waiting out a timeout, as a deployment would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import Error, Message
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid
+
+from flower_gd.config import RunConfig
+
+LOST_CODE = ErrorCode.MESSAGE_UNAVAILABLE
+DOWN_CODE = ErrorCode.NODE_UNAVAILABLE
+
+
+def unavailable_reply(message: Message, cfg: RunConfig, partition_id: int) -> Message | None:
+    """The error reply of a node that `drop-nodes` has killed by this message's round."""
+    dies_at = cfg.dropouts.get(partition_id)
+    server_round = int(message.content["config"].get("server-round", 0)) \
+        if "config" in message.content.config_records else 0
+    if dies_at is None or server_round < dies_at:
+        return None
+    return Message(Error(code=DOWN_CODE, reason=f"node {partition_id} is down since round "
+                         f"{dies_at} (fault injection: drop-nodes)"), reply_to=message)
+
+
+def delay_if_slow(cfg: RunConfig, partition_id: int) -> None:
+    """A slow node answers a pull `slow-delay` seconds late."""
+    if partition_id in cfg.slow_partitions and cfg.slow_delay > 0:
+        time.sleep(cfg.slow_delay)
+
+
+@dataclass(frozen=True)
+class LostMessage:
+    """One message lost in transit."""
+
+    round: int
+    direction: str  # "down" (to the node) or "up" (its reply)
+    node_id: int
+    message_type: str
+
+
+class FaultyGrid(Grid):
+    """A Grid that loses each message with probability `loss`, wrapped around the meter.
+
+    Parameters
+    ----------
+    grid : Grid
+        The metered Grid (lost instructions are still metered as sent).
+    loss : float
+        Probability that a message, instruction or reply, is lost.
+    seed : int
+        Seeds which messages are lost.
+    """
+
+    def __init__(self, grid: Grid, loss: float, seed: int) -> None:
+        self._grid = grid
+        self.loss = loss
+        self.rng = np.random.default_rng([seed, 0x1055])
+        self.lost: list[LostMessage] = []
+        self.round = 0
+
+    def set_round(self, server_round: int) -> None:
+        self.round = server_round
+        if hasattr(self._grid, "set_round"):
+            self._grid.set_round(server_round)
+
+    def _lose(self, message: Message, direction: str, reply_to: Message) -> Message:
+        md = message.metadata
+        node = md.dst_node_id if direction == "down" else md.src_node_id
+        self.lost.append(LostMessage(self.round, direction, node, md.message_type))
+        return Message(Error(code=LOST_CODE, reason=f"{direction} message lost in transit "
+                             f"(fault injection: message-loss={self.loss:g})"), reply_to=reply_to)
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        lost_down = [m for m in messages if self.rng.random() < self.loss]
+        sent = [m for m in messages if not any(m is x for x in lost_down)]
+        for m in lost_down:  # the bytes left the sender
+            if hasattr(self._grid, "record_sent"):
+                self._grid.record_sent(m)
+        replies = list(self._grid.send_and_receive(sent, timeout=timeout)) if sent else []
+        by_id = {m.metadata.message_id: m for m in sent}
+        out = []
+        for reply in replies:
+            original = by_id.get(reply.metadata.reply_to_message_id)
+            if original is not None and not reply.has_error() and self.rng.random() < self.loss:
+                out.append(self._lose(reply, "up", original))
+            else:
+                out.append(reply)
+        return out + [self._lose(m, "down", m) for m in lost_down]
+
+    # --- the rest of the Grid interface, forwarded ----------------------------------------
+    def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
+        self._grid.set_run(run)
+
+    @property
+    def run(self):  # type: ignore[no-untyped-def]
+        return self._grid.run
+
+    def create_message(self, *args, **kwargs) -> Message:  # type: ignore[no-untyped-def]
+        return self._grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._grid.get_node_ids()
+
+    def get_nodes(self):  # type: ignore[no-untyped-def]
+        return self._grid.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
