@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench bench-study bench-codecs fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
+.PHONY: demo test bench bench-study bench-codecs bench-byzantine deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,21 @@ bench-study: $(STAMP) fashion-mnist
 bench-codecs: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd -m $(GA_BEST) app.codec=uint8,topk app.partition-scheme=niid1 $(BENCH)
 	$(PY) -m flower_gd $(GA_BEST) app.codec=uint8 app.partition-scheme=iid $(BENCH)
+
+# Byzantine peers (issue 5): 1 and 3 of the 10 nodes send label-flipped lists (FedAvg's train
+# on flipped labels), niid1 first, then iid; gossip-adaptive also with the robust mix
+# (self-centered clipping). The cells without attackers are `bench`'s own.
+BYZ := app.byzantine-nodes=1,3 app.byzantine-attack=flip
+bench-byzantine: $(STAMP) fashion-mnist
+	$(PY) -m flower_gd -m $(GA_BEST) $(BYZ) app.robust-mix=none,clip app.partition-scheme=niid1 $(BENCH)
+	$(PY) -m flower_gd $(GA_BEST) app.robust-mix=clip app.partition-scheme=niid1 $(BENCH)
+	$(PY) -m flower_gd -m app.method=gossip,dlad $(BYZ) app.partition-scheme=niid1 $(BENCH)
+	$(PY) -m flower_gd -m $(FEDAVG) $(BYZ) app.partition-scheme=niid1 $(BENCH)
+	$(PY) -m flower_gd -m $(GA_BEST) app.byzantine-nodes=0,3 app.robust-mix=clip app.partition-scheme=iid $(BENCH)
+	$(PY) -m flower_gd -m $(GA_BEST) app.byzantine-nodes=3 app.partition-scheme=iid $(BENCH)
+	$(PY) -m flower_gd -m app.method=gossip,dlad app.byzantine-nodes=3 app.partition-scheme=iid $(BENCH)
+	$(PY) -m flower_gd -m $(FEDAVG) app.byzantine-nodes=3 app.partition-scheme=iid $(BENCH)
+	$(PY) -m flower_gd.report results/bench
 
 # Mixed fleets (Table VI analogue) at CPU scale: digits' 8x8 images, 600 common samples,
 # 5 x ResNet-18 + 5 x MobileNetV3-small (add resnet18+densenet121 to the model list for the

@@ -82,21 +82,26 @@ class NodeRecordingStrategy(Strategy):
             log(WARNING, "%s: nodes %s did not answer; going on with %s nodes", what, missing,
                 len(got))
 
-    def reattach(self, grid: Grid, timeout: float) -> None:
-        """After a restart node ids are new: ask every node which partition it is and whether
-        it holds state (`query.status`); go on with those that do."""
-        replies = grid.send_and_receive([self.message(n, STATUS, 0) for n in self.node_ids],
+    def with_state(self, grid: Grid, nodes: list[int], timeout: float) -> dict[int, int]:
+        """Ask `nodes` which partition they are and whether they hold state
+        (`query.status`); returns node id -> partition id for those that do."""
+        replies = grid.send_and_receive([self.message(n, STATUS, 0) for n in nodes],
                                         timeout=timeout)
-        got = {}
+        found = {}
         for reply in replies:
-            if reply.has_error():
-                continue
-            metrics = reply.content["metrics"]
-            if metrics.get("state-round", -1) >= 0:
-                got[reply.metadata.src_node_id] = reply
-                self.register(reply.metadata.src_node_id, int(metrics["partition-id"]))
-        self.require_min(got, "resume")
-        self.node_ids = sorted(got)
+            if not reply.has_error() and reply.content["metrics"].get("state-round", -1) >= 0:
+                found[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])
+                if self.recorder is not None:
+                    self.recorder.mark_alive(0, reply.metadata.src_node_id)
+        return found
+
+    def reattach(self, grid: Grid, timeout: float) -> None:
+        """After a restart node ids are new: go on with the nodes that hold state."""
+        found = self.with_state(grid, self.node_ids, timeout)
+        for node, partition in found.items():
+            self.register(node, partition)
+        self.require_min(found, "resume")
+        self.node_ids = sorted(found)
 
     # --- evaluation: every node, on its test set --------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,

@@ -199,16 +199,22 @@ class GossipDistillation(NodeRecordingStrategy):
     def local_phase(self, grid: Grid, timeout: float) -> MetricRecord:
         """Round 0: every node trains on its private data and infers X_c; then evaluates.
 
-        Nodes that fail here have no state to gossip: the run goes on without them while at
-        least `min-nodes` succeed.
+        A node whose reply was lost is asked whether it holds state (it may have finished);
+        nodes with no state have nothing to gossip: the run goes on without them while at
+        least `min-nodes` remain.
         """
         replies = grid.send_and_receive([self.message(n, LOCAL, 0) for n in self.node_ids],
                                         timeout=timeout)
         got = self.collect(0, replies, "local phase")
-        self.require_min(got, "the local phase")
         for node, reply in got.items():
             self.register(node, int(reply.content["metrics"]["partition-id"]))
-        self.node_ids = sorted(got)
+        silent = sorted(set(self.node_ids) - set(got))
+        found = self.with_state(grid, silent, timeout) if silent else {}
+        for node, partition in found.items():
+            self.register(node, partition)
+        ready = {**got, **found}
+        self.require_min(ready, "the local phase")
+        self.node_ids = sorted(ready)
         return self.evaluate_round(grid, 0, timeout)
 
     # --- one gossip round -----------------------------------------------------------------
