@@ -373,6 +373,7 @@ class GossipDistillation(NodeRecordingStrategy):
         if resumed is not None:
             first = resumed.round + 1
             self.restore(resumed.state)
+            set_meter_round(grid, first)  # the status queries count in the resumed round
             self.reattach(grid, timeout)
             log(INFO, "resuming from round %s (checkpoint of round %s)", first, resumed.round)
         else:
