@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ class Node:
     num_nodes: int
     run_dir: str
     server_round: int | None = None  # the round of the message being handled (None: latest)
+    state_dir: str | None = None  # node-config `state-dir`: keep state here, not in run-dir
 
     @classmethod
     def from_message(cls, message: Message, context: Context) -> "Node":
@@ -49,8 +51,10 @@ class Node:
             raise ValueError(f"the federation has {num_partitions} nodes but num-nodes="
                              f"{cfg.num_nodes}: set num-nodes to the federation's size")
         server_round = message.content["config"].get("server-round")
+        state_dir = context.node_config.get("state-dir")
         return cls(cfg, int(context.node_config["partition-id"]), num_partitions, run_dir,
-                   None if server_round is None else int(server_round))
+                   None if server_round is None else int(server_round),
+                   None if state_dir is None else str(state_dir))
 
     @cached_property
     def data(self) -> FederatedData:
@@ -58,6 +62,10 @@ class Node:
 
     @cached_property
     def store(self) -> NodeStore:
+        """Snapshots under `<run-dir>/nodes/` or, on a deployed SuperNode with a
+        `state-dir` node config, under `<state-dir>/<run-name>/nodes/` on that machine."""
+        if self.state_dir:
+            return NodeStore(Path(self.state_dir) / Path(self.run_dir).name, self.partition_id)
         return NodeStore(self.run_dir, self.partition_id)
 
     @property

@@ -249,6 +249,8 @@ class RunRecorder:
                     if "accuracy" in m and self.partition_of_id.get(n) not in self.byzantine]
 
         final = accs(last)
+        alive = {r: sorted(self.partition_of_id[n] for n in self.alive[r]
+                           if n in self.partition_of_id) for r in rounds}
         per_round = {r: statistics.median(accs(r) or [float("nan")]) for r in rounds}
         by_model: dict[str, list[float]] = defaultdict(list)
         for node_id, m in self.metrics[last].items():
@@ -293,8 +295,10 @@ class RunRecorder:
             "faults": {
                 "lost-messages": self._lost_before + (len(self.faults.lost)
                                                       if self.faults is not None else 0),
-                "alive-per-round": {r: sorted(self.partition_of_id[n] for n in self.alive[r]
-                                              if n in self.partition_of_id) for r in rounds},
+                "alive-per-round": alive,
+                # nodes that answered in round 0 but not in the last round: dead or gone
+                "lost-nodes": sorted(set(alive.get(rounds[0], [])) - set(alive.get(last, [])))
+                if rounds else [],
             },
         }
         summary.update(extra or {})
