@@ -48,6 +48,27 @@ class SavedRun:
         return "/".join(variant_parts(self.config))
 
     @property
+    def attackers(self) -> int:
+        """How many Byzantine nodes the run had (0 for runs that predate the option)."""
+        return int(self.config.get("byzantine-nodes", 0))
+
+    @property
+    def robust(self) -> bool:
+        return self.config.get("robust-mix", "none") != "none"
+
+    @property
+    def faulty(self) -> bool:
+        """Dead, slow or lossy: the run measured fault tolerance, not the method."""
+        return bool(str(self.config.get("drop-nodes", "")).strip()
+                    or float(self.config.get("message-loss", 0.0))
+                    or str(self.config.get("slow-nodes", "")).strip())
+
+    @property
+    def clean(self) -> bool:
+        """No attacker, no fault, no robust mix: a run of the comparison proper."""
+        return not (self.attackers or self.robust or self.faulty)
+
+    @property
     def codec(self) -> str:
         return str(self.config.get("codec", "float32"))
 
@@ -213,6 +234,41 @@ def codec_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
 def _codec_labels(run: SavedRun) -> list[str]:
     parts = variant_parts(run.config)
     return [p for p in parts if p in CODEC_ORDER or p.startswith("topk")]
+
+
+def byzantine_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
+    """Final median accuracy of the honest nodes with 0, 1, 3, ... Byzantine nodes, per
+    method (and robust mix), dataset and partition; the 0 column is the clean run."""
+    def key(run: SavedRun) -> tuple:
+        options = [p for p in variant_parts(run.config) if not p.startswith("byz")]
+        return (run.dataset, run.partition, run.base_method, "/".join(options),
+                str(run.config.get("byzantine-attack", "flip")) if run.attackers else "")
+
+    studied = {(k[0], k[1], k[2], k[3]) for k in map(key, runs)
+               if any(r.attackers or r.robust for r in runs if key(r)[:4] == k[:4])}
+    counts = sorted({r.attackers for r in runs if r.attackers})
+    attacks = sorted({k[4] for k in map(key, runs) if k[4]})
+    cells: dict[tuple, float] = {}
+    for run in runs:
+        if run.faulty or key(run)[:4] not in studied:
+            continue
+        k = key(run)
+        for attack in ([k[4]] if k[4] else attacks):  # a clean run is every attack's 0
+            cells[(*k[:4], attack, run.attackers)] = run.final_median
+    header = ["dataset", "partition", "method", "attack",
+              *(f"{n} attacker(s)" for n in [0, *counts])]
+    body = []
+    for dataset, partition, method, options, attack in sorted(
+            {(*k[:4], k[4]) for k in cells},
+            key=lambda k: (k[0], PARTITION_ORDER.index(k[1]) if k[1] in PARTITION_ORDER else 99,
+                           method_key(k[2] + (f"/{k[3]}" if k[3] else "")), k[4])):
+        label = method + (f"/{options}" if options else "")
+        line = [dataset, partition, label, attack]
+        for n in [0, *counts]:
+            v = cells.get((dataset, partition, method, options, attack, n))
+            line.append("" if v is None else f"{v:.4f}")
+        body.append(line)
+    return header, body
 
 
 def model_family_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:

@@ -2,12 +2,13 @@
 
 Usage::
 
-    python -m flower_gd.plots {fig1,fig2,fig3,fig4,fig5,all} RESULTS_DIR [--out figures]
+    python -m flower_gd.plots {fig1,fig2,fig3,fig4,fig5,fig6,all} RESULTS_DIR [--out figures]
 
 fig1: payload per exchange against model bytes, per dataset; fig2: final median accuracy
 per method and partition; fig3: median accuracy per round, one panel per partition;
 fig4: median accuracy against cumulative bytes, all methods; fig5: final accuracy against
-bytes per exchange, one point per payload codec. Figs. 2-4 show one configuration per method:
+bytes per exchange, one point per payload codec; fig6: accuracy of the honest nodes against
+the number of Byzantine nodes. Runs with attackers or faults appear only in fig6. Figs. 2-4 show one configuration per method:
 its float32 one measured on the most partitions (other variants are in fig5 and the tables). Error bars (fig2) and bands
 (fig3) show the standard deviation over seeds where there are several.
 """
@@ -26,7 +27,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from flower_gd.analysis import (METHOD_ORDER, PARTITION_ORDER, SavedRun,  # noqa: E402
-                                codec_table, load_runs, mean_sd, method_key, ordered)
+                                byzantine_table, codec_table, load_runs, mean_sd, method_key,
+                                ordered)
 
 MIB = 2 ** 20
 COLORS = {"local": "#9e9e9e", "gossip": "#1f77b4", "gossip-gt": "#aec7e8",
@@ -233,6 +235,35 @@ def main_runs(runs: list[SavedRun]) -> list[SavedRun]:
     return [r for r in pool if r.variant == chosen[(r.dataset, r.base_method)]]
 
 
+def fig6_byzantine(runs: list[SavedRun], out: Path) -> list[Path]:
+    """Final median accuracy of the honest nodes against the number of Byzantine nodes, one
+    line per method (and robust mix), one panel per dataset and partition."""
+    header, body = byzantine_table(runs)
+    if not body:
+        return []
+    counts = [int(h.split()[0]) for h in header[4:]]
+    panels = sorted({(r[0], r[1]) for r in body},
+                    key=lambda k: (k[0], PARTITION_ORDER.index(k[1])
+                                   if k[1] in PARTITION_ORDER else 99))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+    for ax, (dataset, partition) in zip(axes[0], panels):
+        for r in body:
+            if (r[0], r[1]) != (dataset, partition):
+                continue
+            pts = [(n, float(v)) for n, v in zip(counts, r[4:]) if v]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"{r[2]} ({r[3]})")
+        ax.set_title(f"Fig. 6: {dataset} {partition}")
+        ax.set_xlabel("Byzantine nodes (of the fleet)")
+        ax.set_xticks(counts)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("final median accuracy, honest nodes")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return _save(fig, out, "fig6_byzantine")
+
+
 def _main_only(figure):
     def draw(runs: list[SavedRun], out: Path) -> list[Path]:
         return figure(main_runs(runs), out)
@@ -242,7 +273,8 @@ def _main_only(figure):
 
 FIGURES = {"fig1": fig1_payload_vs_model, "fig2": _main_only(fig2_final_accuracy),
            "fig3": _main_only(fig3_accuracy_per_round),
-           "fig4": _main_only(fig4_accuracy_vs_bytes), "fig5": fig5_codecs}
+           "fig4": _main_only(fig4_accuracy_vs_bytes), "fig5": fig5_codecs,
+           "fig6": fig6_byzantine}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -251,8 +283,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results", type=Path, help="directory of saved runs")
     parser.add_argument("--out", type=Path, default=Path("figures"))
     args = parser.parse_args(argv)
-    runs = load_runs(args.results)
+    everything = load_runs(args.results)
     for name in FIGURES if args.figure == "all" else [args.figure]:
+        # attacks and faults only in their own figure
+        runs = everything if name == "fig6" else [r for r in everything if r.clean]
         for path in FIGURES[name](runs, args.out):
             print(path)
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flower_gd.analysis import (SavedRun, accuracy_table, bytes_table, codec_table, load_runs,
-                                markdown, model_family_table,
+from flower_gd.analysis import (SavedRun, accuracy_table, bytes_table, byzantine_table,
+                                codec_table, load_runs, markdown, model_family_table,
                                 model_size_table, paper_payload_table)
 from flower_gd.results import MIB
 
@@ -48,8 +48,9 @@ def write_report(root: Path, with_models: bool = True) -> str:
 
     `with_models` adds the tables measured by serializing models and payloads.
     """
-    runs = load_runs(root)
-    rows = [row(r) for r in runs]
+    everything = load_runs(root)
+    rows = [row(r) for r in everything]
+    runs = [r for r in everything if r.clean]  # attacks and faults get their own table
     parts = [
         "## Runs\n\n" + markdown([t for _, t in COLUMNS],
                                   [[str(r[k]) for k, _ in COLUMNS] for r in rows]),
@@ -57,6 +58,10 @@ def write_report(root: Path, with_models: bool = True) -> str:
         "## Bytes per exchange against the model (Tables II/IV analogue)\n\n"
         + markdown(*bytes_table(runs)),
     ]
+    byzantine = byzantine_table(everything)
+    if byzantine[1]:
+        parts.append("## Byzantine nodes: final median accuracy of the honest nodes\n\n"
+                     + markdown(*byzantine))
     codecs = codec_table(runs)
     if codecs[1]:
         parts.append("## Payload codecs: accuracy against bytes (Fig. 5)\n\n" + markdown(*codecs))

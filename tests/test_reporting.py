@@ -28,7 +28,9 @@ def _saved_run(root: Path, method: str, partition: str, seed: int, accs: list[fl
            "num-nodes": 2, "num-server-rounds": len(accs) - 1, **extra}
     meter = _Meter()
     models = cfg["model"].split(",")
-    name = f"{method}_{partition}_{'+'.join(models)}_{extra.get('codec', '')}_s{seed}"
+    name = f"{method}_{partition}_{'+'.join(models)}_{extra.get('codec', '')}_s{seed}" + "".join(
+        f"_{k}{v}" for k, v in sorted(extra.items()) if k not in ("codec", "model",
+                                                                  "num-server-rounds"))
     rec = RunRecorder(root / name, cfg, meter, lambda pid: models[pid % len(models)])
     rec.add_node(101, 0)
     rec.add_node(102, 1)
@@ -61,6 +63,10 @@ def variants(results):
                    codec=codec, **{"num-server-rounds": 5})
     _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, 0.7], 40_000, "logits",
                model="cnn,mobilenet_v3_small", **{"num-server-rounds": 5})
+    for attackers, robust, acc in ((1, "none", 0.6), (1, "clip", 0.65), (0, "clip", 0.66)):
+        _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, acc], 40_000, "logits",
+                   **{"num-server-rounds": 5, "byzantine-nodes": attackers,
+                      "robust-mix": robust})
     return results
 
 
@@ -97,6 +103,21 @@ def test_codec_and_model_family_tables(variants):
     assert families == {"cnn": "0.7100", "mobilenet_v3_small": "0.6900"}
     text = write_report(variants, with_models=False)
     assert "Payload codecs" in text and "accuracy per model family" in text
+
+
+def test_byzantine_runs_have_their_own_table_and_stay_out_of_the_comparison(variants):
+    from flower_gd.analysis import byzantine_table
+
+    runs = load_runs(variants)
+    header, body = byzantine_table(runs)
+    assert header == ["dataset", "partition", "method", "attack", "0 attacker(s)",
+                      "1 attacker(s)"]
+    rows = {r[2]: r[4:] for r in body}
+    assert rows == {"gossip-adaptive": ["0.7000", "0.6000"],
+                    "gossip-adaptive/clip0.5": ["0.6600", "0.6500"]}
+    header, body = accuracy_table([r for r in runs if r.clean])
+    assert not any("byz" in r[2] or "clip" in r[2] for r in body)
+    assert "Byzantine nodes" in write_report(variants, with_models=False)
 
 
 @pytest.mark.parametrize("figure", sorted(plots.FIGURES))
