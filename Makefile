@@ -86,6 +86,13 @@ bench-byzantine: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd -m $(FEDAVG) app.byzantine-nodes=3 app.partition-scheme=iid $(BENCH)
 	$(PY) -m flower_gd.report results/bench
 
+# Flower's deployment engine on loopback: a SuperLink and 3 SuperNodes with TLS (self-signed
+# CA) and SuperNode authentication, one unregistered intruder (refused), 2 gossip rounds;
+# every process is stopped by PID at the end. Results and logs: results/deploy/.
+deploy-demo: $(STAMP)
+	rm -rf results/deploy
+	$(PY) -m flower_gd.deploy --nodes 3 --rounds 2 --tls --auth --intruder --out results/deploy
+
 # Mixed fleets (Table VI analogue) at CPU scale: digits' 8x8 images, 600 common samples,
 # 5 x ResNet-18 + 5 x MobileNetV3-small (add resnet18+densenet121 to the model list for the
 # other fleet: about twice the CPU time). `model` lists families joined by "+" (or ","),

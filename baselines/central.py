@@ -70,7 +70,7 @@ class CentralTraining(NodeRecordingStrategy):
         """Pool what arrived (central) or take the full set (central-all), then train."""
         if self.pooled_private:
             got = self.collect(server_round, replies, "private-data upload")
-            self.require_all(got, "the private-data upload")
+            self.require_min(got, "the private-data upload")
             xs, ys = [], []
             # pool in partition order: node ids are random per run, and SGD sees this order
             by_partition = sorted(got.items(),

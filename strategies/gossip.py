@@ -129,8 +129,6 @@ def _label_accuracy(node: Node, labels: np.ndarray) -> float:
 
 # ======================================================================== relay side
 class GossipDistillation(NodeRecordingStrategy):
-    peers_per_round = 1  # the paper pulls from one peer per round
-
     r"""Gossip Distillation, with the ServerApp as a relay only.
 
     Moriwaki & Shudo, "Gossip Distillation: Decentralized Deep Learning Transmitting
@@ -152,11 +150,22 @@ class GossipDistillation(NodeRecordingStrategy):
     Messages a node must honour (ConfigRecord "config" keys):
 
     - ``train.local``: ``run-dir``; reply metrics ``partition-id``, ``num-examples``.
-    - ``query.inference``: ``run-dir``; reply records ``inference`` / ``inference-meta``.
-    - ``train.gossip``: ``run-dir``, ``server-round``, the peer's payload records and a
-      ConfigRecord ``relay`` with ``relay-from`` (the peer), which the meter uses to count
-      the payload once as peer-to-peer bytes.
+    - ``query.inference``: ``run-dir``, ``server-round``, ``pullers`` (how many nodes get
+      this answer) and ``shared`` (pullers of its answers delivered earlier this round);
+      reply records ``inference`` / ``inference-meta``.
+    - ``train.gossip``: ``run-dir``, ``server-round``, the peers' payload records (none when
+      every pull failed), ``shared`` (pullers of this node's delivered answers) and a
+      ConfigRecord ``relay`` with ``relay-from`` (the peers), which the meter uses to count
+      each payload once as peer-to-peer bytes.
+    - ``query.status``: reply metrics ``partition-id`` and ``state-round`` (resume, and a
+      node whose local-phase reply was lost).
     - ``evaluate``: ``run-dir``; reply metrics ``accuracy``, ``loss`` on the test set.
+
+    Faults: a pull whose peer does not answer within ``pull-timeout`` (dead, slow, message
+    lost) is retried on another untried peer up to ``pull-retries`` times, then skipped; the
+    puller keeps its state. A step goes on while ``min-nodes`` nodes answer. After every
+    round the relay writes a checkpoint (its random stream, counters), so a killed run
+    resumes from its last completed round with the nodes' snapshots.
 
     Parameters
     ----------
@@ -172,7 +181,11 @@ class GossipDistillation(NodeRecordingStrategy):
         Receives per-node metrics; writes the run directory.
     label_leak : bool
         Only for the log: nodes train on the common data's true labels.
+    pull_timeout, pull_retries, min_nodes
+        Fault handling, as above.
     """
+
+    peers_per_round = 1  # the paper pulls from one peer per round
 
     def __init__(self, run_dir: str, num_nodes: int, topology: str = "complete", seed: int = 0,
                  recorder: RunRecorder | None = None, label_leak: bool = False,
