@@ -23,6 +23,7 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from flower_gd.config import RunConfig
+from flower_gd.grids import ForwardingGrid
 
 LOST_CODE = ErrorCode.MESSAGE_UNAVAILABLE
 DOWN_CODE = ErrorCode.NODE_UNAVAILABLE
@@ -55,7 +56,7 @@ class LostMessage:
     message_type: str
 
 
-class FaultyGrid(Grid):
+class FaultyGrid(ForwardingGrid):
     """A Grid that loses each message with probability `loss`, wrapped around the meter.
 
     Parameters
@@ -69,7 +70,7 @@ class FaultyGrid(Grid):
     """
 
     def __init__(self, grid: Grid, loss: float, seed: int) -> None:
-        self._grid = grid
+        super().__init__(grid)
         self.loss = loss
         self.rng = np.random.default_rng([seed, 0x1055])
         self.lost: list[LostMessage] = []
@@ -105,26 +106,3 @@ class FaultyGrid(Grid):
             else:
                 out.append(reply)
         return out + [self._lose(m, "down", m) for m in lost_down]
-
-    # --- the rest of the Grid interface, forwarded ----------------------------------------
-    def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
-        self._grid.set_run(run)
-
-    @property
-    def run(self):  # type: ignore[no-untyped-def]
-        return self._grid.run
-
-    def create_message(self, *args, **kwargs) -> Message:  # type: ignore[no-untyped-def]
-        return self._grid.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._grid.get_node_ids()
-
-    def get_nodes(self):  # type: ignore[no-untyped-def]
-        return self._grid.get_nodes()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._grid.pull_messages(message_ids)

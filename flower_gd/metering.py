@@ -18,6 +18,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_object import InflatableObject, get_all_nested_objects
 
 from flower_gd.codecs import PAYLOAD_KEY, PRIVATE_DATA_KEY, WEIGHTS_KEY, payload_keys
+from flower_gd.grids import ForwardingGrid
 
 # Config key a relaying strategy sets on a forwarded payload: the node it came from.
 RELAY_FROM_KEY = "relay-from"
@@ -88,7 +89,7 @@ class MeterEntry:
     peer_id: int = -1  # for p2p: the node at the other end of the direct link
 
 
-class MeteredGrid(Grid):
+class MeteredGrid(ForwardingGrid):
     """A Grid that forwards to another Grid and records the size of every message.
 
     Parameters
@@ -98,7 +99,7 @@ class MeteredGrid(Grid):
     """
 
     def __init__(self, grid: Grid) -> None:
-        self._grid = grid
+        super().__init__(grid)
         self.entries: list[MeterEntry] = []
         self.round = 0
 
@@ -132,23 +133,7 @@ class MeteredGrid(Grid):
     def as_rows(self) -> list[dict]:
         return [asdict(e) for e in self.entries]
 
-    # --- Grid interface -------------------------------------------------------------
-    def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
-        self._grid.set_run(run)
-
-    @property
-    def run(self):  # type: ignore[no-untyped-def]
-        return self._grid.run
-
-    def create_message(self, *args, **kwargs) -> Message:  # type: ignore[no-untyped-def]
-        return self._grid.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._grid.get_node_ids()
-
-    def get_nodes(self):  # type: ignore[no-untyped-def]
-        return self._grid.get_nodes()
-
+    # --- the metered part of the Grid interface ---------------------------------------
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)
         for m in messages:
