@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench bench-study bench-codecs bench-byzantine deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
+.PHONY: demo test bench bench-study bench-codecs bench-byzantine bench-faults deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,22 @@ bench-byzantine: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd -m app.method=gossip,dlad app.byzantine-nodes=3 app.partition-scheme=iid $(BENCH)
 	$(PY) -m flower_gd -m $(FEDAVG) app.byzantine-nodes=3 app.partition-scheme=iid $(BENCH)
 	$(PY) -m flower_gd.report results/bench
+
+# Dead nodes and lost messages on the embedded digits (iid, 10 nodes): each method without
+# faults, with 3 nodes dying at round 2, and with 20% of all messages lost.
+FAULTS := app.partition-scheme=iid app.output-dir=results/faults
+DROP3 := 'app.drop-nodes="2@2,5@2,8@2"'
+bench-faults: $(STAMP)
+	$(PY) -m flower_gd -m $(GA_BEST) $(FAULTS)
+	$(PY) -m flower_gd -m $(GA_BEST) $(DROP3) $(FAULTS)
+	$(PY) -m flower_gd -m $(GA_BEST) app.message-loss=0.2 $(FAULTS)
+	$(PY) -m flower_gd -m app.method=gossip,dlad $(FAULTS)
+	$(PY) -m flower_gd -m app.method=gossip,dlad $(DROP3) $(FAULTS)
+	$(PY) -m flower_gd -m app.method=gossip,dlad app.message-loss=0.2 $(FAULTS)
+	$(PY) -m flower_gd -m $(FEDAVG) $(FAULTS)
+	$(PY) -m flower_gd -m $(FEDAVG) $(DROP3) $(FAULTS)
+	$(PY) -m flower_gd -m $(FEDAVG) app.message-loss=0.2 $(FAULTS)
+	$(PY) -m flower_gd.report results/faults
 
 # Flower's deployment engine on loopback: a SuperLink and 3 SuperNodes with TLS (self-signed
 # CA) and SuperNode authentication, one unregistered intruder (refused), 2 gossip rounds;

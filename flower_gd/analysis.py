@@ -271,6 +271,37 @@ def byzantine_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+FAULT_PREFIXES = ("drop", "loss", "slow")
+
+
+def fault_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
+    """Each method without faults and under each fault setting: final median accuracy of
+    the nodes alive at the end, nodes alive, failed pulls, lost messages, wire MiB."""
+    def split(run: SavedRun) -> tuple[tuple, str]:
+        parts = variant_parts(run.config)
+        fault = "/".join(p for p in parts if p.startswith(FAULT_PREFIXES)) or "none"
+        options = "/".join(p for p in parts if not p.startswith(FAULT_PREFIXES))
+        return (run.dataset, run.partition, run.base_method, options), fault
+
+    studied = {split(r)[0] for r in runs if r.faulty}
+    header = ["dataset", "partition", "method", "faults", "final median acc.", "alive at end",
+              "failed pulls", "lost messages", "wire (MiB)"]
+    body = []
+    for run in runs:
+        key, fault = split(run)
+        if key not in studied or run.attackers:
+            continue
+        faults = run.summary.get("faults", {})
+        alive = faults.get("alive-per-round", {}).get(str(run.summary["rounds"]), [])
+        wire = run.summary["bytes"]["wire-up"] + run.summary["bytes"]["wire-down"]
+        body.append([key[0], key[1], key[2] + (f"/{key[3]}" if key[3] else ""), fault,
+                     f"{run.final_median:.4f}", str(len(alive)),
+                     str(run.summary.get("failed-pulls", 0)), str(faults.get("lost-messages", 0)),
+                     f"{wire / 2**20:.2f}"])
+    body.sort(key=lambda r: (r[0], r[1], method_key(r[2]), r[3] != "none", r[3]))
+    return header, body
+
+
 def model_family_table(runs: list[SavedRun]) -> tuple[list[str], list[list[str]]]:
     """Table VI analogue: final median accuracy per model family, for mixed fleets.
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from flower_gd.analysis import (SavedRun, accuracy_table, bytes_table, byzantine_table,
-                                codec_table, load_runs, markdown, model_family_table,
+                                codec_table, fault_table, load_runs, markdown,
+                                model_family_table,
                                 model_size_table, paper_payload_table)
 from flower_gd.results import MIB
 
@@ -58,6 +59,9 @@ def write_report(root: Path, with_models: bool = True) -> str:
         "## Bytes per exchange against the model (Tables II/IV analogue)\n\n"
         + markdown(*bytes_table(runs)),
     ]
+    faults = fault_table(everything)
+    if faults[1]:
+        parts.append("## Dead nodes and lost messages\n\n" + markdown(*faults))
     byzantine = byzantine_table(everything)
     if byzantine[1]:
         parts.append("## Byzantine nodes: final median accuracy of the honest nodes\n\n"

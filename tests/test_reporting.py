@@ -120,6 +120,17 @@ def test_byzantine_runs_have_their_own_table_and_stay_out_of_the_comparison(vari
     assert "Byzantine nodes" in write_report(variants, with_models=False)
 
 
+def test_fault_runs_are_tabulated_beside_their_clean_run(variants):
+    from flower_gd.analysis import fault_table
+
+    _saved_run(variants, "gossip", "iid", 0, [0.5, 0.5, 0.58], 40_000, "logits",
+               **{"drop-nodes": "1@2", "message-loss": 0.1})
+    header, body = fault_table(load_runs(variants))
+    rows = [dict(zip(header, r)) for r in body if r[2] == "gossip" and r[1] == "iid"]
+    assert [r["faults"] for r in rows] == ["none", "none", "drop1@2/loss0.1"]  # 2 clean seeds
+    assert rows[-1]["final median acc."] == "0.5800"
+
+
 @pytest.mark.parametrize("figure", sorted(plots.FIGURES))
 def test_every_figure_command_writes_non_empty_png_and_pdf(variants, tmp_path, figure):
     out = tmp_path / "figs"
