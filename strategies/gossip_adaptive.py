@@ -133,18 +133,21 @@ class GossipAdaptive(GossipDistillation):
     bookkeeping a pulled node first splits its weight among itself and its pullers, so the
     weight mass is conserved and every B_i tends to the fleet's weighted average per sample:
     the target DLAD's server computes, reached by gossip. With `reinfer`, the node sends
-    its model's re-inferred list instead of the mixed belief.
+    its model's re-inferred list instead of the mixed belief. With `robust-mix = clip` each
+    peer's belief is first clipped toward B_i (self-centered clipping, per sample).
 
     The ServerApp is a relay only, exactly as for :class:`GossipDistillation`: the message
-    types are the same; the ClientApp runs this module's node steps when
-    ``method = gossip-adaptive``.
+    types, the fault handling (`pull-timeout`, `pull-retries`, `min-nodes`) and resume are
+    the same; the ClientApp runs this module's node steps when ``method = gossip-adaptive``.
     """
 
     def __init__(self, run_dir: str, num_nodes: int, topology: str = "complete", seed: int = 0,
                  recorder: RunRecorder | None = None, peers: int = 1,
-                 weights: str = "push-sum", share: str = "belief", **relay) -> None:
+                 weights: str = "push-sum", share: str = "belief", pull_timeout: float = 600.0,
+                 pull_retries: int = 1, min_nodes: int = 2) -> None:
         super().__init__(run_dir, num_nodes, topology=topology, seed=seed, recorder=recorder,
-                         **relay)
+                         pull_timeout=pull_timeout, pull_retries=pull_retries,
+                         min_nodes=min_nodes)
         if peers < 1 or peers >= num_nodes:
             raise ValueError(f"peers={peers} must be in [1, num_nodes - 1]")
         self.peers_per_round = peers
