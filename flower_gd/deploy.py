@@ -368,8 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kill-node", type=int, default=None,
                         help="SIGKILL this partition's SuperNode mid-run")
     parser.add_argument("--kill-after-round", type=int, default=1)
-    parser.add_argument("--run-config", default="local-epochs=2 common-limit=300 "
-                        "test-limit=200 round-timeout=120.0 pull-timeout=30.0",
+    parser.add_argument("--run-config", default="round-timeout=120.0 pull-timeout=30.0",
                         help="more run-config overrides, as for flwr run")
     args = parser.parse_args(argv)
     if args.intruder and not args.auth:

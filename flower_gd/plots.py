@@ -259,7 +259,7 @@ def fig6_byzantine(runs: list[SavedRun], out: Path) -> list[Path]:
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("final median accuracy, honest nodes")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return _save(fig, out, "fig6_byzantine")
 
