@@ -59,20 +59,14 @@ def write_report(root: Path, with_models: bool = True) -> str:
         "## Bytes per exchange against the model (Tables II/IV analogue)\n\n"
         + markdown(*bytes_table(runs)),
     ]
-    faults = fault_table(everything)
-    if faults[1]:
-        parts.append("## Dead nodes and lost messages\n\n" + markdown(*faults))
-    byzantine = byzantine_table(everything)
-    if byzantine[1]:
-        parts.append("## Byzantine nodes: final median accuracy of the honest nodes\n\n"
-                     + markdown(*byzantine))
-    codecs = codec_table(runs)
-    if codecs[1]:
-        parts.append("## Payload codecs: accuracy against bytes (Fig. 5)\n\n" + markdown(*codecs))
-    families = model_family_table(runs)
-    if families[1]:
-        parts.append("## Mixed fleets: accuracy per model family (Table VI analogue)\n\n"
-                     + markdown(*families))
+    optional = [  # each only when some run fills it
+        ("Dead nodes and lost messages", fault_table(everything)),
+        ("Byzantine nodes: final median accuracy of the honest nodes",
+         byzantine_table(everything)),
+        ("Payload codecs: accuracy against bytes (Fig. 5)", codec_table(runs)),
+        ("Mixed fleets: accuracy per model family (Table VI analogue)", model_family_table(runs)),
+    ]
+    parts += [f"## {title}\n\n" + markdown(*table) for title, table in optional if table[1]]
     if with_models:
         parts.append("## The paper's payloads against what Flower sends (Table IV)\n\n"
                      + markdown(*paper_payload_table()))
