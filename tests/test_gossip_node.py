@@ -67,15 +67,38 @@ def test_ground_truth_switch_trains_on_true_labels(tmp_path, monkeypatch):
     np.testing.assert_array_equal(seen["labels"], a.data.common_y)
 
 
-def test_bad_payload_leaves_the_node_state_untouched(tmp_path):
+def _malformed(content, what):
+    """A peer's payload broken in one way: what a faulty or Byzantine peer might send."""
+    from flower_gd.codecs import Codec, InferencePayload, encode_payload
+
+    if what == "counter":
+        content[PAYLOAD_META_KEY]["counter"] = -5
+        return content
+    if what == "absurd counter":
+        content[PAYLOAD_META_KEY]["counter"] = 10**12
+        return content
+    sent = decode_payload(content, (120, 10))
+    scores = sent.scores.copy()
+    if what == "shape":
+        scores = scores[:-1]
+    elif what == "NaN":
+        scores[3, 2] = np.nan
+    elif what == "negative":
+        scores[0, :2] = [1.5, -0.5]
+    return encode_payload(InferencePayload(scores, sent.counter, sent.kind), Codec(compress=False))
+
+
+@pytest.mark.parametrize("what, match", [
+    ("counter", "counter -5"), ("absurd counter", "out of range"), ("shape", "shape"),
+    ("NaN", "NaN/inf"), ("negative", "negative"),
+])
+def test_a_malformed_payload_is_rejected_and_the_node_state_untouched(tmp_path, what, match):
     a, b = _node(tmp_path, 0), _node(tmp_path, 1)
     gossip.local_phase(a)
     gossip.local_phase(b)
     before = {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()}
-    content = gossip.share(b)
-    content[PAYLOAD_META_KEY]["counter"] = -5
-    with pytest.raises(gossip.PayloadError, match="counter -5"):
-        gossip.gossip_step(a, content, server_round=1)
+    with pytest.raises(gossip.PayloadError, match=match):
+        gossip.gossip_step(a, _malformed(gossip.share(b), what), server_round=1)
     assert {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()} == before
 
 
