@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from logging import WARNING
+from types import ModuleType
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -41,7 +42,7 @@ def _reply(message: Message, metrics: dict[str, float], content: RecordDict | No
     return Message(content=content, reply_to=message)
 
 
-def _gossip_module(node: Node):  # type: ignore[no-untyped-def]
+def _gossip_module(node: Node) -> ModuleType:
     """The node steps of the gossip variant this run uses (same message types for both)."""
     return gossip_adaptive if node.cfg.method == "gossip-adaptive" else gossip
 

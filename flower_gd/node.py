@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from flwr.app import Context, Message
 
+from flower_gd.byzantine import byzantine_partitions
 from flower_gd.codecs import Codec
 from flower_gd.config import RunConfig
 from flower_gd.federation import FederatedData, federated_data
 from flower_gd.models import build_model
-from flower_gd.byzantine import byzantine_partitions
 from flower_gd.node_store import NodeStore, Snapshot
 from flower_gd.training import (OptimConfig, evaluate, infer, sigmoid, softmax,
                                 train_discriminator, train_hard)
