@@ -38,6 +38,20 @@ MIB = 2 ** 20
 LOCATION_KEYS = ("output-dir",)
 
 
+def config_differs(run_dir: Path, config: dict[str, Any]) -> list[str]:
+    """Keys in which `config` differs from the config a run directory saved.
+
+    A key the saved run predates (added to the app later) matches `config`'s default, which
+    is what the run used; where the run lives is not part of what it computed, so a moved
+    or cloned results folder still matches.
+    """
+    saved = json.loads((Path(run_dir) / "config.json").read_text())
+    defaults = load_defaults()
+    saved = {**{k: defaults[k] for k in set(config) - set(saved) if k in defaults}, **saved}
+    return sorted(k for k in set(saved) | set(config)
+                  if k not in LOCATION_KEYS and saved.get(k) != config.get(k))
+
+
 def is_finished(run_dir: Path, config: dict[str, Any] | None = None) -> bool:
     """A finished run has its summary; a rerun of a sweep skips it.
 
@@ -50,13 +64,7 @@ def is_finished(run_dir: Path, config: dict[str, Any] | None = None) -> bool:
     if not (run_dir / SUMMARY).is_file():
         return False
     if config is not None:
-        saved = json.loads((run_dir / "config.json").read_text())
-        defaults = load_defaults()
-        saved = {**{k: defaults[k] for k in set(config) - set(saved) if k in defaults}, **saved}
-        # where the run lives is not part of what it computed: a moved or cloned results
-        # folder still counts
-        differ = sorted(k for k in set(saved) | set(config)
-                        if k not in LOCATION_KEYS and saved.get(k) != config.get(k))
+        differ = config_differs(run_dir, config)
         if differ:
             raise FileExistsError(
                 f"{run_dir} holds a finished run with another config (differs in {differ}); "
@@ -137,9 +145,7 @@ class RunRecorder:
         path = self.run_dir / CHECKPOINT
         if not path.is_file() or not (self.run_dir / "config.json").is_file():
             return None
-        saved = json.loads((self.run_dir / "config.json").read_text())
-        if {k: v for k, v in saved.items() if k != "output-dir"} != \
-                {k: v for k, v in self.config.items() if k != "output-dir"}:
+        if config_differs(self.run_dir, self.config):
             return None  # another computation: start afresh
         point = json.loads(path.read_text())
         last = int(point["round"])
