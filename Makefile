@@ -30,7 +30,10 @@ demo: $(STAMP)
 	$(PY) -m flower_gd.report results/demo
 	$(PY) -m flower_gd.plots all results/demo --out figures/demo
 
+# lint (ruff: pyflakes, style, import order) and the type check (mypy) first: CI enforces both
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 fashion-mnist:
@@ -59,9 +62,9 @@ GA := app.method=gossip-adaptive app.partition-scheme=niid1 $(BENCH)
 bench-study: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd $(GA)
 	$(PY) -m flower_gd $(GA) app.gossip-peers=2
-	$(PY) -m flower_gd $(GA) app.gossip-weights=accumulate
+	$(PY) -m flower_gd $(GA) app.gossip-bookkeeping=accumulate
 	$(PY) -m flower_gd $(GA) app.gossip-share=reinfer
-	$(PY) -m flower_gd $(GA) app.gossip-peers=2 app.round-epochs=2 app.gossip-weights=accumulate
+	$(PY) -m flower_gd $(GA) app.gossip-peers=2 app.round-epochs=2 app.gossip-bookkeeping=accumulate
 	$(PY) -m flower_gd -m $(GA_BEST) app.gossip-student=fresh app.partition-scheme=niid4,niid1 \
 	  $(BENCH)
 

@@ -1,12 +1,13 @@
-"""Central bounds: one model on the pooled private data (`central`) or all labels (`central-all`)."""
+"""Central bounds: one model on the pooled private data (`central`) or on all labels
+(`central-all`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from logging import INFO
+from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
@@ -14,18 +15,19 @@ from flwr.serverapp.strategy import Result
 
 from flower_gd.codecs import PRIVATE_DATA_KEY
 from flower_gd.federation import FederatedData
-from flower_gd.models import build_model
 from flower_gd.metering import set_meter_round
+from flower_gd.method import Method, ServerRun
+from flower_gd.models import seeded_model
 from flower_gd.node import Node
 from flower_gd.results import RunRecorder
-from flower_gd.strategy_base import NodeRecordingStrategy
+from flower_gd.strategy_base import NodeRecordingStrategy, partition_of_reply
 from flower_gd.training import OptimConfig, evaluate, train_hard
 
 UPLOAD = "query.private_data"
 SERVER_NODE_ID = 0  # the row of the server's own model in rounds.csv (partition -1)
 
 
-def share_private(node: Node) -> RecordDict:
+def share_private(node: Node, content: RecordDict | None = None) -> RecordDict:
     """What only the central bound asks for: the node's raw labelled samples."""
     x, y = node.data.private(node.partition_id)
     return RecordDict({
@@ -67,6 +69,10 @@ class CentralTraining(NodeRecordingStrategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return self.train_central(server_round, replies)
+
+    def train_central(self, server_round: int, replies: Iterable[Message]
+                      ) -> tuple[ArrayRecord, MetricRecord]:
         """Pool what arrived (central) or take the full set (central-all), then train."""
         if self.pooled_private:
             got = self.collect(server_round, replies, "private-data upload")
@@ -74,16 +80,16 @@ class CentralTraining(NodeRecordingStrategy):
             xs, ys = [], []
             # pool in partition order: node ids are random per run, and SGD sees this order
             by_partition = sorted(got.items(),
-                                  key=lambda kv: int(kv[1].content["metrics"]["partition-id"]))
+                                  key=lambda kv: partition_of_reply(kv[1]))
             for node, reply in by_partition:
-                self.register(node, int(reply.content["metrics"]["partition-id"]))
-                xs.append(reply.content[PRIVATE_DATA_KEY]["x"].numpy())
-                ys.append(reply.content[PRIVATE_DATA_KEY]["y"].numpy())
+                self.register(node, partition_of_reply(reply))
+                upload = reply.content.array_records[PRIVATE_DATA_KEY]
+                xs.append(upload["x"].numpy())
+                ys.append(upload["y"].numpy())
             x, y = np.concatenate(xs), np.concatenate(ys)
         else:
             x, y = self.data.dataset.x_train, self.data.dataset.y_train
-        torch.manual_seed(self.seed)
-        model = build_model(self.family, x.shape[1], self.data.dataset.num_classes)
+        model = seeded_model(self.family, x.shape[1], self.data.dataset.num_classes, self.seed)
         loss = train_hard(model, x, y, self.epochs, self.optim, self.seed)
         acc, test_loss = evaluate(model, *self.data.test)
         if self.recorder is not None:
@@ -114,9 +120,41 @@ class CentralTraining(NodeRecordingStrategy):
             self.connect(grid, timeout)
             replies = list(grid.send_and_receive(
                 self.configure_train(0, ArrayRecord(), ConfigRecord(), grid), timeout=timeout))
-        result.arrays, metrics = self.aggregate_train(0, replies)
-        log(INFO, "round 0: %s", dict(metrics or {}))
+        result.arrays, metrics = self.train_central(0, replies)
+        log(INFO, "round 0: %s", dict(metrics))
         result.evaluate_metrics_serverapp[0] = metrics
         if self.recorder is not None:
             self.recorder.end_round(0)
         return result
+
+
+def _runner(pooled_private: bool) -> Callable[[ServerRun], dict[str, Any]]:
+    def run(server: ServerRun) -> dict[str, Any]:
+        cfg = server.cfg
+        CentralTraining(server.run_dir, cfg.num_nodes, server.server_data(), cfg.global_model,
+                        server.optim, cfg.local_epochs, cfg.seed, pooled_private=pooled_private,
+                        recorder=server.recorder).start(grid=server.grid,
+                                                        timeout=cfg.round_timeout)
+        return {}
+    return run
+
+
+METHOD = Method(
+    name="central",
+    run=_runner(pooled_private=True),
+    steps={UPLOAD: share_private},
+    shares=frozenset({"data"}),
+    reads=frozenset({"local-epochs"}),
+    global_model=True,
+    color="#9467bd",
+)
+# The ceiling: the server trains on every label of the training set; nodes send nothing.
+CENTRAL_ALL = Method(
+    name="central-all",
+    run=_runner(pooled_private=False),
+    steps={},
+    shares=frozenset(),
+    reads=frozenset({"local-epochs"}),
+    global_model=True,
+    color="#000000",
+)

@@ -4,41 +4,42 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
+from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
-from flower_gd.byzantine import outgoing_codec, outgoing_scores
 from flower_gd.codecs import InferencePayload, PayloadError, decode_payload, encode_payload
 from flower_gd.distill import adaptive_target, hard_labels
 from flower_gd.federation import FederatedData
-from flower_gd.models import build_model
 from flower_gd.metering import set_meter_round
+from flower_gd.method import Method, ServerRun
+from flower_gd.models import seeded_model
 from flower_gd.node import Node, Timer
 from flower_gd.results import RunRecorder
-from flower_gd.strategy_base import NodeRecordingStrategy
+from flower_gd.strategy_base import EVALUATE, NodeRecordingStrategy, evaluate, partition_of_reply
 from flower_gd.training import OptimConfig, train_soft
 
 UPLOAD = "train.dlad"
 
 
 # ======================================================================== node side
-def local_phase(node: Node) -> tuple[RecordDict, dict[str, float]]:
+def local_phase(node: Node, content: RecordDict | None = None) -> RecordDict:
     """Train f_i on PD_i and d_i (PD_i vs X_c); upload softmax(f_i(x)/T) and d_i(x) on X_c."""
     with Timer() as t:
         classifier, loss = node.fit_private()
         confidence, disc_loss = node.fit_discriminator()
         node.store.commit(0, classifier)
-        probs = outgoing_scores(node, node.soft_scores(classifier), "probs")
-    content = encode_payload(InferencePayload(probs, 1, "probs", confidence),
-                             outgoing_codec(node))
-    return content, {"partition-id": node.partition_id, "train-loss": loss,
-                     "disc-loss": disc_loss, "mean-confidence": float(confidence.mean()),
-                     "wall-s": t.seconds}
+        probs = node.outgoing_scores(node.soft_scores(classifier), "probs")
+    upload = encode_payload(InferencePayload(probs, 1, "probs", confidence),
+                            node.outgoing_codec)
+    upload["metrics"] = MetricRecord({
+        "partition-id": float(node.partition_id), "train-loss": loss, "disc-loss": disc_loss,
+        "mean-confidence": float(confidence.mean()), "wall-s": t.seconds})
+    return upload
 
 
 # ======================================================================== server side
@@ -104,29 +105,37 @@ class DLAD(NodeRecordingStrategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Adaptive target from every upload, then KL distillation of the global model."""
+        return self.distil(server_round, replies)
+
+    def distil(self, server_round: int, replies: Iterable[Message]
+               ) -> tuple[ArrayRecord, MetricRecord]:
+        """Adaptive target from every valid upload, then KL distillation of the global model.
+
+        An upload that fails validation, or carries no confidences, is left out (logged).
+        """
         got = self.collect(server_round, replies, "DLAD upload")
         shape = (len(self.data.split.common), self.data.dataset.num_classes)
-        valid = {}
+        valid: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # node -> (scores, confidence)
         # stack in partition order (node ids are random per run); the target is a sum, but a
         # fixed order keeps it bit-for-bit reproducible
         for node, reply in sorted(got.items(),
-                                  key=lambda kv: int(kv[1].content["metrics"]["partition-id"])):
-            self.register(node, int(reply.content["metrics"]["partition-id"]))
+                                  key=lambda kv: partition_of_reply(kv[1])):
+            self.register(node, partition_of_reply(reply))
             try:
-                valid[node] = decode_payload(reply.content, shape)
+                payload = decode_payload(reply.content, shape)
+                if payload.confidence is None:
+                    raise PayloadError("the upload carries no discriminator confidences")
+                valid[node] = (payload.scores, payload.confidence)
             except PayloadError as err:  # aggregate the nodes that answered with valid data
                 log(WARNING, "DLAD: rejected the upload of node %s: %s", node, err)
                 if self.recorder is not None:
                     self.recorder.record(server_round, node, {"payload-rejected": 1.0})
         self.require_min(valid, "the DLAD upload")
-        payloads = list(valid.values())  # partition order
-        probs = np.stack([p.scores for p in payloads])  # (nodes, n_common, C)
-        conf = np.stack([p.confidence for p in payloads])  # (nodes, n_common)
+        probs = np.stack([p for p, _ in valid.values()])  # (nodes, n_common, C), partition order
+        conf = np.stack([d for _, d in valid.values()])  # (nodes, n_common)
         target = adaptive_target(probs, conf)
-        torch.manual_seed(self.seed)
-        model = build_model(self.family, self.data.dataset.input_shape[0],
-                            self.data.dataset.num_classes)
+        model = seeded_model(self.family, self.data.dataset.input_shape[0],
+                             self.data.dataset.num_classes, self.seed)
         loss = train_soft(model, self.data.common_x, target, self.epochs, self.optim,
                           self.temperature, self.seed)
         label_acc = float((hard_labels(target) == self.data.common_y).mean())
@@ -145,11 +154,31 @@ class DLAD(NodeRecordingStrategy):
         set_meter_round(grid, 0)
         replies = grid.send_and_receive(
             self.configure_train(0, ArrayRecord(), ConfigRecord(), grid), timeout=timeout)
-        arrays, train_metrics = self.aggregate_train(0, replies)
-        log(INFO, "DLAD server distillation: %s", dict(train_metrics or {}))
+        arrays, train_metrics = self.distil(0, replies)
+        log(INFO, "DLAD server distillation: %s", dict(train_metrics))
         result.evaluate_metrics_clientapp[0] = self.evaluate_round(grid, 0, timeout)
         set_meter_round(grid, 1)
         result.arrays = arrays
         result.train_metrics_clientapp[1] = train_metrics
         result.evaluate_metrics_clientapp[1] = self.evaluate_round(grid, 1, timeout, arrays)
         return result
+
+
+def run(server: ServerRun) -> dict[str, Any]:
+    cfg = server.cfg
+    DLAD(server.run_dir, cfg.num_nodes, server.server_data(), cfg.global_model, server.optim,
+         cfg.distill_epochs, cfg.temperature, cfg.seed, server.recorder,
+         min_nodes=cfg.min_nodes).start(grid=server.grid, timeout=cfg.round_timeout)
+    return {}
+
+
+METHOD = Method(
+    name="dlad",
+    run=run,
+    steps={UPLOAD: local_phase, EVALUATE: evaluate},
+    shares=frozenset({"scores"}),
+    reads=frozenset({"local-epochs", "disc-epochs", "distill-epochs", "temperature", "codec",
+                     "codec-topk"}),
+    global_model=True,
+    color="#d62728",
+)

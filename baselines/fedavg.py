@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Result
 
-from flower_gd.byzantine import corrupt_weights, flip_labels
+from flower_gd.byzantine import corrupt_arrays, flip_labels
+from flower_gd.codecs import ARRAYS_KEY
+from flower_gd.config import ConfigError, RunConfig
 from flower_gd.fleet import wait_for_nodes
 from flower_gd.metering import set_meter_round
-from flower_gd.node import Node, Timer
+from flower_gd.method import Method, ServerRun
+from flower_gd.models import seeded_model
+from flower_gd.node import RUN_DIR_KEY, Node, Timer
 from flower_gd.results import RunRecorder
+from flower_gd.strategy_base import EVALUATE, evaluate, metrics_of
 from flower_gd.training import train_hard
 
+TRAIN = "train"  # Flower's own message type for FedAvg's round of local training
 NODE_INFO_KEY = "node"
 
 
-def local_update(node: Node, arrays: ArrayRecord, server_round: int) -> RecordDict:
+def local_update(node: Node, content: RecordDict) -> RecordDict:
     """Node side of a FedAvg round: load the global arrays, train `round-epochs` on PD_i."""
+    server_round = node.current_round
     with Timer() as t:
         model = node.new_model()
-        model.load_state_dict(arrays.to_torch_state_dict())
+        model.load_state_dict(content.array_records[ARRAYS_KEY].to_torch_state_dict())
         x, y = node.data.private(node.partition_id)
         attack = node.cfg.byzantine_attack if node.is_byzantine else None
         if attack == "flip":  # a Byzantine node trains on flipped labels
@@ -31,9 +39,9 @@ def local_update(node: Node, arrays: ArrayRecord, server_round: int) -> RecordDi
                           node.seed(server_round))
         state = model.state_dict()
         if attack in ("random", "malformed"):
-            state = corrupt_weights(state, attack, node.seed(server_round))
+            state = corrupt_arrays(state, attack, node.seed(server_round))
     return RecordDict({
-        "arrays": ArrayRecord(state),
+        ARRAYS_KEY: ArrayRecord(state),
         "metrics": MetricRecord({"train-loss": loss, "num-examples": len(y), "wall-s": t.seconds}),
         NODE_INFO_KEY: ConfigRecord({"partition-id": node.partition_id}),
     })
@@ -58,7 +66,7 @@ class RecordedFedAvg(FedAvg):
         self.recorder = recorder
         self.partition_of: dict[int, int] = {}
 
-    def start(self, grid: Grid, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def start(self, grid: Grid, *args: Any, **kwargs: Any) -> Result:
         """Wait for the whole fleet first (nodes register one by one), then Flower's loop."""
         wait_for_nodes(grid, self.num_nodes, timeout=min(kwargs.get("timeout", 300), 300))
         return super().start(grid, *args, **kwargs)
@@ -76,12 +84,13 @@ class RecordedFedAvg(FedAvg):
                 continue
             node = reply.metadata.src_node_id
             if node not in self.partition_of:
-                self.partition_of[node] = int(reply.content[NODE_INFO_KEY]["partition-id"])
+                info = reply.content.config_records[NODE_INFO_KEY]
+                self.partition_of[node] = int(str(info["partition-id"]))
                 if self.recorder is not None:
                     self.recorder.add_node(node, self.partition_of[node])
             if self.recorder is not None:
                 self.recorder.mark_alive(server_round, node)
-                self.recorder.record(server_round, node, dict(reply.content["metrics"]))
+                self.recorder.record(server_round, node, metrics_of(reply))
         return super().aggregate_train(server_round, replies)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
@@ -92,6 +101,39 @@ class RecordedFedAvg(FedAvg):
                 if not reply.has_error():
                     self.recorder.mark_alive(server_round, reply.metadata.src_node_id)
                     self.recorder.record(server_round, reply.metadata.src_node_id,
-                                         dict(reply.content["metrics"]))
+                                         metrics_of(reply))
             self.recorder.end_round(server_round)
         return super().aggregate_evaluate(server_round, replies)
+
+
+def run(server: ServerRun) -> dict[str, Any]:
+    cfg = server.cfg
+    data = server.server_data()
+    initial = seeded_model(cfg.global_model, data.dataset.input_shape[0],
+                           data.dataset.num_classes, cfg.seed)
+    RecordedFedAvg(cfg.num_nodes, server.recorder, cfg.min_nodes).start(
+        grid=server.grid, initial_arrays=ArrayRecord(initial.state_dict()),
+        num_rounds=cfg.num_server_rounds, timeout=cfg.round_timeout,
+        train_config=ConfigRecord({RUN_DIR_KEY: server.run_dir}),
+        evaluate_config=ConfigRecord({RUN_DIR_KEY: server.run_dir}))
+    return {}
+
+
+def check(cfg: RunConfig) -> None:
+    families = sorted(set(cfg.model.split(",")))
+    if len(families) > 1:
+        raise ConfigError(f"method=fedavg averages weights, so every node needs the same "
+                          f"architecture; model={cfg.model!r} mixes {families}. Use one "
+                          "model, or a knowledge-sharing method (gossip, dlad).")
+
+
+METHOD = Method(
+    name="fedavg",
+    run=run,
+    steps={TRAIN: local_update, EVALUATE: evaluate},
+    shares=frozenset({"weights"}),
+    reads=frozenset({"num-server-rounds", "round-epochs"}),
+    global_model=True,
+    color="#2ca02c",
+    check=check,
+)

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Result
-
-from strategies.gossip import GossipDistillation
+from flower_gd.method import Method, ServerRun
+from strategies import gossip
+from strategies.relay import PullRelay, relay_steps
 
 
-class LocalTraining(GossipDistillation):
-    """The lower bound: the gossip local phase and nothing after it.
+def run(server: ServerRun) -> dict[str, Any]:
+    """The relay's round 0 and nothing after it."""
+    return PullRelay(**PullRelay.relay_options(server)).run(server, num_rounds=0)
 
-    Nodes run exactly the local phase of `gossip` (same data, model, epochs and seeds), so
-    the gap between `local` and `gossip` is what the exchange adds. No payload is sent.
-    """
 
-    def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 0,
-              timeout: float = 3600, train_config: ConfigRecord | None = None,
-              evaluate_config: ConfigRecord | None = None,
-              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
-              ) -> Result:
-        return super().start(grid, num_rounds=0, timeout=timeout)
+# The lower bound: nodes run exactly gossip's local phase (same data, model, epochs, seeds
+# and snapshot), so the gap between `local` and `gossip` is what the exchange adds. No
+# payload is ever sent.
+METHOD = Method(
+    name="local",
+    run=run,
+    steps=relay_steps(gossip.local_phase),
+    shares=frozenset(),
+    reads=frozenset({"local-epochs"}),
+    color="#9e9e9e",
+)

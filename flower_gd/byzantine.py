@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from flower_gd.codecs import Codec
 
-if TYPE_CHECKING:
-    from flower_gd.node import Node
+if TYPE_CHECKING:  # torch is imported where it is used: config.py imports this module
+    import torch
 
 # `byzantine-attack` values and what an attacking node sends in place of its scores:
 #   flip       its list with the class axis reversed (class c reported as C-1-c): a node
@@ -19,12 +19,13 @@ if TYPE_CHECKING:
 ATTACKS = ("flip", "random", "malformed")
 
 
-def byzantine_partitions(cfg) -> set[int]:  # type: ignore[no-untyped-def]
-    """The `byzantine-nodes` partitions that attack, drawn once from the run's seed."""
-    if not cfg.byzantine_nodes:
+def byzantine_partitions(seed: int, num_nodes: int, attackers: int) -> set[int]:
+    """The `attackers` partitions (run-config `byzantine-nodes`) that attack, drawn once
+    from the run's seed."""
+    if not attackers:
         return set()
-    rng = np.random.default_rng([cfg.seed, 0xB42])
-    return {int(p) for p in rng.choice(cfg.num_nodes, cfg.byzantine_nodes, replace=False)}
+    rng = np.random.default_rng([seed, 0xB42])
+    return {int(p) for p in rng.choice(num_nodes, attackers, replace=False)}
 
 
 def corrupt_scores(scores: np.ndarray, attack: str, kind: str, seed: int) -> np.ndarray:
@@ -51,7 +52,8 @@ def flip_labels(y: np.ndarray, num_classes: int) -> np.ndarray:
     return (num_classes - 1 - y).astype(y.dtype)
 
 
-def corrupt_weights(state: dict, attack: str, seed: int) -> dict:  # type: ignore[type-arg]
+def corrupt_arrays(state: dict[str, torch.Tensor], attack: str, seed: int
+                    ) -> dict[str, torch.Tensor]:
     """A FedAvg attacker's update: Gaussian noise of each tensor's scale, or NaN."""
     import torch
 
@@ -67,15 +69,3 @@ def corrupt_weights(state: dict, attack: str, seed: int) -> dict:  # type: ignor
             out[name] = torch.randn(tensor.shape, generator=gen, dtype=tensor.dtype) * scale
     return out
 
-
-def outgoing_scores(node: "Node", scores: np.ndarray, kind: str) -> np.ndarray:
-    """What this node puts on the wire: its scores, or an attacker's replacement."""
-    if not node.is_byzantine:
-        return scores
-    return corrupt_scores(scores, node.cfg.byzantine_attack, kind,
-                          node.seed(node.server_round or 0))
-
-
-def outgoing_codec(node: "Node") -> Codec:
-    return attack_codec(node.codec, node.cfg.byzantine_attack) if node.is_byzantine \
-        else node.codec

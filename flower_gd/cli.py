@@ -16,7 +16,11 @@ ConfigStore.instance().store(name="base", node={"app": load_defaults()})
 
 def to_run_config(cfg: DictConfig) -> dict[str, Any]:
     """The one place a Hydra config becomes a Flower run config (dashed keys, plain types)."""
-    return dict(OmegaConf.to_container(cfg.app, resolve=True))  # type: ignore[arg-type]
+    app = OmegaConf.to_container(cfg.app, resolve=True)
+    if not isinstance(app, dict):
+        raise ConfigError(f"the Hydra config's `app` must be a mapping of run-config keys, "
+                          f"not {type(app).__name__}")
+    return {str(k): v for k, v in app.items()}
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")

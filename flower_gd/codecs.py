@@ -29,11 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-# Record keys. The meter classifies a message as `logits` when it carries PAYLOAD_KEY and as
-# `weights` when it carries WEIGHTS_KEY, so these names are part of the metering contract.
+# Record keys. The meter classifies a message as `scores` when it carries PAYLOAD_KEY and as
+# `weights` when it carries ARRAYS_KEY (model arrays, Flower's own key), so these names are
+# part of the metering contract.
 PAYLOAD_KEY = "inference"
 PAYLOAD_META_KEY = "inference-meta"
-WEIGHTS_KEY = "arrays"
+ARRAYS_KEY = "arrays"
 # Raw private samples: only the `central` bound sends them (tag `data`).
 PRIVATE_DATA_KEY = "private-data"
 MAX_COUNTER = 1_000_000
@@ -58,7 +59,7 @@ class InferencePayload:
     counter: int
     kind: str  # "probs" or "logits"
     confidence: np.ndarray | None = None  # (n_common,) in [0, 1]: DLAD's d_i(x)
-    weights: np.ndarray | None = None  # (n_common,) >= 0: gossip-adaptive's W_i(x)
+    sample_weights: np.ndarray | None = None  # (n_common,) >= 0: gossip-adaptive's W_i(x)
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,8 @@ def encode_payload(payload: InferencePayload, codec: Codec | None = None,
         conf = np.asarray(payload.confidence, dtype=np.float64)
         parts["confidence"] = (np.round(np.clip(conf, 0, 1) * 255).astype(np.uint8) if compact
                                else conf.astype(np.float32))
-    if payload.weights is not None:
-        w = np.asarray(payload.weights, dtype=np.float64)
+    if payload.sample_weights is not None:  # on the wire as the "weights" array
+        w = np.asarray(payload.sample_weights, dtype=np.float64)
         parts["weights"] = (np.log(np.maximum(w, 1e-30)).astype(np.float16) if compact
                             else w.astype(np.float32))
     arrays, zipped = {}, []
@@ -160,12 +161,6 @@ def count_payloads(content: RecordDict) -> int:
     while payload_keys(n)[0] in content.array_records:
         n += 1
     return n
-
-
-def encoded_nbytes(content: RecordDict, key: str = PAYLOAD_KEY) -> int:
-    """Bytes of the payload's arrays as encoded (after compression), without Flower's framing
-    (the npy header and record metadata that the meter adds on top)."""
-    return sum(a.numpy().nbytes for a in content.array_records[key].values())
 
 
 # ------------------------------------------------------------------------------ decoding
@@ -227,8 +222,8 @@ def _decode_scores(codec: str, parts: dict[str, np.ndarray], kind: str, shape: t
     if codec == "uint8":
         sums = parts["scores"].sum(axis=1, dtype=np.int64)
         if (sums != 255).any():
-            raise PayloadError(f"uint8 probability rows must sum to 255; {int((sums != 255).sum())} "
-                               "rows do not")
+            raise PayloadError(f"uint8 probability rows must sum to 255; "
+                               f"{int((sums != 255).sum())} rows do not")
         return (parts["scores"].astype(np.float32) / 255.0)
     if codec == "hard":
         labels = parts["labels"].astype(np.int64)
@@ -283,12 +278,14 @@ def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: st
     k = meta.get("topk", 0)
     if codec == "topk" and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= c):
         raise PayloadError(f"topk {k!r} out of range [1, {c}]")
-    zipped = set(meta.get("zlib", []))
+    k = k if isinstance(k, int) else 0
+    listed = meta.get("zlib", [])
+    zipped = set(listed) if isinstance(listed, list) else {listed}
     parts = {name: _unpack(arrays, name, dtype, shape, name in zipped)
              for name, (dtype, shape) in _expected_parts(codec, (n, c), k).items()}
     scores = _decode_scores(codec, parts, str(kind), (n, c))
     compact = codec != "float32"
-    confidence = weights = None
+    confidence = sample_weights = None
     if "confidence" in arrays:
         dtype = np.dtype(np.uint8 if compact else np.float32)
         raw = _unpack(arrays, "confidence", dtype, (n,), "confidence" in zipped)
@@ -300,10 +297,10 @@ def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: st
         raw = _unpack(arrays, "weights", dtype, (n,), "weights" in zipped)
         if not np.isfinite(raw).all():
             raise PayloadError("weights hold NaN/inf values")
-        weights = np.exp(raw.astype(np.float64)) if compact else raw.astype(np.float64)
-        if (weights < 0).any():
+        sample_weights = np.exp(raw.astype(np.float64)) if compact else raw.astype(np.float64)
+        if (sample_weights < 0).any():
             raise PayloadError("weights are negative")
-        if not np.isfinite(weights).all() or weights.max(initial=0.0) > 1e30:
+        if not np.isfinite(sample_weights).all() or sample_weights.max(initial=0.0) > 1e30:
             raise PayloadError("weights are absurdly large (> 1e30)")
     return InferencePayload(scores=scores, counter=counter, kind=str(kind),
-                            confidence=confidence, weights=weights)
+                            confidence=confidence, sample_weights=sample_weights)

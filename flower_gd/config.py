@@ -1,31 +1,48 @@
-"""Run-config keys, their defaults (read from pyproject.toml) and their validation."""
+"""Run-config keys, their defaults (read from pyproject.toml) and their validation.
+
+This module knows every key but no method: which methods exist, what each one reads and
+the checks only one method needs live in the method registry (`flower_gd.methods`), which
+builds on this one.
+"""
 
 from __future__ import annotations
 
-import tomllib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
+from flower_gd.byzantine import ATTACKS
 from flower_gd.codecs import CODECS, PROBABILITY_CODECS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"
 
-METHODS = ("gossip", "gossip-adaptive", "local", "dlad", "fedavg", "central", "central-all")
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cinic10")
 PARTITION_SCHEMES = ("iid", "niid1", "niid2", "niid3", "niid4", "dirichlet")
 MODELS = ("cnn", "resnet18", "densenet121", "mobilenet_v3_small")
 TOPOLOGIES = ("complete", "ring")
 LABEL_SOURCES = ("mixed", "ground-truth")
 INFERENCE_OUTPUTS = ("probs", "logits")
-GOSSIP_WEIGHTS = ("push-sum", "accumulate")
+GOSSIP_BOOKKEEPING = ("push-sum", "accumulate")
 GOSSIP_SHARES = ("belief", "reinfer")
 GOSSIP_STUDENTS = ("local", "fresh")
-BYZANTINE_ATTACKS = ("flip", "random", "malformed")
 ROBUST_MIXES = ("none", "clip")
+
+# Keys a run's directory name spells out in its fixed part (method_dataset_partition_model_s<seed>).
+NAME_KEYS = ("method", "dataset", "partition-scheme", "dirichlet-alpha", "model", "seed")
+# Where data and results live and how long to wait for replies, not what a run computes:
+# never part of a run's name, and a finished run is reused whatever their values.
+HOUSEKEEPING_KEYS = ("output-dir", "run-name", "data-dir", "download", "round-timeout")
+# Groups of keys that tables vary one at a time (a table compares runs equal in all else).
+CODEC_KEYS = ("codec", "codec-topk")
+ATTACK_KEYS = ("byzantine-nodes", "byzantine-attack")
+FAULT_KEYS = ("drop-nodes", "message-loss", "slow-nodes", "slow-delay")
+# Keys renamed since runs were saved: old name -> new name (saved configs are read upgraded).
+RENAMED_KEYS = {"gossip-weights": "gossip-bookkeeping"}
 
 
 class ConfigError(ValueError):
@@ -110,7 +127,7 @@ class RunConfig:
     codec: str
     codec_topk: int
     gossip_peers: int
-    gossip_weights: str
+    gossip_bookkeeping: str
     gossip_share: str
     gossip_student: str
     output_dir: str
@@ -129,7 +146,7 @@ class RunConfig:
     clip_radius: float
 
     @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any]) -> "RunConfig":
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> RunConfig:
         """Validate a flat run config (dashed keys) and build a RunConfig.
 
         Raises
@@ -149,7 +166,7 @@ class RunConfig:
             if m not in MODELS:
                 raise ConfigError(f"model={m!r} is not valid; choose from {list(MODELS)}")
         out = cls(
-            method=_choice(cfg, "method", METHODS),
+            method=str(cfg["method"]),  # the method registry knows which exist
             dataset=_choice(cfg, "dataset", DATASETS),
             data_dir=str(cfg["data-dir"]),
             download=bool(cfg["download"]),
@@ -178,7 +195,7 @@ class RunConfig:
             codec=_choice(cfg, "codec", CODECS),
             codec_topk=_number(cfg, "codec-topk", 1, integer=True),
             gossip_peers=_number(cfg, "gossip-peers", 1, integer=True),
-            gossip_weights=_choice(cfg, "gossip-weights", GOSSIP_WEIGHTS),
+            gossip_bookkeeping=_choice(cfg, "gossip-bookkeeping", GOSSIP_BOOKKEEPING),
             gossip_share=_choice(cfg, "gossip-share", GOSSIP_SHARES),
             gossip_student=_choice(cfg, "gossip-student", GOSSIP_STUDENTS),
             output_dir=str(cfg["output-dir"]),
@@ -192,7 +209,7 @@ class RunConfig:
             pull_retries=_number(cfg, "pull-retries", 0, integer=True),
             min_nodes=_number(cfg, "min-nodes", 1, integer=True),
             byzantine_nodes=_number(cfg, "byzantine-nodes", 0, integer=True),
-            byzantine_attack=_choice(cfg, "byzantine-attack", BYZANTINE_ATTACKS),
+            byzantine_attack=_choice(cfg, "byzantine-attack", ATTACKS),
             robust_mix=_choice(cfg, "robust-mix", ROBUST_MIXES),
             clip_radius=_number(cfg, "clip-radius", 1e-6, 2.0),
         )
@@ -203,22 +220,12 @@ class RunConfig:
         if out.byzantine_nodes >= out.num_nodes:
             raise ConfigError(f"byzantine-nodes={out.byzantine_nodes} leaves no honest node "
                               f"(num-nodes={out.num_nodes}); use fewer than num-nodes")
-        if out.robust_mix != "none" and out.method not in ("gossip", "gossip-adaptive"):
-            warnings.warn(f"robust-mix={out.robust_mix} only changes the gossip methods; "
-                          f"method={out.method} ignores it", stacklevel=2)
-        if out.method == "fedavg" and len(set(models)) > 1:
-            raise ConfigError(f"method=fedavg averages weights, so every node needs the same "
-                              f"architecture; model={out.model!r} mixes {sorted(set(models))}. "
-                              "Use one model, or a knowledge-sharing method (gossip, dlad).")
         if out.codec in PROBABILITY_CODECS and out.inference_output == "logits":
             raise ConfigError(f"codec={out.codec!r} quantizes probabilities and cannot carry "
                               "logits: set inference-output=probs, or codec=float32/float16")
         if out.gossip_peers >= out.num_nodes:
             raise ConfigError(f"gossip-peers={out.gossip_peers} needs at least "
                               f"{out.gossip_peers + 1} nodes (num-nodes={out.num_nodes})")
-        if out.method == "gossip-adaptive" and out.inference_output == "logits":
-            raise ConfigError("gossip-adaptive mixes probability beliefs: set "
-                              "inference-output=probs")
         if out.lr == 0.0:
             warnings.warn("lr=0 means no model ever changes: every round repeats the local phase",
                           stacklevel=2)
@@ -256,7 +263,7 @@ class RunConfig:
         self._check_partitions("slow-nodes", out)
         return out
 
-    def _check_partitions(self, key: str, partitions) -> None:  # type: ignore[no-untyped-def]
+    def _check_partitions(self, key: str, partitions: Iterable[int]) -> None:
         wrong = sorted(p for p in partitions if p >= self.num_nodes)
         if wrong:
             raise ConfigError(f"{key} names partition(s) {wrong}, but partitions are 0.."
@@ -272,61 +279,29 @@ class RunConfig:
         """Family of a server-side global model (DLAD, FedAvg, central): the first listed."""
         return self.model.split(",")[0]
 
-    def default_run_name(self) -> str:
-        """A stable, date-free run name, so a rerun finds (and skips) a finished run."""
-        if self.run_name:
-            return self.run_name
-        label = "-gt" if self.label_source == "ground-truth" else ""
-        scheme = self.partition_scheme
-        if scheme == "dirichlet":
-            scheme = f"dirichlet{self.dirichlet_alpha:g}"
-        return (f"{self.method}{label}_{self.dataset}_{scheme}_{self.model.replace(',', '+')}"
-                f"{self.variant_suffix()}_s{self.seed}")
-
-    def variant_suffix(self) -> str:
-        """Names the payload codec and gossip-adaptive options that differ from the defaults,
-        so a sweep over them writes one directory per cell (e.g. `_uint8`, `_k2_accumulate`)."""
-        return "".join(f"_{p}" for p in variant_parts(self.to_mapping()))
-
     def to_mapping(self) -> dict[str, Any]:
         """Back to the flat dashed form (what Flower's run config carries)."""
         return {k.replace("_", "-"): getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def variant_parts(config: Mapping[str, Any]) -> list[str]:
-    """The codec / gossip-adaptive / temperature choices of a (dashed) config that differ
-    from the defaults, as short labels: ["topk2"], ["uint8", "k2", "accumulate"], ...
-    (gossip-adaptive also names epochs per round `e<n>` and rounds `r<n>` off the defaults).
 
-    Keys a saved config predates count as their defaults.
+def upgrade(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved run's config under today's key names (see RENAMED_KEYS)."""
+    return {RENAMED_KEYS.get(k, k): v for k, v in saved.items()}
+
+
+def off_default(config: Mapping[str, Any], defaults: Mapping[str, Any],
+                keys: Iterable[str]) -> dict[str, Any]:
+    """The `keys` whose value in `config` differs from `defaults`, in sorted order.
+
+    A key `config` lacks (a run saved before the key existed) counts as its default.
     """
-    cfg = {**load_defaults(), **config}
-    parts = []
-    if cfg["codec"] != "float32":
-        parts.append(f"topk{cfg['codec-topk']}" if cfg["codec"] == "topk" else cfg["codec"])
-    if cfg["method"] == "gossip-adaptive":
-        if cfg["gossip-peers"] != 1:
-            parts.append(f"k{cfg['gossip-peers']}")
-        if cfg["gossip-weights"] != "push-sum":
-            parts.append(cfg["gossip-weights"])
-        if cfg["gossip-share"] != "belief":
-            parts.append(cfg["gossip-share"])
-        if cfg["gossip-student"] != "local":
-            parts.append(f"{cfg['gossip-student']}-student")
-        if cfg["round-epochs"] != 1:
-            parts.append(f"e{cfg['round-epochs']}")
-        if cfg["num-server-rounds"] != 5:
-            parts.append(f"r{cfg['num-server-rounds']}")
-    if cfg["method"] in ("dlad", "gossip-adaptive") and float(cfg["temperature"]) != 1.0:
-        parts.append(f"T{float(cfg['temperature']):g}")
-    if int(cfg["byzantine-nodes"]):
-        parts.append(f"byz{int(cfg['byzantine-nodes'])}{cfg['byzantine-attack']}")
-    if cfg["robust-mix"] != "none" and cfg["method"] in ("gossip", "gossip-adaptive"):
-        parts.append(f"{cfg['robust-mix']}{float(cfg['clip-radius']):g}")
-    if str(cfg["drop-nodes"]).strip():
-        parts.append("drop" + str(cfg["drop-nodes"]).replace(",", "-").replace(" ", ""))
-    if float(cfg["message-loss"]):
-        parts.append(f"loss{float(cfg['message-loss']):g}")
-    if str(cfg["slow-nodes"]).strip():
-        parts.append("slow" + str(cfg["slow-nodes"]).replace(",", "-").replace(" ", ""))
-    return parts
+    return {k: config[k] for k in sorted(keys)
+            if k in config and k in defaults and config[k] != defaults[k]}
+
+
+def format_setting(key: str, value: Any) -> str:
+    """`key=value` as it appears in run names and table labels (no commas or spaces)."""
+    if isinstance(value, float):
+        value = f"{value:g}"
+    return f"{key}={value}".replace(",", "-").replace(" ", "").replace('"', "")

@@ -49,7 +49,8 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        channels, height, width = self.x_train.shape[1:]
+        return int(channels), int(height), int(width)
 
 
 def _normalise(name: str, images_uint8_or_float: np.ndarray, scale: float) -> np.ndarray:
@@ -81,7 +82,8 @@ def read_idx(path: Path) -> np.ndarray:
         raw = fh.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
-    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    dtype: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
+                             0x0E: ">f8"}
     if raw[2] not in dtype:
         raise ValueError(f"{path}: unknown IDX element type 0x{raw[2]:02x}")
     ndim = raw[3]
@@ -119,7 +121,7 @@ def load_idx_dataset(name: str, data_dir: str, download: bool = False) -> Datase
         for train in (True, False):
             cls(str(root), train=train, download=True)
     found = {}
-    for split, stems in IDX_FILES.items():
+    for stems in IDX_FILES.values():
         for stem in stems:
             path = _find_idx(stem, dirs)
             if path is None:
@@ -132,7 +134,7 @@ def load_idx_dataset(name: str, data_dir: str, download: bool = False) -> Datase
                 )
             found[stem] = path
     arrays = {stem: read_idx(p) for stem, p in found.items()}
-    (xtr, ytr), (xte, yte) = ((arrays[i], arrays[l]) for i, l in IDX_FILES.values())
+    (xtr, ytr), (xte, yte) = ((arrays[img], arrays[lab]) for img, lab in IDX_FILES.values())
     for x, y, split in ((xtr, ytr, "train"), (xte, yte, "test")):
         if len(x) != len(y):
             raise ValueError(f"{name} {split}: {len(x)} images but {len(y)} labels")

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,7 +171,7 @@ class Deployment:
         self._write_cli_config()
 
     # --- lifecycle ------------------------------------------------------------------------
-    def __enter__(self) -> "Deployment":
+    def __enter__(self) -> Deployment:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -246,8 +247,8 @@ class Deployment:
                 self.register(public)
             self.start_supernode(p, key)
 
-    def run(self, run_config: str, on_round=None, timeout: float = 1800  # type: ignore[no-untyped-def]
-            ) -> subprocess.CompletedProcess:
+    def run(self, run_config: str, on_round: Callable[[int], None] | None = None,
+            timeout: float = 1800) -> subprocess.CompletedProcess[str]:
         """`flwr run . deploy --stream`; `on_round(r)` is called as checkpoints appear."""
         proc = self._spawn("flwr-run", ["flwr", "run", str(PROJECT_ROOT), FEDERATION,
                                         "--stream", "--run-config", run_config])
@@ -301,7 +302,8 @@ class Deployment:
     def pids(self) -> list[int]:
         return [pid for p in self.procs.values() for pid in process_tree(p.pid)]
 
-    def _wait_for(self, ready, timeout: float, what: str, name: str) -> None:  # type: ignore[no-untyped-def]
+    def _wait_for(self, ready: Callable[[], bool], timeout: float, what: str, name: str
+                  ) -> None:
         deadline = time.time() + timeout
         while not ready():
             if self.procs[name].poll() is not None or time.time() > deadline:
@@ -335,7 +337,7 @@ def deploy(workdir: Path, nodes: int = 3, rounds: int = 2, tls: bool = False,
             name = dep.start_supernode(nodes, key, name="intruder", max_retries=2)
             report["intruder-exit"] = dep.procs[name].wait(timeout=120)
             report["intruder-log"] = dep.log_of(name)[-2000:]
-        killed = []
+        killed: list[int] = []
 
         def on_round(rnd: int) -> None:
             if kill_node is not None and rnd >= kill_after_round and not killed:

@@ -86,7 +86,7 @@ def weighted_mix(belief: np.ndarray, weights: np.ndarray, peer_beliefs: list[np.
     """
     beliefs = [belief] + list(peer_beliefs)
     ws = [weights] + list(peer_weights)
-    for b, w in zip(beliefs, ws):
+    for b, w in zip(beliefs, ws, strict=True):
         if b.shape != belief.shape or w.shape != belief.shape[:1]:
             raise ValueError(f"belief {b.shape} / weights {w.shape} do not match {belief.shape}")
     w = np.stack([x.astype(np.float64) for x in ws])  # (m, n)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from flower_gd.config import PROJECT_ROOT, RunConfig, load_defaults, merge_overrides
+from flower_gd.methods import load_config
 from flower_gd.results import SUMMARY, is_finished
 
 
 def resolve_config(overrides: dict[str, Any]) -> RunConfig:
-    """pyproject defaults + overrides, validated; output-dir made absolute."""
-    cfg = RunConfig.from_mapping(merge_overrides(load_defaults(), overrides))
+    """pyproject defaults + overrides, validated for the method; output-dir made absolute."""
+    cfg = load_config(merge_overrides(load_defaults(), overrides))
     return replace(cfg, output_dir=str(Path(cfg.output_dir).expanduser().resolve()))
 
 
@@ -66,44 +66,9 @@ def _simulate(cfg: RunConfig, client_cpus: float, verbose: bool) -> None:
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if str(PROJECT_ROOT) not in paths:  # once, not once per run of a sweep
         os.environ["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *paths])
-    from flwr.app import Context, RecordDict
-    from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
-    from flwr.simulation.run_simulation import _run_simulation
-    from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
-    from flwr.supercore.constant import NOOP_FEDERATION_ID
-    from flwr.supercore.run import Run
-    from flwr.supercore.task_identity import TaskIdentity
-    from flwr.supercore.telemetry import EventType
-
     from flower_gd.client_app import app as client_app
+    from flower_gd.flower_internals import run_simulation
     from flower_gd.server_app import app as server_app
 
-    run_config = cfg.to_mapping()
-    run = Run.create_empty(generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
-    run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
-    run.federation_id = NOOP_FEDERATION_ID
-    # Nodes fuse pyproject defaults (app_dir) with these overrides, as `flwr run` does.
-    run.override_config = run_config
-    TaskIdentity.run_id = run.run_id
-    TaskIdentity.task_id = run.primary_task_id
-    TaskIdentity.node_id = SUPERLINK_NODE_ID
-    context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(),
-                      run_config=run_config)
-    # flwr 1.41 deprecates the public run_simulation(), which cannot pass a run config;
-    # this is the call `flwr run` makes for local simulations (pinned flwr<1.42).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        _run_simulation(
-            num_supernodes=cfg.num_nodes,
-            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-            client_app=client_app,
-            server_app=server_app,
-            backend_name="ray",
-            backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
-                            "init_args": {"include_dashboard": False}},
-            app_dir=str(PROJECT_ROOT),
-            is_app=True,  # nodes get pyproject defaults fused with run.override_config
-            run=run,
-            server_app_context=context,
-            verbose_logging=verbose,
-        )
+    run_simulation(server_app, client_app, cfg.to_mapping(), cfg.num_nodes, str(PROJECT_ROOT),
+                   client_cpus, verbose)

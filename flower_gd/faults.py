@@ -22,28 +22,26 @@ from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
-from flower_gd.config import RunConfig
 from flower_gd.grids import ForwardingGrid
+from flower_gd.node import Node
 
 LOST_CODE = ErrorCode.MESSAGE_UNAVAILABLE
 DOWN_CODE = ErrorCode.NODE_UNAVAILABLE
 
 
-def unavailable_reply(message: Message, cfg: RunConfig, partition_id: int) -> Message | None:
+def unavailable_reply(message: Message, node: Node) -> Message | None:
     """The error reply of a node that `drop-nodes` has killed by this message's round."""
-    dies_at = cfg.dropouts.get(partition_id)
-    server_round = int(message.content["config"].get("server-round", 0)) \
-        if "config" in message.content.config_records else 0
-    if dies_at is None or server_round < dies_at:
+    dies_at = node.cfg.dropouts.get(node.partition_id)
+    if dies_at is None or (node.server_round or 0) < dies_at:
         return None
-    return Message(Error(code=DOWN_CODE, reason=f"node {partition_id} is down since round "
+    return Message(Error(code=DOWN_CODE, reason=f"node {node.partition_id} is down since round "
                          f"{dies_at} (fault injection: drop-nodes)"), reply_to=message)
 
 
-def delay_if_slow(cfg: RunConfig, partition_id: int) -> None:
+def delay_if_slow(node: Node) -> None:
     """A slow node answers a pull `slow-delay` seconds late."""
-    if partition_id in cfg.slow_partitions and cfg.slow_delay > 0:
-        time.sleep(cfg.slow_delay)
+    if node.partition_id in node.cfg.slow_partitions and node.cfg.slow_delay > 0:
+        time.sleep(node.cfg.slow_delay)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,6 @@ class FederatedData:
     parts: list[np.ndarray]
     test_idx: np.ndarray
 
-    @property
-    def num_nodes(self) -> int:
-        return len(self.parts)
-
     def private(self, partition_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Private labelled data PD_i of one node: images (n, C, H, W), labels (n,)."""
         idx = self.parts[partition_id]

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from flwr.app import Message
 from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_object import InflatableObject, get_all_nested_objects
 
-from flower_gd.codecs import PAYLOAD_KEY, PRIVATE_DATA_KEY, WEIGHTS_KEY, payload_keys
+from flower_gd.codecs import ARRAYS_KEY, PAYLOAD_KEY, PRIVATE_DATA_KEY, payload_keys
 from flower_gd.grids import ForwardingGrid
+
+MIB = 2**20  # bytes in a MiB, the unit of every table and figure
+# What a message carries (see message_tag); runs saved before the rename said `logits`.
+TAGS = ("scores", "weights", "data", "control")
+LEGACY_TAGS = {"logits": "scores"}
 
 # Config key a relaying strategy sets on a forwarded payload: the node it came from.
 RELAY_FROM_KEY = "relay-from"
@@ -43,17 +48,18 @@ def set_meter_round(grid: Grid, server_round: int) -> None:
 
 
 def message_tag(message: Message) -> str:
-    """What a message carries: `logits` (inference lists), `weights` (model arrays), `data`
-    (raw private samples, only the `central` bound) or `control`."""
+    """What a message carries: `scores` (inference lists: logits, probabilities or labels on
+    the common data), `weights` (model arrays), `data` (raw private samples, only the
+    `central` bound) or `control`."""
     if message.has_error():
         return "control"
     arrays = message.content.array_records
     if PRIVATE_DATA_KEY in arrays:
         return "data"
-    if WEIGHTS_KEY in arrays:
+    if ARRAYS_KEY in arrays:
         return "weights"
     if PAYLOAD_KEY in arrays:
-        return "logits"
+        return "scores"
     return "control"
 
 
@@ -114,13 +120,15 @@ class MeteredGrid(ForwardingGrid):
         node = md.dst_node_id if direction == "down" else md.src_node_id
         tag = message_tag(message)
         self.entries.append(MeterEntry(self.round, direction, node, md.message_type, tag, nbytes))
-        relay = message.content.config_records.get(RELAY_CONFIG_KEY) if direction == "down" else None
+        relay = (message.content.config_records.get(RELAY_CONFIG_KEY) if direction == "down"
+                 else None)
         if relay is not None and RELAY_FROM_KEY in relay:
             # Relayed payloads: on direct peer links each would cross once, peer -> node. A
             # message relaying several splits its bytes in proportion to their sizes.
             value = relay[RELAY_FROM_KEY]
             peers = [int(p) for p in (value if isinstance(value, list) else [value])]
-            for peer, share in zip(peers, _payload_shares(message, nbytes, len(peers))):
+            shares = _payload_shares(message, nbytes, len(peers))
+            for peer, share in zip(peers, shares, strict=True):
                 self.entries.append(MeterEntry(self.round, "down", node, md.message_type, tag,
                                                share, "p2p", peer))
                 self.entries.append(MeterEntry(self.round, "up", peer, md.message_type, tag,
@@ -129,9 +137,6 @@ class MeteredGrid(ForwardingGrid):
     def record_sent(self, message: Message) -> None:
         """Meter a message that left the sender but was lost on the way (fault injection)."""
         self._record(message, "down")
-
-    def as_rows(self) -> list[dict]:
-        return [asdict(e) for e in self.entries]
 
     # --- the metered part of the Grid interface ---------------------------------------
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:

@@ -1,66 +1,117 @@
-"""Which strategy runs for each `method`, and how it is started (the ServerApp's one switch)."""
+"""The method registry: every method by name, and what follows from it (config checks, names).
+
+Adding a method: write one file with its strategy, its node steps and a `METHOD` entry
+(`flower_gd.method.Method`), then list that entry in `REGISTRY` below. The ServerApp, the
+ClientApp, config validation, run names, tables and figures all read this registry; no
+other module compares method names.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import torch
-from flwr.app import ArrayRecord, ConfigRecord
+from baselines import central, dlad, fedavg, local
+from flower_gd.config import (
+    HOUSEKEEPING_KEYS,
+    NAME_KEYS,
+    ConfigError,
+    RunConfig,
+    format_setting,
+    load_defaults,
+    off_default,
+    upgrade,
+)
+from flower_gd.method import Method
+from strategies import gossip, gossip_adaptive
 
-from baselines.central import CentralTraining
-from baselines.dlad import DLAD
-from baselines.fedavg import RecordedFedAvg
-from baselines.local import LocalTraining
-from flower_gd.config import RunConfig
-from flower_gd.federation import federated_data
-from flwr.serverapp import Grid
-from flower_gd.models import build_model
-from flower_gd.node import RUN_DIR_KEY
-from flower_gd.results import RunRecorder
-from flower_gd.training import OptimConfig
-from strategies.gossip import GossipDistillation
-from strategies.gossip_adaptive import GossipAdaptive
+# One entry per method, in the order of every table and legend.
+REGISTRY: dict[str, Method] = {m.name: m for m in (
+    local.METHOD,
+    gossip.METHOD,
+    gossip_adaptive.METHOD,
+    dlad.METHOD,
+    fedavg.METHOD,
+    central.METHOD,
+    central.CENTRAL_ALL,
+)}
+# Keys only the methods that list them in `reads` honour; every other key is read by all.
+OPTION_KEYS = frozenset().union(*(m.reads for m in REGISTRY.values()))
 
 
-def run_method(cfg: RunConfig, run_dir: str, grid: Grid,
-               recorder: RunRecorder) -> dict[str, Any]:
-    """Run `cfg.method` over the metered (and, with faults, lossy) Grid; returns extra
-    summary fields."""
-    optim = OptimConfig(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size)
-    timeout = cfg.round_timeout
-    relay = {"topology": cfg.topology, "seed": cfg.seed, "recorder": recorder,
-             "pull_timeout": cfg.pull_timeout, "pull_retries": cfg.pull_retries,
-             "min_nodes": cfg.min_nodes}
-    if cfg.method == "gossip-adaptive":
-        strategy = GossipAdaptive(run_dir, cfg.num_nodes, peers=cfg.gossip_peers,
-                                  weights=cfg.gossip_weights, share=cfg.gossip_share, **relay)
-        strategy.start(grid=grid, num_rounds=cfg.num_server_rounds, timeout=timeout)
-        return {"failed-pulls": strategy.failed_pulls}
-    if cfg.method in ("gossip", "local"):
-        cls = GossipDistillation if cfg.method == "gossip" else LocalTraining
-        strategy = cls(run_dir, cfg.num_nodes, label_leak=cfg.label_source == "ground-truth",
-                       **relay)
-        strategy.start(grid=grid, num_rounds=cfg.num_server_rounds, timeout=timeout)
-        return {"failed-pulls": strategy.failed_pulls}
-    data = federated_data(cfg, cfg.num_nodes)  # the server's copy: X_c and the test set
-    if cfg.method == "dlad":
-        DLAD(run_dir, cfg.num_nodes, data, cfg.global_model, optim, cfg.distill_epochs,
-             cfg.temperature, cfg.seed, recorder, min_nodes=cfg.min_nodes).start(
-                 grid=grid, timeout=timeout)
-        return {}
-    if cfg.method in ("central", "central-all"):
-        CentralTraining(run_dir, cfg.num_nodes, data, cfg.global_model, optim, cfg.local_epochs,
-                        cfg.seed, pooled_private=cfg.method == "central",
-                        recorder=recorder).start(grid=grid, timeout=timeout)
-        return {}
-    if cfg.method == "fedavg":
-        torch.manual_seed(cfg.seed)
-        initial = build_model(cfg.global_model, data.dataset.input_shape[0],
-                              data.dataset.num_classes)
-        RecordedFedAvg(cfg.num_nodes, recorder, cfg.min_nodes).start(
-            grid=grid, initial_arrays=ArrayRecord(initial.state_dict()),
-            num_rounds=cfg.num_server_rounds, timeout=timeout,
-            train_config=ConfigRecord({RUN_DIR_KEY: run_dir}),
-            evaluate_config=ConfigRecord({RUN_DIR_KEY: run_dir}))
-        return {}
-    raise ValueError(f"unknown method {cfg.method!r}")
+def get(name: str) -> Method:
+    """The registered method called `name`.
+
+    Raises
+    ------
+    ConfigError
+        When no method has that name; the message lists the names.
+    """
+    if name not in REGISTRY:
+        raise ConfigError(f"method={name!r} is not valid; choose one of {list(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def order(name: str) -> int:
+    """A method's place in tables and legends (unknown names last)."""
+    return list(REGISTRY).index(name) if name in REGISTRY else len(REGISTRY)
+
+
+def message_types() -> list[str]:
+    """Every message type some method's nodes answer (the ClientApp routes exactly these)."""
+    return sorted({t for m in REGISTRY.values() for t in m.steps})
+
+
+def load_config(mapping: Mapping[str, Any]) -> RunConfig:
+    """Validate a flat run config (dashed keys) as the method it names will run it.
+
+    Warns about keys set off their defaults that this method never reads.
+
+    Raises
+    ------
+    ConfigError
+        On a missing, unknown or invalid key or method, before any work starts.
+    """
+    cfg = RunConfig.from_mapping(mapping)
+    method = get(cfg.method)
+    ignored = sorted(set(off_default(cfg.to_mapping(), load_defaults(), OPTION_KEYS))
+                     - method.reads)
+    if ignored:
+        warnings.warn(f"method={cfg.method} ignores {ignored}: only "
+                      f"{_readers(ignored)} read them", stacklevel=2)
+    if method.check is not None:
+        method.check(cfg)
+    return cfg
+
+
+def _readers(keys: Iterable[str]) -> list[str]:
+    return [m.name for m in REGISTRY.values() if m.reads & set(keys)]
+
+
+def settings(config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+             ) -> dict[str, Any]:
+    """What a run computed differently from the defaults: the keys its method reads (every
+    common key, and its own options) whose value differs from `defaults` (pyproject's when
+    None), leaving out the keys its name already spells and where things live.
+
+    A saved config is read under today's key names; a key it lacks counts as its default.
+    """
+    config = upgrade(config)
+    defaults = load_defaults() if defaults is None else defaults
+    reads = REGISTRY[config["method"]].reads if config.get("method") in REGISTRY else set()
+    keys = set(defaults) - set(NAME_KEYS) - set(HOUSEKEEPING_KEYS) - (OPTION_KEYS - reads)
+    return off_default(config, defaults, keys)
+
+
+def run_name(cfg: RunConfig) -> str:
+    """A stable, date-free run directory name, so a rerun finds (and skips) a finished run:
+    method, dataset, partition, model, every setting off the defaults, seed."""
+    if cfg.run_name:
+        return cfg.run_name
+    scheme = cfg.partition_scheme
+    if scheme == "dirichlet":
+        scheme = f"dirichlet{cfg.dirichlet_alpha:g}"
+    parts = [cfg.method, cfg.dataset, scheme, cfg.model.replace(",", "+")]
+    parts += [format_setting(k, v) for k, v in settings(cfg.to_mapping()).items()]
+    return "_".join([*parts, f"s{cfg.seed}"])

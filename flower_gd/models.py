@@ -41,7 +41,8 @@ def _torchvision_model(name: str, num_classes: int, pretrained: bool) -> nn.Modu
     builders = {
         "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
         "densenet121": (tvm.densenet121, tvm.DenseNet121_Weights.IMAGENET1K_V1),
-        "mobilenet_v3_small": (tvm.mobilenet_v3_small, tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1),
+        "mobilenet_v3_small": (tvm.mobilenet_v3_small,
+                               tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1),
     }
     builder, weights = builders[name]
     if not pretrained:
@@ -58,14 +59,21 @@ def _torchvision_model(name: str, num_classes: int, pretrained: bool) -> nn.Modu
     return model
 
 
+def _linear_in(layer: object) -> int:
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(f"expected a Linear classifier, found {type(layer).__name__}")
+    return layer.in_features
+
+
 def _replace_classifier(name: str, model: nn.Module, num_classes: int) -> None:
     if name == "resnet18":
-        model.fc = nn.Linear(model.fc.in_features, num_classes)
+        model.fc = nn.Linear(_linear_in(model.fc), num_classes)
     elif name == "densenet121":
-        model.classifier = nn.Linear(model.classifier.in_features, num_classes)
+        model.classifier = nn.Linear(_linear_in(model.classifier), num_classes)
     else:
-        last = model.classifier[-1]
-        model.classifier[-1] = nn.Linear(last.in_features, num_classes)
+        head = model.get_submodule("classifier")
+        assert isinstance(head, nn.Sequential)
+        head[-1] = nn.Linear(_linear_in(head[-1]), num_classes)
 
 
 def _small_image_stem(name: str, model: nn.Module, in_channels: int) -> None:
@@ -79,15 +87,18 @@ def _small_image_stem(name: str, model: nn.Module, in_channels: int) -> None:
         model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
     elif name == "densenet121":
-        model.features.conv0 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
-        model.features.pool0 = nn.Identity()
+        features = model.get_submodule("features")
+        features.conv0 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        features.pool0 = nn.Identity()
     elif name == "mobilenet_v3_small":
-        first = model.features[0][0]
-        model.features[0][0] = nn.Conv2d(in_channels, first.out_channels, 3, stride=1,
-                                         padding=1, bias=False)
+        stem = model.get_submodule("features.0")
+        assert isinstance(stem, nn.Sequential) and isinstance(stem[0], nn.Conv2d)
+        stem[0] = nn.Conv2d(in_channels, stem[0].out_channels, 3, stride=1, padding=1,
+                            bias=False)
 
 
-def build_model(name: str, in_channels: int, num_classes: int, pretrained: bool = False) -> nn.Module:
+def build_model(name: str, in_channels: int, num_classes: int, pretrained: bool = False
+                ) -> nn.Module:
     """Build a model by its run-config name for inputs of `in_channels` channels."""
     if name == "cnn":
         if pretrained:
@@ -104,3 +115,10 @@ def build_model(name: str, in_channels: int, num_classes: int, pretrained: bool 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not) held in the model's state."""
     return sum(p.numel() for p in model.parameters())
+
+
+def seeded_model(name: str, in_channels: int, num_classes: int, seed: int) -> nn.Module:
+    """A server-side model (DLAD's global model, FedAvg's initial one, the central bounds),
+    initialised from torch's generator seeded with the run's `seed`."""
+    torch.manual_seed(seed)
+    return build_model(name, in_channels, num_classes)

@@ -11,14 +11,21 @@ import numpy as np
 import torch
 from flwr.app import Context, Message
 
-from flower_gd.byzantine import byzantine_partitions
+from flower_gd.byzantine import attack_codec, byzantine_partitions, corrupt_scores
 from flower_gd.codecs import Codec
 from flower_gd.config import RunConfig
 from flower_gd.federation import FederatedData, federated_data
 from flower_gd.models import build_model
 from flower_gd.node_store import NodeStore, Snapshot
-from flower_gd.training import (OptimConfig, evaluate, infer, sigmoid, softmax,
-                                train_discriminator, train_hard)
+from flower_gd.training import (
+    OptimConfig,
+    evaluate,
+    infer,
+    sigmoid,
+    softmax,
+    train_discriminator,
+    train_hard,
+)
 
 RUN_DIR_KEY = "run-dir"
 
@@ -41,19 +48,20 @@ class Node:
     state_dir: str | None = None  # node-config `state-dir`: keep state here, not in run-dir
 
     @classmethod
-    def from_message(cls, message: Message, context: Context) -> "Node":
+    def from_message(cls, message: Message, context: Context, cfg: RunConfig) -> Node:
+        """The node a message is addressed to; `cfg` is the context's run config, parsed."""
         # One CPU per simulated node (backend client resources): avoid oversubscription.
         torch.set_num_threads(1)
-        cfg = RunConfig.from_mapping(context.run_config)
-        run_dir = str(message.content["config"][RUN_DIR_KEY])
+        config = message.content.config_records["config"]
+        run_dir = str(config[RUN_DIR_KEY])
         num_partitions = int(context.node_config["num-partitions"])
         if num_partitions != cfg.num_nodes:
             raise ValueError(f"the federation has {num_partitions} nodes but num-nodes="
                              f"{cfg.num_nodes}: set num-nodes to the federation's size")
-        server_round = message.content["config"].get("server-round")
+        server_round = config.get("server-round")
         state_dir = context.node_config.get("state-dir")
         return cls(cfg, int(context.node_config["partition-id"]), num_partitions, run_dir,
-                   None if server_round is None else int(server_round),
+                   None if server_round is None else int(str(server_round)),
                    None if state_dir is None else str(state_dir))
 
     @cached_property
@@ -74,8 +82,7 @@ class Node:
 
     @property
     def optim(self) -> OptimConfig:
-        return OptimConfig(self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay,
-                           self.cfg.batch_size)
+        return OptimConfig.of(self.cfg)
 
     @property
     def codec(self) -> Codec:
@@ -94,6 +101,13 @@ class Node:
         return build_model(family or self.model_name, in_channels,
                            num_outputs or self.data.dataset.num_classes, self.cfg.pretrained)
 
+    @property
+    def current_round(self) -> int:
+        """The round of the message being handled (every step message carries one)."""
+        if self.server_round is None:
+            raise ValueError("the message carries no server-round: it is not a round's step")
+        return self.server_round
+
     def base_snapshot(self) -> Snapshot:
         """The state a step of this round starts from: the newest snapshot before it."""
         return self.store.snapshot(None if self.server_round is None else self.server_round - 1)
@@ -104,7 +118,23 @@ class Node:
 
     @cached_property
     def is_byzantine(self) -> bool:
-        return self.partition_id in byzantine_partitions(self.cfg)
+        """Whether this node is one of the run's `byzantine-nodes` attackers."""
+        return self.partition_id in byzantine_partitions(self.cfg.seed, self.cfg.num_nodes,
+                                                         self.cfg.byzantine_nodes)
+
+    def outgoing_scores(self, scores: np.ndarray, kind: str) -> np.ndarray:
+        """What this node puts on the wire: its scores, or an attacker's replacement."""
+        if not self.is_byzantine:
+            return scores
+        return corrupt_scores(scores, self.cfg.byzantine_attack, kind,
+                              self.seed(self.server_round or 0))
+
+    @property
+    def outgoing_codec(self) -> Codec:
+        """The codec of what this node sends (an attacker's malformed payload goes raw)."""
+        if self.is_byzantine:
+            return attack_codec(self.codec, self.cfg.byzantine_attack)
+        return self.codec
 
     def fit_private(self) -> tuple[torch.nn.Module, float]:
         """The local phase every method shares: a fresh model trained on PD_i."""
@@ -140,7 +170,7 @@ class Node:
 class Timer:
     """Wall-clock seconds of a block, for the per-node `wall_s` column."""
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.start = time.perf_counter()
         self.end: float | None = None
         return self

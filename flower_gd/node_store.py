@@ -82,9 +82,6 @@ class NodeStore:
                 "finished its local phase in this run (did it fail or drop out?)")
         return Snapshot(self.root / f"r{rounds[-1]}", rounds[-1])
 
-    def has_state(self) -> bool:
-        return bool(self.rounds())
-
     def commit(self, server_round: int, model: nn.Module | None = None,
                arrays: dict[str, np.ndarray] | None = None, meta: dict[str, Any] | None = None,
                carry_model_from: Snapshot | None = None) -> Snapshot:

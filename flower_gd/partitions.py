@@ -105,7 +105,7 @@ def partition_private(labels: np.ndarray, private: np.ndarray, scheme: str, num_
             raise PartitionError(
                 f"class {c} has {len(idx)} private samples for {len(owners)} owners under "
                 f"{scheme}: use fewer nodes, a larger private-fraction or a bigger dataset")
-        for owner, chunk in zip(owners, np.array_split(idx, len(owners))):
+        for owner, chunk in zip(owners, np.array_split(idx, len(owners)), strict=True):
             parts[owner].append(chunk)
     out = [np.sort(np.concatenate(p)) for p in parts]
     for n, p in enumerate(out):

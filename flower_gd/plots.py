@@ -8,9 +8,10 @@ fig1: payload per exchange against model bytes, per dataset; fig2: final median 
 per method and partition; fig3: median accuracy per round, one panel per partition;
 fig4: median accuracy against cumulative bytes, all methods; fig5: final accuracy against
 bytes per exchange, one point per payload codec; fig6: accuracy of the honest nodes against
-the number of Byzantine nodes. Runs with attackers or faults appear only in fig6. Figs. 2-4 show one configuration per method:
-its float32 one measured on the most partitions (other variants are in fig5 and the tables). Error bars (fig2) and bands
-(fig3) show the standard deviation over seeds where there are several.
+the number of Byzantine nodes. Runs with attackers or faults appear only in fig6. Figs. 2-4
+show one configuration per method: the one with the default codec measured on the most
+partitions (other variants are in fig5 and the tables). Error bars (fig2) and bands (fig3)
+show the standard deviation over seeds where there are several.
 """
 
 from __future__ import annotations
@@ -18,29 +19,44 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+from flower_gd import methods
+from flower_gd.config import CODEC_KEYS
+from flower_gd.metering import MIB
+from flower_gd.tables import (
+    PARTITION_ORDER,
+    SavedRun,
+    byzantine_table,
+    codec_table,
+    label_key,
+    load_runs,
+    mean_sd,
+    ordered,
+    partition_key,
+    shared_settings,
+)
 
 matplotlib.use("Agg")  # batch figures: never open a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from flower_gd.analysis import (METHOD_ORDER, PARTITION_ORDER, SavedRun,  # noqa: E402
-                                byzantine_table, codec_table, load_runs, mean_sd, method_key,
-                                ordered)
-
-MIB = 2 ** 20
-COLORS = {"local": "#9e9e9e", "gossip": "#1f77b4", "gossip-gt": "#aec7e8",
-          "gossip-adaptive": "#ff7f0e", "dlad": "#d62728",
-          "fedavg": "#2ca02c", "central": "#9467bd", "central-all": "#000000"}
+Curve = list[tuple[int, float, float, float]]  # (round, mean acc, sd acc, mean cum. bytes)
 
 
-def _color(method: str) -> str | None:
-    return COLORS.get(method.split("/")[0])
+def _color(label: str) -> str | None:
+    """The registry's colour of the method a label starts with."""
+    name = label.split(" ")[0]
+    return methods.REGISTRY[name].color if name in methods.REGISTRY else None
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
+def _save(fig: Figure, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     fig.tight_layout()
@@ -51,18 +67,20 @@ def _save(fig, out: Path, name: str) -> list[Path]:
 
 
 def fig1_payload_vs_model(runs: list[SavedRun], out: Path) -> list[Path]:
-    """Bytes of one exchange per method, against the model's weights message, per dataset."""
+    """Bytes of one exchange per method that shares scores, against the model's weights
+    message, per dataset (single-family fleets)."""
     datasets = sorted({r.dataset for r in runs})
-    kinds = ["gossip payload (p2p)", "DLAD upload", "model (weights message)"]
+    sharing = [name for name, m in methods.REGISTRY.items() if "scores" in m.shares]
+    model_kind = "model (weights message)"
     values = defaultdict(list)
     for r in runs:
-        b = r.summary["bytes"]
-        if r.method == "gossip" and "," not in r.model:
-            values[(r.dataset, kinds[0])].append(b["payload-per-exchange"])
-        elif r.method == "dlad" and "," not in r.model:
-            values[(r.dataset, kinds[1])].append(b.get("logits-message", 0))
+        b = r.bytes
+        if r.method in sharing and "," not in r.model:
+            values[(r.dataset, f"{r.method} payload")].append(b["payload-per-exchange"])
         if b.get("weights-message"):
-            values[(r.dataset, kinds[2])].append(b["weights-message"])
+            values[(r.dataset, model_kind)].append(b["weights-message"])
+    kinds = [f"{m} payload" for m in sharing if any(k[1] == f"{m} payload" for k in values)]
+    kinds.append(model_kind)
     fig, ax = plt.subplots(figsize=(max(5.5, 1.8 + 2.2 * len(datasets)), 4))
     width = 0.8 / len(kinds)
     x = np.arange(len(datasets))
@@ -71,7 +89,8 @@ def fig1_payload_vs_model(runs: list[SavedRun], out: Path) -> list[Path]:
         heights = [statistics.median(values[(d, kind)]) / MIB if values[(d, kind)] else 0
                    for d in datasets]
         lowest += [h for h in heights if h > 0]
-        bars = ax.bar(x + (k - 1) * width, heights, width, label=kind)
+        bars = ax.bar(x + (k - (len(kinds) - 1) / 2) * width, heights, width, label=kind,
+                      color=_color(kind))
         ax.bar_label(bars, labels=[f"{h:.3f}" if h else "" for h in heights], fontsize=7)
     ax.set_xticks(x, datasets)
     ax.set_yscale("log")
@@ -86,20 +105,20 @@ def fig1_payload_vs_model(runs: list[SavedRun], out: Path) -> list[Path]:
 def fig2_final_accuracy(runs: list[SavedRun], out: Path) -> list[Path]:
     """Final median node accuracy per method and partition (mean ± sd over seeds)."""
     paths = []
+    hide = shared_settings(runs)
     for dataset in sorted({r.dataset for r in runs}):
         sub = [r for r in runs if r.dataset == dataset]
-        methods = ordered({r.method for r in sub}, METHOD_ORDER)
-        methods = sorted(methods, key=method_key)
+        labels = sorted({r.label(hide) for r in sub}, key=label_key)
         partitions = ordered({r.partition for r in sub}, PARTITION_ORDER)
         cells = defaultdict(list)
         for r in sub:
-            cells[(r.method, r.partition)].append(r.final_median)
+            cells[(r.label(hide), r.partition)].append(r.final_median)
         fig, ax = plt.subplots(figsize=(2 + 1.6 * len(partitions), 4))
-        width = 0.8 / len(methods)
+        width = 0.8 / len(labels)
         x = np.arange(len(partitions))
-        for k, m in enumerate(methods):
+        for k, m in enumerate(labels):
             stats = [mean_sd(cells[(m, p)]) if cells[(m, p)] else (np.nan, 0) for p in partitions]
-            ax.bar(x + (k - (len(methods) - 1) / 2) * width, [s[0] for s in stats], width,
+            ax.bar(x + (k - (len(labels) - 1) / 2) * width, [s[0] for s in stats], width,
                    yerr=[s[1] for s in stats], capsize=2, label=m, color=_color(m))
         ax.set_xticks(x, partitions)
         ax.set_ylim(0, 1)
@@ -110,11 +129,11 @@ def fig2_final_accuracy(runs: list[SavedRun], out: Path) -> list[Path]:
     return paths
 
 
-def _mean_curves(runs: list[SavedRun]):
-    """method -> list of (round, mean acc, sd acc, mean cumulative bytes) over seeds."""
+def _mean_curves(runs: list[SavedRun], hide: dict[str, Any]) -> dict[str, Curve]:
+    """label -> list of (round, mean acc, sd acc, mean cumulative bytes) over seeds."""
     by_method = defaultdict(list)
     for r in runs:
-        by_method[r.method].append(r.curve())
+        by_method[r.label(hide)].append(r.curve())
     out = {}
     for m, curves in by_method.items():
         rounds = sorted({rnd for c in curves for rnd, _, _ in c})
@@ -129,17 +148,19 @@ def _mean_curves(runs: list[SavedRun]):
 
 
 def _per_partition(runs: list[SavedRun], out: Path, name: str, title: str, xlabel: str,
-                   draw, xscale: str | None = None) -> list[Path]:
+                   draw: Callable[[Axes, str, Curve], None], xscale: str | None = None
+                   ) -> list[Path]:
     """One figure per dataset, one panel per partition, `draw(ax, method, curve)` per method."""
     paths = []
+    hide = shared_settings(runs)
     for dataset in sorted({r.dataset for r in runs}):
         sub = [r for r in runs if r.dataset == dataset]
         partitions = ordered({r.partition for r in sub}, PARTITION_ORDER)
         fig, axes = plt.subplots(1, len(partitions), figsize=(3.3 * len(partitions), 3.4),
                                  squeeze=False, sharey=True)
-        for ax, p in zip(axes[0], partitions):
-            curves = _mean_curves([r for r in sub if r.partition == p])
-            for m in sorted(curves, key=method_key):
+        for ax, p in zip(axes[0], partitions, strict=True):
+            curves = _mean_curves([r for r in sub if r.partition == p], hide)
+            for m in sorted(curves, key=label_key):
                 draw(ax, m, curves[m])
             if xscale:
                 ax.set_xscale(xscale)
@@ -153,7 +174,7 @@ def _per_partition(runs: list[SavedRun], out: Path, name: str, title: str, xlabe
     return paths
 
 
-def _draw_rounds(ax, method: str, pts) -> None:
+def _draw_rounds(ax: Axes, method: str, pts: Curve) -> None:
     if len(pts) == 1:  # a bound with no rounds: a level, not a curve
         ax.axhline(pts[0][1], ls="--", lw=1, label=method, color=_color(method))
         return
@@ -162,10 +183,10 @@ def _draw_rounds(ax, method: str, pts) -> None:
     sd = np.array([q[2] for q in pts])
     ax.plot(rnd, mu, marker="o", ms=3, label=method, color=_color(method))
     ax.fill_between(rnd, mu - sd, mu + sd, alpha=0.15, color=_color(method))
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _draw_bytes(ax, method: str, pts) -> None:
+def _draw_bytes(ax: Axes, method: str, pts: Curve) -> None:
     pts = [q for q in pts if q[3] > 0]  # a log axis cannot place zero bytes
     if pts:
         ax.plot([q[3] / MIB for q in pts], [q[1] for q in pts], marker="o", ms=3,
@@ -196,21 +217,21 @@ def fig5_codecs(runs: list[SavedRun], out: Path) -> list[Path]:
         partitions = ordered({r[col["partition"]] for r in rows}, PARTITION_ORDER)
         fig, axes = plt.subplots(1, len(partitions), figsize=(3.6 * len(partitions), 3.6),
                                  squeeze=False)
-        for ax, p in zip(axes[0], partitions):
+        for ax, p in zip(axes[0], partitions, strict=True):
             for method in sorted({r[col["method"]] for r in rows if r[col["partition"]] == p}):
                 pts = sorted((float(r[col["payload per exchange (bytes)"]]),
                               float(r[col["final median acc."]]), r[col["codec"]])
-                             for r in rows if r[col["partition"]] == p and r[col["method"]] == method)
-                color = COLORS.get(method.split("/")[0])
+                             for r in rows
+                             if r[col["partition"]] == p and r[col["method"]] == method)
+                color = _color(method)
                 ax.plot([q[0] for q in pts], [q[1] for q in pts], marker="o", ms=4,
                         label=method, color=color)
                 for x, y, codec in pts:
                     ax.annotate(codec, (x, y), textcoords="offset points", xytext=(3, 4),
                                 fontsize=7)
             ax.set_xscale("log")
-            kb = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k")
-            ax.xaxis.set_major_formatter(kb)
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             accs = [float(r[col["final median acc."]]) for r in rows if r[col["partition"]] == p]
             ax.set_ylim(min(accs) - 0.02, max(accs) + 0.02)  # 2 points of margin: no false drama
             ax.set_title(p)
@@ -223,16 +244,16 @@ def fig5_codecs(runs: list[SavedRun], out: Path) -> list[Path]:
 
 
 def main_runs(runs: list[SavedRun]) -> list[SavedRun]:
-    """The runs Figs. 2-4 compare: one configuration per method and dataset, the float32 one
-    measured on the most partitions (a design-study or codec variant is left to the tables
-    and Fig. 5); single-family fleets only."""
-    pool = [r for r in runs if r.codec == "float32" and "," not in r.model]
-    coverage: dict[tuple[str, str], dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    """The runs Figs. 2-4 compare: one configuration per method and dataset, the one with the
+    default codec measured on the most partitions (a design-study or codec variant is left
+    to the tables and Fig. 5); single-family fleets only."""
+    pool = [r for r in runs if not r.off_default(CODEC_KEYS) and "," not in r.model]
+    coverage: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for r in pool:
-        coverage[(r.dataset, r.base_method)][r.variant].add(r.partition)
+        coverage[(r.dataset, r.method)][r.label()].add(r.partition)
     chosen = {key: max(variants, key=lambda v: (len(variants[v]), -len(v)))
               for key, variants in coverage.items()}
-    return [r for r in pool if r.variant == chosen[(r.dataset, r.base_method)]]
+    return [r for r in pool if r.label() == chosen[(r.dataset, r.method)]]
 
 
 def fig6_byzantine(runs: list[SavedRun], out: Path) -> list[Path]:
@@ -242,17 +263,15 @@ def fig6_byzantine(runs: list[SavedRun], out: Path) -> list[Path]:
     if not body:
         return []
     counts = [int(h.split()[0]) for h in header[4:]]
-    panels = sorted({(r[0], r[1]) for r in body},
-                    key=lambda k: (k[0], PARTITION_ORDER.index(k[1])
-                                   if k[1] in PARTITION_ORDER else 99))
+    panels = sorted({(r[0], r[1]) for r in body}, key=lambda k: (k[0], partition_key(k[1])))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
-    for ax, (dataset, partition) in zip(axes[0], panels):
+    for ax, (dataset, partition) in zip(axes[0], panels, strict=True):
         for r in body:
             if (r[0], r[1]) != (dataset, partition):
                 continue
-            pts = [(n, float(v)) for n, v in zip(counts, r[4:]) if v]
+            pts = [(n, float(v)) for n, v in zip(counts, r[4:], strict=True) if v]
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=f"{r[2]} ({r[3]})")
+                ax.plot(*zip(*pts, strict=True), marker="o", label=f"{r[2]} ({r[3]})")
         ax.set_title(f"Fig. 6: {dataset} {partition}")
         ax.set_xlabel("Byzantine nodes (of the fleet)")
         ax.set_xticks(counts)
@@ -264,21 +283,25 @@ def fig6_byzantine(runs: list[SavedRun], out: Path) -> list[Path]:
     return _save(fig, out, "fig6_byzantine")
 
 
-def _main_only(figure):
+Figure_ = Callable[[list[SavedRun], Path], list[Path]]
+
+
+def _main_only(figure: Figure_) -> Figure_:
     def draw(runs: list[SavedRun], out: Path) -> list[Path]:
         return figure(main_runs(runs), out)
     draw.__doc__ = figure.__doc__
     return draw
 
 
-FIGURES = {"fig1": fig1_payload_vs_model, "fig2": _main_only(fig2_final_accuracy),
+FIGURES: dict[str, Figure_] = {
+           "fig1": fig1_payload_vs_model, "fig2": _main_only(fig2_final_accuracy),
            "fig3": _main_only(fig3_accuracy_per_round),
            "fig4": _main_only(fig4_accuracy_vs_bytes), "fig5": fig5_codecs,
            "fig6": fig6_byzantine}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("figure", choices=[*FIGURES, "all"])
     parser.add_argument("results", type=Path, help="directory of saved runs")
     parser.add_argument("--out", type=Path, default=Path("figures"))

@@ -11,11 +11,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flower_gd.analysis import (SavedRun, accuracy_table, bytes_table, byzantine_table,
-                                codec_table, fault_table, load_runs, markdown,
-                                model_family_table,
-                                model_size_table, paper_payload_table)
-from flower_gd.results import MIB
+from flower_gd.config import format_setting
+from flower_gd.metering import MIB
+from flower_gd.sizes import model_size_table, paper_payload_table
+from flower_gd.tables import (
+    SavedRun,
+    accuracy_table,
+    bytes_table,
+    byzantine_table,
+    codec_table,
+    fault_table,
+    load_runs,
+    markdown,
+    model_family_table,
+    shared_settings,
+)
 
 COLUMNS = [
     ("method", "method"), ("dataset", "dataset"), ("partition", "partition"),
@@ -27,20 +37,20 @@ COLUMNS = [
 ]
 
 
-def row(run: SavedRun) -> dict[str, Any]:
-    """One run as a flat row."""
+def row(run: SavedRun, shared: dict[str, Any]) -> dict[str, Any]:
+    """One run as a flat row (settings all runs share are said once, above the tables)."""
     s = run.summary
-    per_round = s["median-accuracy-per-round"]
-    has_local = "0" in per_round and s["method"] not in ("central", "central-all", "fedavg")
+    local = run.local_median
     return {
-        "method": run.method, "dataset": run.dataset, "partition": run.partition,
-        "model": s["model"], "seed": s["seed"], "nodes": run.config.get("num-nodes", s["num-nodes"]), "rounds": s["rounds"],
-        "local_median": round(per_round["0"], 4) if has_local else "–",
+        "method": run.label(shared), "dataset": run.dataset, "partition": run.partition,
+        "model": s["model"], "seed": s["seed"],
+        "nodes": run.config.get("num-nodes", s["num-nodes"]), "rounds": s["rounds"],
+        "local_median": "–" if local is None else round(local, 4),
         "final_median": round(s["final"]["median"], 4),
         "final_min": round(s["final"]["min"], 4), "final_max": round(s["final"]["max"], 4),
-        "payload_bytes": int(s["bytes"]["payload-per-exchange"]),
-        "wire_mib": round((s["bytes"]["wire-up"] + s["bytes"]["wire-down"]) / MIB, 3),
-        "p2p_mib": round(s["bytes"]["p2p"] / MIB, 3), "wall_s": s["wall-s"],
+        "payload_bytes": int(run.bytes["payload-per-exchange"]),
+        "wire_mib": round(run.wire_bytes / MIB, 3),
+        "p2p_mib": round(run.bytes["p2p"] / MIB, 3), "wall_s": s["wall-s"],
     }
 
 
@@ -50,21 +60,26 @@ def write_report(root: Path, with_models: bool = True) -> str:
     `with_models` adds the tables measured by serializing models and payloads.
     """
     everything = load_runs(root)
-    rows = [row(r) for r in everything]
-    runs = [r for r in everything if r.clean]  # attacks and faults get their own table
+    shared = shared_settings(everything)
+    rows = [row(r, shared) for r in everything]
+    runs = [r for r in everything if r.clean]  # attacks and faults get their own tables
+    said = ", ".join(format_setting(k, v) for k, v in shared.items()) or "none"
     parts = [
+        f"Settings off the defaults that every run here shares: {said}.",
         "## Runs\n\n" + markdown([t for _, t in COLUMNS],
                                   [[str(r[k]) for k, _ in COLUMNS] for r in rows]),
-        "## Final median node accuracy (Table V analogue)\n\n" + markdown(*accuracy_table(runs)),
+        "## Final median node accuracy (Table V analogue)\n\n"
+        + markdown(*accuracy_table(runs, shared)),
         "## Bytes per exchange against the model (Tables II/IV analogue)\n\n"
-        + markdown(*bytes_table(runs)),
+        + markdown(*bytes_table(runs, shared)),
     ]
     optional = [  # each only when some run fills it
-        ("Dead nodes and lost messages", fault_table(everything)),
+        ("Dead nodes and lost messages", fault_table(everything, shared)),
         ("Byzantine nodes: final median accuracy of the honest nodes",
-         byzantine_table(everything)),
-        ("Payload codecs: accuracy against bytes (Fig. 5)", codec_table(runs)),
-        ("Mixed fleets: accuracy per model family (Table VI analogue)", model_family_table(runs)),
+         byzantine_table(everything, shared)),
+        ("Payload codecs: accuracy against bytes (Fig. 5)", codec_table(runs, shared)),
+        ("Mixed fleets: accuracy per model family (Table VI analogue)",
+         model_family_table(runs, shared)),
     ]
     parts += [f"## {title}\n\n" + markdown(*table) for title, table in optional if table[1]]
     if with_models:

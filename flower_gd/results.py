@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flower_gd.config import load_defaults
-from flower_gd.metering import MeterEntry, MeteredGrid
+from flower_gd.config import HOUSEKEEPING_KEYS, load_defaults, upgrade
+from flower_gd.metering import TAGS, MeteredGrid, MeterEntry
 
 ROUND_COLUMNS = [
     "round", "node", "node_id", "model", "accuracy", "loss", "train_loss", "label_accuracy",
-    "bytes_up", "bytes_down", "p2p_bytes_up", "p2p_bytes_down", "logits_bytes",
-    "weights_bytes", "data_bytes", "control_bytes", "cum_bytes_up", "cum_bytes_down", "cum_p2p_bytes",
+    "bytes_up", "bytes_down", "p2p_bytes_up", "p2p_bytes_down", "scores_bytes",
+    "weights_bytes", "data_bytes", "control_bytes", "cum_bytes_up", "cum_bytes_down",
+    "cum_p2p_bytes",
     "node_wall_s", "round_wall_s", "alive", "failed_pulls", "lost_messages",
     "payload_rejected", "byzantine",
 ]
@@ -32,10 +33,6 @@ MESSAGE_COLUMNS = ["round", "direction", "node_id", "message_type", "tag", "nbyt
                    "peer_id"]
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.json"
-MIB = 2 ** 20
-
-
-LOCATION_KEYS = ("output-dir",)
 
 
 def config_differs(run_dir: Path, config: dict[str, Any]) -> list[str]:
@@ -45,11 +42,11 @@ def config_differs(run_dir: Path, config: dict[str, Any]) -> list[str]:
     is what the run used; where the run lives is not part of what it computed, so a moved
     or cloned results folder still matches.
     """
-    saved = json.loads((Path(run_dir) / "config.json").read_text())
+    saved = upgrade(json.loads((Path(run_dir) / "config.json").read_text()))
     defaults = load_defaults()
     saved = {**{k: defaults[k] for k in set(config) - set(saved) if k in defaults}, **saved}
     return sorted(k for k in set(saved) | set(config)
-                  if k not in LOCATION_KEYS and saved.get(k) != config.get(k))
+                  if k not in HOUSEKEEPING_KEYS and saved.get(k) != config.get(k))
 
 
 def is_finished(run_dir: Path, config: dict[str, Any] | None = None) -> bool:
@@ -115,7 +112,7 @@ class RunRecorder:
         self.partition_of_id: dict[int, int] = {}  # every node id seen, resumed runs' too
         self.metrics: dict[int, dict[int, dict[str, float]]] = defaultdict(dict)
         self.alive: dict[int, set[int]] = defaultdict(set)  # round -> node ids that answered
-        self._cum = defaultdict(lambda: [0, 0, 0])  # partition -> [up, down, p2p]
+        self._cum: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # up, down, p2p
         self._round_start = time.perf_counter()
         self._t0 = time.perf_counter()
         self._elapsed_before = 0.0  # wall seconds of the run before a resume
@@ -192,8 +189,8 @@ class RunRecorder:
         """The node answered a message of this round."""
         self.alive[server_round].add(node_id)
 
-    def end_round(self, server_round: int) -> dict[str, float]:
-        """Write the round's rows and new message-log entries; returns the round's medians."""
+    def end_round(self, server_round: int) -> None:
+        """Write the round's rows and the message-log entries metered since the last round."""
         wall = time.perf_counter() - self._round_start
         self._round_start = time.perf_counter()
         entries = self.meter.entries[self._written_entries:]
@@ -230,8 +227,8 @@ class RunRecorder:
                 "label_accuracy": m.get("label-accuracy", ""),
                 "bytes_up": b["bytes_up"], "bytes_down": b["bytes_down"],
                 "p2p_bytes_up": b["p2p_bytes_up"], "p2p_bytes_down": b["p2p_bytes_down"],
-                "logits_bytes": b["logits_bytes"], "weights_bytes": b["weights_bytes"],
-                "data_bytes": b["data_bytes"], "control_bytes": b["control_bytes"], "cum_bytes_up": cum[0],
+                **{f"{tag}_bytes": b[f"{tag}_bytes"] for tag in TAGS},
+                "cum_bytes_up": cum[0],
                 "cum_bytes_down": cum[1], "cum_p2p_bytes": cum[2],
                 "node_wall_s": round(m.get("wall-s", 0.0), 4), "round_wall_s": round(wall, 3),
                 "alive": int(node_id in self.alive[server_round]),
@@ -241,8 +238,6 @@ class RunRecorder:
             })
         with (self.run_dir / "rounds.csv").open("a", newline="") as fh:
             csv.DictWriter(fh, ROUND_COLUMNS).writerows(rows)
-        accs = [r["accuracy"] for r in rows if r["accuracy"] != ""]
-        return {"median-accuracy": statistics.median(accs) if accs else float("nan")}
 
     def finalize(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write summary.json (last, so its presence means the run finished)."""
@@ -264,7 +259,7 @@ class RunRecorder:
                 by_model[self.nodes[node_id]["model"]].append(m["accuracy"])
         wire = [e for e in self.meter.entries if e.kind == "wire"]
         p2p = [e for e in self.meter.entries if e.kind == "p2p" and e.direction == "down"]
-        logits = [e.nbytes for e in wire if e.tag == "logits" and e.direction == "up"]
+        scores = [e.nbytes for e in wire if e.tag == "scores" and e.direction == "up"]
         weights = [e.nbytes for e in wire if e.tag == "weights"]
         summary = {
             "method": self.config.get("method"),
@@ -281,16 +276,15 @@ class RunRecorder:
                 "wire-up": sum(e.nbytes for e in wire if e.direction == "up"),
                 "wire-down": sum(e.nbytes for e in wire if e.direction == "down"),
                 "p2p": sum(e.nbytes for e in p2p),
-                "by-tag": {t: sum(e.nbytes for e in wire if e.tag == t)
-                           for t in ("logits", "weights", "data", "control")},
+                "by-tag": {t: sum(e.nbytes for e in wire if e.tag == t) for t in TAGS},
                 # median sizes of one message, as sent: what a node shares (inference
                 # list) and what a model costs (weights), the Table IV / Table II analogues
-                "logits-message": statistics.median(logits) if logits else 0,
+                "scores-message": statistics.median(scores) if scores else 0,
                 "weights-message": statistics.median(weights) if weights else 0,
                 # what one exchange costs: a peer-to-peer payload for gossip, otherwise an
-                # upload of logits or of weights
+                # upload of scores or of weights
                 "payload-per-exchange": (statistics.median(e.nbytes for e in p2p) if p2p
-                                         else statistics.median(logits) if logits
+                                         else statistics.median(scores) if scores
                                          else statistics.median(weights) if weights else 0),
                 "messages": len(wire),
             },

@@ -1,4 +1,8 @@
-"""Plumbing shared by this project's strategies: messages, per-node records, node evaluation."""
+"""Plumbing shared by this project's strategies: messages, per-node records, node evaluation.
+
+Both sides of evaluation live here: the strategy asks every node to evaluate (its own model,
+or arrays it is sent) and `evaluate` is the node step that answers.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,37 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from flower_gd.codecs import WEIGHTS_KEY
+from flower_gd.codecs import ARRAYS_KEY
 from flower_gd.fleet import wait_for_nodes
-from flower_gd.node import RUN_DIR_KEY
+from flower_gd.node import RUN_DIR_KEY, Node
 from flower_gd.results import RunRecorder
 
 EVALUATE = "evaluate"
 STATUS = "query.status"
+
+
+def metrics_of(reply: Message) -> dict[str, float]:
+    """The scalar metrics a node reported in its reply's ``metrics`` record."""
+    record = reply.content.metric_records.get("metrics")
+    if record is None:
+        return {}
+    return {k: float(v) for k, v in record.items() if isinstance(v, int | float)}
+
+
+def partition_of_reply(reply: Message) -> int:
+    """The partition id a node reports in its reply's metrics."""
+    return int(metrics_of(reply)["partition-id"])
+
+
+def evaluate(node: Node, content: RecordDict) -> dict[str, float]:
+    """Node side: test-set accuracy of a global model sent as `arrays`, or else of this
+    node's own model as of the message's round."""
+    if ARRAYS_KEY in content.array_records:
+        model = node.new_model(family=node.cfg.global_model)
+        model.load_state_dict(content.array_records[ARRAYS_KEY].to_torch_state_dict())
+    else:
+        model = node.load_model()
+    return {**node.test_metrics(model), "num-examples": len(node.data.test[1])}
 
 
 class NodeRecordingStrategy(Strategy):
@@ -69,7 +97,7 @@ class NodeRecordingStrategy(Strategy):
             if self.recorder is not None:
                 self.recorder.mark_alive(server_round, node)
                 if "metrics" in reply.content:
-                    self.recorder.record(server_round, node, dict(reply.content["metrics"]))
+                    self.recorder.record(server_round, node, metrics_of(reply))
         return out
 
     def require_min(self, got: dict[int, Any], what: str) -> None:
@@ -89,8 +117,8 @@ class NodeRecordingStrategy(Strategy):
                                         timeout=timeout)
         found = {}
         for reply in replies:
-            if not reply.has_error() and reply.content["metrics"].get("state-round", -1) >= 0:
-                found[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])
+            if not reply.has_error() and metrics_of(reply).get("state-round", -1) >= 0:
+                found[reply.metadata.src_node_id] = partition_of_reply(reply)
                 if self.recorder is not None:
                     self.recorder.mark_alive(0, reply.metadata.src_node_id)
         return found
@@ -109,7 +137,7 @@ class NodeRecordingStrategy(Strategy):
         """Evaluate `arrays` on every node if given (a global model), else each node's own."""
         messages = []
         for n in self.node_ids:
-            content = RecordDict({WEIGHTS_KEY: arrays}) if len(arrays) else None
+            content = RecordDict({ARRAYS_KEY: arrays}) if len(arrays) else None
             messages.append(self.message(n, EVALUATE, server_round, content))
         return messages
 
@@ -117,7 +145,7 @@ class NodeRecordingStrategy(Strategy):
                            ) -> MetricRecord | None:
         """Median, min and max node accuracy (the paper reports the median over nodes)."""
         got = self.collect(server_round, replies, "evaluation")
-        accs = [float(m.content["metrics"]["accuracy"]) for m in got.values()]
+        accs = [metrics_of(m)["accuracy"] for m in got.values()]
         if not accs:
             return None
         return MetricRecord({"median-accuracy": statistics.median(accs),

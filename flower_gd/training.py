@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flower_gd.config import RunConfig
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -18,6 +20,11 @@ class OptimConfig:
     momentum: float
     weight_decay: float
     batch_size: int
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> OptimConfig:
+        """The run config's `lr`, `momentum`, `weight-decay` and `batch-size`."""
+        return cls(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size)
 
 
 def _batches(n: int, batch_size: int, rng: np.random.Generator | None):

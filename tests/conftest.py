@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.supercore.task_identity import TaskIdentity
+
+from flower_gd.flower_internals import act_as_serverapp
 
 
 @pytest.fixture
 def task_identity() -> None:
     """Flower builds a message's metadata from the running task; tests play the ServerApp."""
-    TaskIdentity.run_id = 1234
-    TaskIdentity.task_id = 1
-    TaskIdentity.node_id = SUPERLINK_NODE_ID
+    act_as_serverapp(run_id=1234, task_id=1)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from flower_gd.byzantine import (byzantine_partitions, corrupt_scores, corrupt_weights,
-                                 flip_labels)
+from flower_gd.byzantine import byzantine_partitions, corrupt_arrays, corrupt_scores, flip_labels
 from flower_gd.config import RunConfig, load_defaults, merge_overrides
 from flower_gd.distill import clip_toward
 from flower_gd.experiment import run_experiment
@@ -18,10 +17,11 @@ def _cfg(**overrides):
 
 
 def test_attackers_are_drawn_once_from_the_seed():
-    three = byzantine_partitions(_cfg(**{"byzantine-nodes": 3}))
+    three = byzantine_partitions(seed=0, num_nodes=10, attackers=3)
     assert len(three) == 3 and three <= set(range(10))
-    assert three == byzantine_partitions(_cfg(**{"byzantine-nodes": 3}))  # reproducible
-    assert byzantine_partitions(_cfg()) == set()
+    assert three == byzantine_partitions(0, 10, 3)  # reproducible
+    assert three != byzantine_partitions(1, 10, 3)  # another seed, other attackers
+    assert byzantine_partitions(0, 10, 0) == set()
 
 
 def test_what_an_attacker_sends_instead_of_its_list():
@@ -36,10 +36,10 @@ def test_what_an_attacker_sends_instead_of_its_list():
 
 def test_a_fedavg_attacker_sends_noise_of_each_tensors_scale():
     state = {"w": torch.ones(50, 50) * 3 + torch.randn(50, 50), "n": torch.tensor(7)}
-    noisy = corrupt_weights(state, "random", 0)
+    noisy = corrupt_arrays(state, "random", 0)
     assert noisy["n"] == 7  # integer buffers (BatchNorm counters) are left alone
     assert abs(float(noisy["w"].std()) - float(state["w"].std())) < 0.2
-    assert torch.isnan(corrupt_weights(state, "malformed", 0)["w"]).all()
+    assert torch.isnan(corrupt_arrays(state, "malformed", 0)["w"]).all()
 
 
 def test_clipping_bounds_each_samples_move_by_the_radius():

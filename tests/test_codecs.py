@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
-from flower_gd.codecs import (CODECS, PAYLOAD_KEY, PAYLOAD_META_KEY, Codec, InferencePayload,
-                              PayloadError, decode_payload, encode_payload, encoded_nbytes,
-                              quantize_probs)
+from flower_gd.codecs import (
+    CODECS,
+    PAYLOAD_KEY,
+    PAYLOAD_META_KEY,
+    Codec,
+    InferencePayload,
+    PayloadError,
+    decode_payload,
+    encode_payload,
+    quantize_probs,
+)
 from flower_gd.metering import message_nbytes
 
 PROBS = np.array([[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]], dtype=np.float32)
@@ -20,6 +28,11 @@ def _content(scores=PROBS, counter=2, kind="probs", codec="float32"):
                              RAW)
     content[PAYLOAD_META_KEY] = ConfigRecord({"counter": counter, "kind": kind, "codec": codec})
     return content
+
+
+def encoded_nbytes(content, key=PAYLOAD_KEY):
+    """Bytes of a payload's arrays as encoded (after compression), without Flower's framing."""
+    return sum(a.numpy().nbytes for a in content.array_records[key].values())
 
 
 def _probs(n=500, c=10, seed=0):
@@ -80,7 +93,7 @@ def test_round_trip_of_every_codec(codec, max_error):
     if max_error is not None:
         assert np.abs(got.scores - probs).max() <= max_error + 1e-7
     exact = codec == "float32"
-    np.testing.assert_allclose(got.weights, w, rtol=1e-6 if exact else 2e-3)
+    np.testing.assert_allclose(got.sample_weights, w, rtol=1e-6 if exact else 2e-3)
     np.testing.assert_allclose(got.confidence, conf, atol=1e-7 if exact else 0.5 / 255 + 1e-7)
 
 
@@ -111,7 +124,7 @@ def test_exact_encoded_bytes_without_compression(codec, per_sample):
     content = encode_payload(InferencePayload(_probs(n), 1, "probs"), Codec(codec, compress=False))
     assert encoded_nbytes(content) == n * per_sample
     # with per-sample weights: 4 bytes (float32) or 2 (float16 log W) more per sample
-    content = encode_payload(InferencePayload(_probs(n), 1, "probs", weights=np.ones(n)),
+    content = encode_payload(InferencePayload(_probs(n), 1, "probs", sample_weights=np.ones(n)),
                              Codec(codec, compress=False))
     assert encoded_nbytes(content) == n * (per_sample + (4 if codec == "float32" else 2))
 
@@ -145,7 +158,8 @@ def test_the_meter_counts_the_encoded_bytes():
 
 
 def _encoded(codec="uint8", **kw):
-    return encode_payload(InferencePayload(_probs(4, 3), 1, "probs", **kw), Codec(codec, compress=False))
+    return encode_payload(InferencePayload(_probs(4, 3), 1, "probs", **kw),
+                          Codec(codec, compress=False))
 
 
 def _replace(content, name, array):
@@ -179,9 +193,9 @@ def _set_meta(content, **kw):
     (lambda: _set_meta(_encoded(), zlib=["scores"]), "not valid zlib"),
     (lambda: _replace(_set_meta(_encoded(), zlib=["scores"]), "scores",
                       np.frombuffer(zlib.compress(bytes(1000)), np.uint8)), "wrong size"),
-    (lambda: _replace(_encoded("float32", weights=np.ones(4)), "weights",
+    (lambda: _replace(_encoded("float32", sample_weights=np.ones(4)), "weights",
                       np.array([1, -1, 1, 1], np.float32)), "weights are negative"),
-    (lambda: _replace(_encoded("float16", weights=np.ones(4)), "weights",
+    (lambda: _replace(_encoded("float16", sample_weights=np.ones(4)), "weights",
                       np.array([1, np.nan, 1, 1], np.float16)), "weights hold NaN"),
     (lambda: _replace(_encoded("float32", confidence=np.ones(4)), "confidence",
                       np.array([1, 2, 1, 1], np.float32)), r"in \[0, 1\]"),

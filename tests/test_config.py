@@ -2,11 +2,12 @@
 
 import pytest
 
-from flower_gd.config import ConfigError, RunConfig, load_defaults, merge_overrides
+from flower_gd import methods
+from flower_gd.config import ConfigError, load_defaults, merge_overrides
 
 
 def _cfg(**overrides):
-    return RunConfig.from_mapping(merge_overrides(load_defaults(), overrides))
+    return methods.load_config(merge_overrides(load_defaults(), overrides))
 
 
 def test_pyproject_defaults_validate():
@@ -28,6 +29,7 @@ def test_unknown_key_names_the_key_and_the_known_ones():
     ("local-epochs", 1.5, "whole number"),
     ("private-fraction", 1.5, "in \\[1e-06, 0.999\\]"),
     ("topology", "star", "choose one of"),
+    ("method", "gossip-magic", "method='gossip-magic' is not valid"),
 ])
 def test_bad_values_fail_before_any_work(key, value, match):
     with pytest.raises(ConfigError, match=match):
@@ -37,10 +39,39 @@ def test_bad_values_fail_before_any_work(key, value, match):
 def test_ground_truth_label_source_warns_of_a_label_leak():
     with pytest.warns(UserWarning, match="LABEL LEAK"):
         cfg = _cfg(**{"label-source": "ground-truth"})
-    assert cfg.default_run_name().startswith("gossip-gt_")
+    assert methods.run_name(cfg) == "gossip_digits_iid_cnn_label-source=ground-truth_s0"
 
 
 def test_models_are_assigned_round_robin_and_run_names_are_stable():
     cfg = _cfg(model="resnet18,mobilenet_v3_small", **{"partition-scheme": "niid1"})
     assert [cfg.model_for(i) for i in range(4)] == ["resnet18", "mobilenet_v3_small"] * 2
-    assert cfg.default_run_name() == "gossip_digits_niid1_resnet18+mobilenet_v3_small_s0"
+    assert methods.run_name(cfg) == "gossip_digits_niid1_resnet18+mobilenet_v3_small_s0"
+
+
+def test_a_run_is_labelled_by_exactly_the_keys_that_differ_from_the_defaults():
+    defaults = load_defaults()
+    run = {**defaults, "method": "gossip-adaptive", "gossip-peers": 2, "common-limit": 600,
+           "output-dir": "/elsewhere", "seed": 3}
+    # where it lives and what its name spells already (method, seed) are not settings
+    assert methods.settings(run) == {"common-limit": 600, "gossip-peers": 2}
+    # a key only other methods read never labels a run
+    assert methods.settings({**defaults, "method": "dlad", "gossip-peers": 2}) == {}
+
+
+def test_changing_a_default_keeps_every_label_true():
+    run = {**load_defaults(), "method": "gossip-adaptive", "gossip-peers": 2}
+    moved = {**load_defaults(), "gossip-peers": 2}  # pyproject's default moves to 2
+    assert methods.settings(run, moved) == {}  # the run now runs the default
+    assert methods.settings({**run, "gossip-peers": 1}, moved) == {"gossip-peers": 1}
+    # a saved run from before a key existed ran that key's default
+    old = {k: v for k, v in run.items() if k != "gossip-share"}
+    assert methods.settings(old) == {"gossip-peers": 2}
+    # and a renamed key is read under its new name
+    renamed = {**{k: v for k, v in run.items() if k != "gossip-bookkeeping"},
+               "gossip-weights": "accumulate"}
+    assert methods.settings(renamed) == {"gossip-bookkeeping": "accumulate", "gossip-peers": 2}
+
+
+def test_a_key_the_method_ignores_warns():
+    with pytest.warns(UserWarning, match=r"method=dlad ignores \['gossip-peers'\]"):
+        _cfg(method="dlad", **{"gossip-peers": 2})

@@ -13,7 +13,8 @@ from flower_gd.data import DatasetNotFound, load_dataset, load_digits, read_idx
 
 def _write_idx(path, array: np.ndarray, compress: bool) -> None:
     # IDX: two zero bytes, type code 0x08 (uint8), ndim, then big-endian int32 dims.
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}i", *array.shape)
+    header = (struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+              + struct.pack(f">{array.ndim}i", *array.shape))
     raw = header + array.astype(np.uint8).tobytes()
     if compress:
         path = path.with_name(path.name + ".gz")
@@ -25,7 +26,8 @@ def _write_idx(path, array: np.ndarray, compress: bool) -> None:
 def _write_mnist(folder, n_train=30, n_test=10, compress=True):
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
-    images = {"train": rng.integers(0, 256, (n_train, 28, 28)), "t10k": rng.integers(0, 256, (n_test, 28, 28))}
+    images = {"train": rng.integers(0, 256, (n_train, 28, 28)),
+              "t10k": rng.integers(0, 256, (n_test, 28, 28))}
     labels = {"train": np.arange(n_train) % 10, "t10k": np.arange(n_test) % 10}
     for split in ("train", "t10k"):
         _write_idx(folder / f"{split}-images-idx3-ubyte", images[split], compress)
@@ -60,7 +62,8 @@ def test_truncated_idx_is_reported(tmp_path):
 
 
 def test_missing_mnist_names_the_file_and_the_fix(tmp_path):
-    with pytest.raises(DatasetNotFound, match=r"train-images-idx3-ubyte\[.gz\] not found.*data-dir"):
+    with pytest.raises(DatasetNotFound,
+                       match=r"train-images-idx3-ubyte\[.gz\] not found.*data-dir"):
         load_dataset("mnist", str(tmp_path))
 
 

@@ -20,7 +20,7 @@ def test_gossip_runs_on_a_superlink_and_three_supernodes(tmp_path):
     summary = _summary(report)
     assert report["flwr-run-exit"] == 0 and summary["rounds"] == 2
     assert summary["faults"]["alive-per-round"]["2"] == [0, 1, 2]
-    assert summary["bytes"]["by-tag"]["logits"] > 0 and summary["bytes"]["by-tag"]["weights"] == 0
+    assert summary["bytes"]["by-tag"]["scores"] > 0 and summary["bytes"]["by-tag"]["weights"] == 0
     # each SuperNode kept its state on its own side (node-config state-dir), not the server's
     for p in range(3):
         assert list((tmp_path / "dep" / "state" / f"supernode-{p}").rglob("model.pt"))

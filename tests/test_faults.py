@@ -13,6 +13,7 @@ from flower_gd.config import ConfigError, RunConfig, load_defaults, merge_overri
 from flower_gd.experiment import run_experiment
 from flower_gd.faults import FaultyGrid, unavailable_reply
 from flower_gd.metering import MeteredGrid
+from flower_gd.node import Node
 
 
 def _cfg(**overrides):
@@ -55,9 +56,12 @@ def test_a_dropped_node_answers_with_node_unavailable_from_its_round_on():
         return Message(RecordDict({"config": ConfigRecord({"server-round": server_round})}),
                        dst_node_id=9, message_type="train.gossip")
 
-    assert unavailable_reply(msg(1), cfg, 3) is None
-    assert unavailable_reply(msg(2), cfg, 2) is None  # another node
-    reply = unavailable_reply(msg(2), cfg, 3)
+    def node(partition, server_round):
+        return Node(cfg, partition, cfg.num_nodes, "/unused", server_round)
+
+    assert unavailable_reply(msg(1), node(3, 1)) is None
+    assert unavailable_reply(msg(2), node(2, 2)) is None  # another node
+    reply = unavailable_reply(msg(2), node(3, 2))
     assert reply.has_error() and reply.error.code == ErrorCode.NODE_UNAVAILABLE
     assert "node 3 is down since round 2" in reply.error.reason
 

@@ -6,7 +6,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp.strategy import FedAvg
 
 from baselines.fedavg import NODE_INFO_KEY, RecordedFedAvg
-from flower_gd.config import ConfigError, RunConfig, load_defaults, merge_overrides
+from flower_gd import methods
+from flower_gd.config import ConfigError, load_defaults, merge_overrides
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -35,4 +36,4 @@ def test_recorded_fedavg_is_flowers_fedavg_and_weights_by_num_examples():
 def test_fedavg_refuses_mixed_architectures():
     cfg = merge_overrides(load_defaults(), {"method": "fedavg", "model": "cnn,resnet18"})
     with pytest.raises(ConfigError, match="cannot mix|same architecture"):
-        RunConfig.from_mapping(cfg)
+        methods.load_config(cfg)

@@ -73,4 +73,4 @@ def test_flwr_run_dot_runs_gossip_and_writes_results(flwr_env, tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = json.loads((out / "gossip_digits_iid_cnn_s0" / "summary.json").read_text())
     assert summary["rounds"] == 1 and summary["num-nodes"] == 3
-    assert summary["bytes"]["by-tag"]["logits"] > 0
+    assert summary["bytes"]["by-tag"]["scores"] > 0

@@ -1,15 +1,20 @@
 """gossip-adaptive: the weighted mix by hand, node steps on digits, push-sum mass, relays."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
-from flwr.app import RecordDict
+from flwr.app import ConfigRecord, RecordDict
 
+from flower_gd import methods
 from flower_gd.codecs import PAYLOAD_KEY, PAYLOAD_META_KEY, PayloadError, payload_keys
 from flower_gd.config import ConfigError, RunConfig, load_defaults, merge_overrides
 from flower_gd.distill import density_ratio, weighted_mix
 from flower_gd.node import Node
-from strategies import gossip, gossip_adaptive as ga
+from strategies import gossip
+from strategies import gossip_adaptive as ga
 from strategies.gossip_adaptive import GossipAdaptive
+from strategies.relay import DELIVERED_KEY, FANOUT_KEY
 
 SMALL = {"method": "gossip-adaptive", "num-nodes": 4, "local-epochs": 2, "disc-epochs": 1,
          "common-limit": 120, "test-limit": 60, "partition-scheme": "niid1"}
@@ -18,6 +23,30 @@ SMALL = {"method": "gossip-adaptive", "num-nodes": 4, "local-epochs": 2, "disc-e
 def _node(tmp_path, pid, **overrides):
     cfg = RunConfig.from_mapping(merge_overrides(load_defaults(), {**SMALL, **overrides}))
     return Node(cfg, pid, cfg.num_nodes, str(tmp_path))
+
+
+def _at(node, server_round):
+    """The node handling a message of `server_round`."""
+    return replace(node, server_round=server_round)
+
+
+def _request(pullers=None, delivered=(), content=None):
+    """A relay message's content with its receipts: the fan-out of this answer (share) and
+    the fan-outs of the node's answers delivered earlier in the round."""
+    content = RecordDict() if content is None else content
+    config = {FANOUT_KEY: pullers} if pullers is not None else {}
+    if delivered:
+        config[DELIVERED_KEY] = list(delivered)
+    content["config"] = ConfigRecord(config)
+    return content
+
+
+def _share(node, pullers, delivered=()):
+    return ga.share(node, _request(pullers, delivered))
+
+
+def _step(node, server_round, content=None, delivered=()):
+    return ga.gossip_step(_at(node, server_round), _request(None, delivered, content))
 
 
 def test_weighted_mix_against_a_hand_computed_example():
@@ -43,7 +72,7 @@ def test_local_phase_stores_belief_weights_and_model(tmp_path):
     node = _node(tmp_path, 0)
     metrics = ga.local_phase(node)
     belief = node.store.snapshot().array(ga.BELIEF)
-    weights = node.store.snapshot().array(ga.WEIGHTS)
+    weights = node.store.snapshot().array(ga.SAMPLE_WEIGHTS)
     assert belief.shape == (120, 10) and weights.shape == (120,)
     np.testing.assert_allclose(belief.sum(1), 1.0, rtol=1e-5)
     assert (weights > 0).all() and node.store.snapshot().has_model()
@@ -64,14 +93,14 @@ def test_push_sum_conserves_weight_and_the_step_mixes_then_distils(tmp_path, mon
     a, b, c = (_node(tmp_path, p) for p in range(3))
     for n in (a, b, c):
         ga.local_phase(n)
-    w = {n.partition_id: n.store.snapshot().array(ga.WEIGHTS) for n in (a, b, c)}
+    w = {n.partition_id: n.store.snapshot().array(ga.SAMPLE_WEIGHTS) for n in (a, b, c)}
     bel = {n.partition_id: n.store.snapshot().array(ga.BELIEF) for n in (a, b, c)}
     before = sum(w.values())
     # b is pulled by two nodes this round: it sends a third of its weight to each; answering
     # changes nothing on disk (the relay tells b in its step which answers arrived)
-    sent_b = ga.share(b, pullers=2)
-    np.testing.assert_array_equal(b.store.snapshot().array(ga.WEIGHTS), w[1])
-    sent_c = ga.share(c, pullers=1)
+    sent_b = _share(b, 2)
+    np.testing.assert_array_equal(b.store.snapshot().array(ga.SAMPLE_WEIGHTS), w[1])
+    sent_c = _share(c, 1)
     seen = {}
     real = ga.train_soft
 
@@ -80,7 +109,7 @@ def test_push_sum_conserves_weight_and_the_step_mixes_then_distils(tmp_path, mon
         return real(model, x, target, *args, **kwargs)
 
     monkeypatch.setattr(ga, "train_soft", spy)
-    metrics = ga.gossip_step(a, _relay(sent_b, sent_c), server_round=1)
+    metrics = _step(a, 1, _relay(sent_b, sent_c))
     assert metrics["peers"] == 2
     w_b, w_c = w[1] / 3, w[2] / 2
     expect = ((w[0][:, None] * bel[0] + w_b[:, None] * bel[1] + w_c[:, None] * bel[2])
@@ -88,12 +117,12 @@ def test_push_sum_conserves_weight_and_the_step_mixes_then_distils(tmp_path, mon
     np.testing.assert_allclose(seen["target"], expect, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a.store.snapshot().array(ga.BELIEF), expect, rtol=1e-5, atol=1e-6)
     # b and c book their splits in their own steps (no payload reached them this round)
-    assert ga.gossip_step(b, RecordDict(), 1, shared=[2])["peers"] == 0
-    ga.gossip_step(c, RecordDict(), 1, shared=[1])
-    np.testing.assert_allclose(b.store.snapshot().array(ga.WEIGHTS), w[1] / 3, rtol=1e-6)
+    assert _step(b, 1, delivered=[2])["peers"] == 0
+    _step(c, 1, delivered=[1])
+    np.testing.assert_allclose(b.store.snapshot().array(ga.SAMPLE_WEIGHTS), w[1] / 3, rtol=1e-6)
     # mass: a holds w_a + w_b/3 + w_c/2, b keeps w_b/3, c keeps w_c/2; one share of b is still
     # "in flight" to its second puller
-    after = sum(n.store.snapshot().array(ga.WEIGHTS) for n in (a, b, c)) + w[1] / 3
+    after = sum(n.store.snapshot().array(ga.SAMPLE_WEIGHTS) for n in (a, b, c)) + w[1] / 3
     np.testing.assert_allclose(after, before, rtol=1e-5)
     assert a.store.snapshot().meta["counter"] == 2
 
@@ -101,30 +130,30 @@ def test_push_sum_conserves_weight_and_the_step_mixes_then_distils(tmp_path, mon
 def test_a_second_answer_in_a_round_splits_what_the_first_left(tmp_path):
     b = _node(tmp_path, 1)
     ga.local_phase(b)
-    w = b.store.snapshot().array(ga.WEIGHTS)
+    w = b.store.snapshot().array(ga.SAMPLE_WEIGHTS)
     from flower_gd.codecs import decode_payload
-    first = decode_payload(ga.share(b, pullers=1), (120, 10)).weights
-    second = decode_payload(ga.share(b, pullers=2, shared_before=[1]), (120, 10)).weights
+    first = decode_payload(_share(b, 1), (120, 10)).sample_weights
+    second = decode_payload(_share(b, 2, delivered=[1]), (120, 10)).sample_weights
     np.testing.assert_allclose(first, w / 2, rtol=1e-6)
     np.testing.assert_allclose(second, w / 2 / 3, rtol=1e-6)
-    ga.gossip_step(b, RecordDict(), 1, shared=[1, 2])
-    kept = b.store.snapshot().array(ga.WEIGHTS)
+    _step(b, 1, delivered=[1, 2])
+    kept = b.store.snapshot().array(ga.SAMPLE_WEIGHTS)
     np.testing.assert_allclose(kept + first + 2 * second, w, rtol=1e-6)  # nothing lost
 
 
 def test_accumulate_does_not_touch_the_sender(tmp_path):
-    b = _node(tmp_path, 1, **{"gossip-weights": "accumulate"})
+    b = _node(tmp_path, 1, **{"gossip-bookkeeping": "accumulate"})
     ga.local_phase(b)
-    w = b.store.snapshot().array(ga.WEIGHTS)
-    ga.share(b, pullers=3)
-    np.testing.assert_array_equal(b.store.snapshot().array(ga.WEIGHTS), w)
+    w = b.store.snapshot().array(ga.SAMPLE_WEIGHTS)
+    _share(b, 3)
+    np.testing.assert_array_equal(b.store.snapshot().array(ga.SAMPLE_WEIGHTS), w)
 
 
 def test_reinfer_replaces_the_belief_with_the_models_list(tmp_path):
     a, b = (_node(tmp_path, p, **{"gossip-share": "reinfer"}) for p in range(2))
     ga.local_phase(a)
     ga.local_phase(b)
-    ga.gossip_step(a, _relay(ga.share(b, 1)), 1)
+    _step(a, 1, _relay(_share(b, 1)))
     from flower_gd.training import infer, softmax
     np.testing.assert_allclose(a.store.snapshot().array(ga.BELIEF),
                                softmax(infer(a.load_model(), a.data.common_x)), rtol=1e-5)
@@ -135,7 +164,7 @@ def test_compact_codecs_flow_through_a_step(tmp_path, codec):
     a, b = (_node(tmp_path, p, codec=codec) for p in range(2))
     ga.local_phase(a)
     ga.local_phase(b)
-    assert ga.gossip_step(a, _relay(ga.share(b, 1)), 1)["peers"] == 1
+    assert _step(a, 1, _relay(_share(b, 1)))["peers"] == 1
 
 
 def test_a_bad_payload_leaves_every_file_untouched(tmp_path):
@@ -144,11 +173,11 @@ def test_a_bad_payload_leaves_every_file_untouched(tmp_path):
     gossip.local_phase(b)  # a plain gossip node: no weights
     before = {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()}
     with pytest.raises(PayloadError, match="no per-sample weights"):
-        ga.gossip_step(a, gossip.share(b), 1)
-    bad = ga.share(a, 0)
+        _step(a, 1, gossip.share(b))
+    bad = _share(a, 0)
     bad[PAYLOAD_META_KEY]["counter"] = 0
     with pytest.raises(PayloadError, match="counter"):
-        ga.gossip_step(a, bad, 1)
+        _step(a, 1, bad)
     assert {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()} == before
 
 
@@ -168,16 +197,19 @@ def test_config_refuses_impossible_options():
     with pytest.raises(ConfigError, match="cannot carry logits"):
         RunConfig.from_mapping({**base, "codec": "uint8", "inference-output": "logits",
                                 "method": "gossip"})
-    with pytest.raises(ConfigError, match="gossip-weights='push'"):
-        RunConfig.from_mapping({**base, "gossip-weights": "push"})
+    with pytest.raises(ConfigError, match="gossip-bookkeeping='push'"):
+        RunConfig.from_mapping({**base, "gossip-bookkeeping": "push"})
+    with pytest.raises(ConfigError, match="set inference-output=probs"):
+        methods.load_config({**base, "inference-output": "logits"})
 
 
-def test_run_names_carry_the_variant_so_sweeps_do_not_collide():
+def test_run_names_carry_the_settings_so_sweeps_do_not_collide():
     base = merge_overrides(load_defaults(), {"method": "gossip-adaptive"})
-    name = RunConfig.from_mapping({**base, "codec": "topk", "codec-topk": 3, "gossip-peers": 2,
-                                   "gossip-weights": "accumulate"}).default_run_name()
-    assert name == "gossip-adaptive_digits_iid_cnn_topk3_k2_accumulate_s0"
-    assert RunConfig.from_mapping(base).default_run_name() == "gossip-adaptive_digits_iid_cnn_s0"
+    cfg = methods.load_config({**base, "codec": "topk", "codec-topk": 3, "gossip-peers": 2,
+                               "gossip-bookkeeping": "accumulate"})
+    assert methods.run_name(cfg) == ("gossip-adaptive_digits_iid_cnn_codec=topk_codec-topk=3_"
+                                     "gossip-bookkeeping=accumulate_gossip-peers=2_s0")
+    assert methods.run_name(methods.load_config(base)) == "gossip-adaptive_digits_iid_cnn_s0"
 
 
 def test_a_fresh_student_starts_from_a_new_model_once(tmp_path, monkeypatch):
@@ -194,9 +226,9 @@ def test_a_fresh_student_starts_from_a_new_model_once(tmp_path, monkeypatch):
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(ga, "train_soft", spy)
-    ga.gossip_step(a, _relay(ga.share(b, 1)), 1)
+    _step(a, 1, _relay(_share(b, 1)))
     assert all((seen[0][k] == fresh[k]).all() for k in fresh)  # round 1: a new model
     assert not all((seen[0][k] == local[k]).all() for k in local)
     after_round_1 = a.load_model().state_dict()
-    ga.gossip_step(a, _relay(ga.share(b, 1)), 2)
+    _step(a, 2, _relay(_share(b, 1)))
     assert all((seen[1][k] == after_round_1[k]).all() for k in after_round_1)  # continued

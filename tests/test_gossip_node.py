@@ -1,5 +1,7 @@
 """Node-side gossip steps on digits: state on disk, Eq. 1 counters, label leak, bad payloads."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,11 @@ def _node(tmp_path, pid, **overrides):
     return Node(cfg, pid, cfg.num_nodes, str(tmp_path))
 
 
+def _step(node, content, server_round=1):
+    """The node's gossip step as a message of `server_round` delivers it."""
+    return gossip.gossip_step(replace(node, server_round=server_round), content)
+
+
 def test_local_phase_keeps_weights_and_list_on_disk_with_counter_one(tmp_path):
     node = _node(tmp_path, 0)
     metrics = gossip.local_phase(node)
@@ -32,7 +39,8 @@ def test_gossip_step_mixes_the_peer_retrains_and_counts(tmp_path, monkeypatch):
     a, b = _node(tmp_path, 0), _node(tmp_path, 1)
     gossip.local_phase(a)
     gossip.local_phase(b)
-    il_a, il_b = a.store.snapshot().array("inference-list"), b.store.snapshot().array("inference-list")
+    il_a = a.store.snapshot().array("inference-list")
+    il_b = b.store.snapshot().array("inference-list")
     seen = {}
     real_train = gossip.train_hard
 
@@ -41,7 +49,7 @@ def test_gossip_step_mixes_the_peer_retrains_and_counts(tmp_path, monkeypatch):
         return real_train(model, x, y, *args, **kwargs)
 
     monkeypatch.setattr(gossip, "train_hard", spy)
-    metrics = gossip.gossip_step(a, gossip.share(b), server_round=1)
+    metrics = _step(a, gossip.share(b))
     # trained on argmax of Eq. 1 with C_a = C_b = 1, i.e. of the mean
     np.testing.assert_array_equal(seen["labels"], ((il_a + il_b) / 2).argmax(axis=1))
     assert metrics["counter"] == 2 and a.store.snapshot().meta["counter"] == 2
@@ -63,7 +71,7 @@ def test_ground_truth_switch_trains_on_true_labels(tmp_path, monkeypatch):
         return 0.0
 
     monkeypatch.setattr(gossip, "train_hard", record_labels)
-    gossip.gossip_step(a, gossip.share(b), server_round=1)
+    _step(a, gossip.share(b))
     np.testing.assert_array_equal(seen["labels"], a.data.common_y)
 
 
@@ -98,7 +106,7 @@ def test_a_malformed_payload_is_rejected_and_the_node_state_untouched(tmp_path, 
     gossip.local_phase(b)
     before = {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()}
     with pytest.raises(gossip.PayloadError, match=match):
-        gossip.gossip_step(a, _malformed(gossip.share(b), what), server_round=1)
+        _step(a, _malformed(gossip.share(b), what))
     assert {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()} == before
 
 
@@ -109,9 +117,10 @@ def test_a_node_refuses_a_federation_of_another_size(tmp_path):
 
     cfg = merge_overrides(load_defaults(), SMALL)
     context = SimpleNamespace(run_config=cfg, node_config={"partition-id": 0, "num-partitions": 5})
-    message = SimpleNamespace(content=RecordDict({"config": ConfigRecord({"run-dir": str(tmp_path)})}))
+    config = ConfigRecord({"run-dir": str(tmp_path)})
+    message = SimpleNamespace(content=RecordDict({"config": config}))
     with pytest.raises(ValueError, match="federation has 5 nodes but num-nodes=3"):
-        Node.from_message(message, context)
+        Node.from_message(message, context, RunConfig.from_mapping(cfg))
 
 
 def test_paper_gossip_runs_on_a_compact_codec(tmp_path):
@@ -124,4 +133,4 @@ def test_paper_gossip_runs_on_a_compact_codec(tmp_path):
     il_b = b.store.snapshot().array("inference-list")
     got = decode_payload(sent, il_b.shape).scores
     assert np.abs(got - il_b).max() <= 1.0 / 255
-    assert gossip.gossip_step(a, sent, server_round=1)["counter"] == 2
+    assert _step(a, sent)["counter"] == 2

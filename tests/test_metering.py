@@ -9,8 +9,13 @@ from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from flower_gd.codecs import Codec, InferencePayload, encode_payload
-from flower_gd.metering import (RELAY_CONFIG_KEY, RELAY_FROM_KEY, MeteredGrid, message_nbytes,
-                                message_tag)
+from flower_gd.metering import (
+    RELAY_CONFIG_KEY,
+    RELAY_FROM_KEY,
+    MeteredGrid,
+    message_nbytes,
+    message_tag,
+)
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -43,7 +48,7 @@ def test_message_size_is_the_sum_of_its_objects_and_grows_by_the_payload():
 
 
 def test_tags():
-    assert message_tag(_payload_message(3)) == "logits"
+    assert message_tag(_payload_message(3)) == "scores"
     weights = Message(content=RecordDict({"arrays": ArrayRecord({"w": Array(np.zeros(3))})}),
                       dst_node_id=1, message_type="train")
     assert message_tag(weights) == "weights"
@@ -100,7 +105,7 @@ def test_metered_grid_counts_both_legs_and_the_relay_once_as_p2p():
     wire = [e for e in meter.entries if e.kind == "wire"]
     p2p = [e for e in meter.entries if e.kind == "p2p"]
     assert [(e.direction, e.node_id, e.tag, e.round) for e in wire] == [
-        ("down", 7, "logits", 3), ("up", 7, "control", 3)]
+        ("down", 7, "scores", 3), ("up", 7, "control", 3)]
     assert wire[0].nbytes == size
     assert wire[1].nbytes == message_nbytes(replies[0])
     # the relayed payload crosses a direct link once: received by 7, sent by 8

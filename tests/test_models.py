@@ -1,4 +1,5 @@
-"""Every model family builds for grayscale and RGB small images; pretrained fails clearly offline."""
+"""Every model family builds for grayscale and RGB small images; pretrained fails clearly
+offline."""
 
 import pytest
 import torch

@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from flower_gd.partitions import (TABLE_I, PartitionError, class_sets, partition_private,
-                                  split_private_common)
+from flower_gd.partitions import (
+    TABLE_I,
+    PartitionError,
+    class_sets,
+    partition_private,
+    split_private_common,
+)
 
 LABELS = np.repeat(np.arange(10), 100)  # 1000 samples, 100 per class
 

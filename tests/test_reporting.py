@@ -1,4 +1,5 @@
-"""Tables and every figure from a small saved-results fixture; a mini-sweep that skips finished cells."""
+"""Tables and every figure from a small saved-results fixture; a mini-sweep that skips
+finished cells."""
 
 import subprocess
 import sys
@@ -7,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from flower_gd import plots
-from flower_gd.analysis import accuracy_table, bytes_table, load_runs
 from flower_gd.config import load_defaults
 from flower_gd.metering import MeterEntry
 from flower_gd.report import write_report
 from flower_gd.results import RunRecorder
+from flower_gd.tables import accuracy_table, bytes_table, load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,8 +39,9 @@ def _saved_run(root: Path, method: str, partition: str, seed: int, accs: list[fl
         for node in (101, 102):
             if rnd > 0:
                 meter.entries.append(MeterEntry(rnd, "down", node, "train", tag, payload))
-                if tag == "logits":
-                    meter.entries.append(MeterEntry(rnd, "down", node, "train", tag, payload, "p2p", 1))
+                if tag == "scores":
+                    meter.entries.append(
+                        MeterEntry(rnd, "down", node, "train", tag, payload, "p2p", 1))
             rec.record(rnd, node, {"accuracy": acc + (0.01 if node == 101 else -0.01), "loss": 1.0})
         rec.end_round(rnd)
     rec.finalize({"label-leak": False})
@@ -50,7 +52,7 @@ def results(tmp_path):
     for seed in (0, 1):
         for partition in ("iid", "niid1"):
             _saved_run(tmp_path, "gossip", partition, seed, [0.5, 0.55 + 0.01 * seed, 0.6],
-                       40_000, "logits")
+                       40_000, "scores")
             _saved_run(tmp_path, "fedavg", partition, seed, [0.4, 0.7, 0.8], 300_000, "weights")
     return tmp_path
 
@@ -59,12 +61,12 @@ def results(tmp_path):
 def variants(results):
     """Adds codec variants and a mixed fleet of gossip-adaptive to the fixture."""
     for codec, payload, acc in (("float32", 40_000, 0.7), ("uint8", 4_000, 0.69)):
-        _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, acc], payload, "logits",
+        _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, acc], payload, "scores",
                    codec=codec, **{"num-server-rounds": 5})
-    _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, 0.7], 40_000, "logits",
+    _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, 0.7], 40_000, "scores",
                model="cnn,mobilenet_v3_small", **{"num-server-rounds": 5})
     for attackers, robust, acc in ((1, "none", 0.6), (1, "clip", 0.65), (0, "clip", 0.66)):
-        _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, acc], 40_000, "logits",
+        _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, acc], 40_000, "scores",
                    **{"num-server-rounds": 5, "byzantine-nodes": attackers,
                       "robust-mix": robust})
     return results
@@ -87,17 +89,18 @@ def test_tables_from_saved_results(results):
 
 
 def test_codec_and_model_family_tables(variants):
-    from flower_gd.analysis import codec_table, model_family_table
+    from flower_gd.tables import codec_table, model_family_table
 
     runs = load_runs(variants)
-    labels = {r.method for r in runs}
-    assert {"gossip-adaptive", "gossip-adaptive/uint8"} <= labels
+    labels = {r.label() for r in runs}
+    assert {"gossip-adaptive", "gossip-adaptive codec=uint8"} <= labels
     header, body = codec_table(runs)
-    rows = [dict(zip(header, r)) for r in body]
+    rows = [dict(zip(header, r, strict=True)) for r in body]
     uint8 = next(r for r in rows if r["codec"] == "uint8")
     # the payload counted here is the last round's message of the saved meter: 4000 vs 40000
-    assert uint8["x fewer than float32"] == "10.0"
-    assert uint8["vs float32 (points)"] == "-1.00"
+    assert uint8["x fewer than default"] == "10.0"
+    assert uint8["vs default (points)"] == "-1.00"
+    assert uint8["method"] == "gossip-adaptive"  # grouped by config values, codec aside
     header, body = model_family_table(runs)
     families = {r[header.index("family")]: r[header.index("final median acc.")] for r in body}
     assert families == {"cnn": "0.7100", "mobilenet_v3_small": "0.6900"}
@@ -106,7 +109,7 @@ def test_codec_and_model_family_tables(variants):
 
 
 def test_byzantine_runs_have_their_own_table_and_stay_out_of_the_comparison(variants):
-    from flower_gd.analysis import byzantine_table
+    from flower_gd.tables import byzantine_table
 
     runs = load_runs(variants)
     header, body = byzantine_table(runs)
@@ -114,20 +117,22 @@ def test_byzantine_runs_have_their_own_table_and_stay_out_of_the_comparison(vari
                       "1 attacker(s)"]
     rows = {r[2]: r[4:] for r in body}
     assert rows == {"gossip-adaptive": ["0.7000", "0.6000"],
-                    "gossip-adaptive/clip0.5": ["0.6600", "0.6500"]}
+                    "gossip-adaptive robust-mix=clip": ["0.6600", "0.6500"]}
     header, body = accuracy_table([r for r in runs if r.clean])
-    assert not any("byz" in r[2] or "clip" in r[2] for r in body)
+    assert not any("byzantine" in r[2] or "robust" in r[2] for r in body)
     assert "Byzantine nodes" in write_report(variants, with_models=False)
 
 
 def test_fault_runs_are_tabulated_beside_their_clean_run(variants):
-    from flower_gd.analysis import fault_table
+    from flower_gd.tables import fault_table
 
-    _saved_run(variants, "gossip", "iid", 0, [0.5, 0.5, 0.58], 40_000, "logits",
+    _saved_run(variants, "gossip", "iid", 0, [0.5, 0.5, 0.58], 40_000, "scores",
                **{"drop-nodes": "1@2", "message-loss": 0.1})
     header, body = fault_table(load_runs(variants))
-    rows = [dict(zip(header, r)) for r in body if r[2] == "gossip" and r[1] == "iid"]
-    assert [r["faults"] for r in rows] == ["none", "none", "drop1@2/loss0.1"]  # 2 clean seeds
+    rows = [dict(zip(header, r, strict=True)) for r in body
+            if r[2].startswith("gossip ") and r[1] == "iid"]
+    # both clean seeds, then the faulty run, in one group: equal in every other setting
+    assert [r["faults"] for r in rows] == ["none", "none", "drop-nodes=1@2 message-loss=0.1"]
     assert rows[-1]["final median acc."] == "0.5800"
 
 
@@ -152,15 +157,16 @@ def test_mini_sweep_writes_aggregates_and_a_rerun_skips_finished_cells(tmp_path)
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("skip (finished)") == 2
-    assert {r.path: (r.path / "summary.json").stat().st_mtime_ns for r in load_runs(tmp_path)} == stamps
+    again = {r.path: (r.path / "summary.json").stat().st_mtime_ns for r in load_runs(tmp_path)}
+    assert again == stamps
     assert "gossip" in write_report(tmp_path, with_models=False)
 
 
 def test_paper_payload_table_measures_what_flower_sends():
-    from flower_gd.analysis import paper_payload_table
+    from flower_gd.sizes import paper_payload_table
 
     header, body = paper_payload_table()
-    mnist = dict(zip(header, body[0]))
+    mnist = dict(zip(header, body[0], strict=True))
     assert mnist["float32 data (bytes)"] == str(48_000 * 10 * 4)
     # the measured message is the float32 data plus Flower's object tree (under 2 KiB),
     # about half the published 3.46 "MiB"

@@ -1,0 +1,73 @@
+"""The one place flower-gd reaches into Flower's internals (flwr pinned to 1.41), and why.
+
+1. `run_simulation`: flwr 1.41 deprecates the public `run_simulation()`, which cannot pass
+   a run config; `flwr run` itself calls the private `_run_simulation` with a `Run` whose
+   `override_config` nodes fuse with pyproject's defaults. We make that same call.
+2. `act_as_serverapp`: Flower stamps every new Message with the running task's identity
+   (`TaskIdentity`), which the SuperLink sets when it starts a ServerApp. Code that builds
+   messages outside a running app (the simulation's own ServerApp context, the report's
+   sizing of messages, the tests) sets it as the ServerApp's would be.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from flwr.clientapp import ClientApp
+from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
+from flwr.serverapp import ServerApp
+from flwr.supercore.task_identity import TaskIdentity
+
+
+def act_as_serverapp(run_id: int = 0, task_id: int = 0) -> None:
+    """Let this process build messages as the ServerApp of task `task_id` in run `run_id`."""
+    TaskIdentity.run_id = run_id
+    TaskIdentity.task_id = task_id
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+
+
+def ensure_serverapp_identity() -> None:
+    """`act_as_serverapp()` unless a task is running in this process already."""
+    try:
+        TaskIdentity.run_id  # noqa: B018  (raises when no task runs in this process)
+    except RuntimeError:
+        act_as_serverapp()
+
+
+def run_simulation(server_app: ServerApp, client_app: ClientApp, run_config: Mapping[str, Any],
+                   num_nodes: int, app_dir: str, client_cpus: float, verbose: bool) -> None:
+    """Run one ServerApp and `num_nodes` ClientApps on the Ray simulation engine, exactly as
+    `flwr run` does for a local simulation, with `run_config` as the run's overrides."""
+    from flwr.app import Context, RecordDict
+    from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.constant import NOOP_FEDERATION_ID
+    from flwr.supercore.run import Run
+    from flwr.supercore.telemetry import EventType
+
+    run = Run.create_empty(generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
+    run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
+    run.federation_id = NOOP_FEDERATION_ID
+    # Nodes fuse pyproject defaults (app_dir) with these overrides, as `flwr run` does.
+    run.override_config = dict(run_config)
+    act_as_serverapp(run.run_id, run.primary_task_id)
+    context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(),
+                      run_config=dict(run_config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _run_simulation(
+            num_supernodes=num_nodes,
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client_app,
+            server_app=server_app,
+            backend_name="ray",
+            backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
+                            "init_args": {"include_dashboard": False}},
+            app_dir=app_dir,
+            is_app=True,  # nodes get pyproject defaults fused with run.override_config
+            run=run,
+            server_app_context=context,
+            verbose_logging=verbose,
+        )

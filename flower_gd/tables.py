@@ -1,0 +1,372 @@
+"""Read saved runs back and compute the comparison tables (no run is ever re-executed).
+
+Runs are grouped by their config values, never by parsing names: a run's settings are the
+keys its method reads whose value differs from today's defaults (`methods.settings`), and a
+table that varies one group of keys (codecs, attacks, faults) compares runs equal in the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flower_gd import methods
+from flower_gd.config import (
+    ATTACK_KEYS,
+    CODEC_KEYS,
+    FAULT_KEYS,
+    format_setting,
+    load_defaults,
+    upgrade,
+)
+from flower_gd.metering import LEGACY_TAGS, MIB
+from flower_gd.results import SUMMARY
+
+PARTITION_ORDER = ["iid", "niid1", "niid2", "niid3", "niid4"]
+ROBUST_KEYS = ("robust-mix", "clip-radius")
+Table = tuple[list[str], list[list[str]]]
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """One finished run directory: summary, resolved config and per-round per-node rows."""
+
+    path: Path
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    rows: list[dict[str, str]]
+    settings: dict[str, Any] = field(default_factory=dict)  # off the defaults, see module doc
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("method", self.summary["method"]))
+
+    def label(self, hide: Iterable[str] = ()) -> str:
+        """The method and its settings off the defaults (but those in `hide`), e.g.
+        ``gossip-adaptive gossip-peers=2 round-epochs=2``."""
+        shown = [format_setting(k, v) for k, v in self.settings.items() if k not in set(hide)]
+        return " ".join([self.method, *shown])
+
+    def off_default(self, keys: Iterable[str]) -> bool:
+        """Whether any of `keys` is off its default in this run."""
+        return any(k in self.settings for k in keys)
+
+    @property
+    def attackers(self) -> int:
+        return int(self.config.get("byzantine-nodes", 0))
+
+    @property
+    def clean(self) -> bool:
+        """A run of the comparison proper: attacks, faults and the robust mix at their
+        defaults (the other tables and Fig. 6 show the rest)."""
+        return not self.off_default((*ATTACK_KEYS, *FAULT_KEYS, *ROBUST_KEYS))
+
+    @property
+    def faulty(self) -> bool:
+        return self.off_default(FAULT_KEYS)
+
+    @property
+    def model(self) -> str:
+        return str(self.summary.get("model") or self.config.get("model", ""))
+
+    @property
+    def partition(self) -> str:
+        scheme = self.config["partition-scheme"]
+        return f"dirichlet({self.config['dirichlet-alpha']:g})" if scheme == "dirichlet" else scheme
+
+    @property
+    def dataset(self) -> str:
+        return str(self.summary["dataset"])
+
+    @property
+    def final_median(self) -> float:
+        return float(self.summary["final"]["median"])
+
+    @property
+    def bytes(self) -> dict[str, Any]:
+        return dict(self.summary["bytes"])
+
+    @property
+    def wire_bytes(self) -> int:
+        return int(self.bytes["wire-up"] + self.bytes["wire-down"])
+
+    @property
+    def local_median(self) -> float | None:
+        """Median node accuracy after the local phase (round 0 of the nodes' own models)."""
+        if not any(r["round"] == "0" and int(r["node"]) >= 0 for r in self.rows):
+            return None  # no local phase (FedAvg), or round 0 is a server's model (central)
+        return float(self.summary["median-accuracy-per-round"]["0"])
+
+    def curve(self) -> list[tuple[int, float, int]]:
+        """(round, median node accuracy, cumulative wire bytes of all nodes) per round."""
+        by_round: dict[int, list[dict[str, str]]] = defaultdict(list)
+        for r in self.rows:
+            by_round[int(r["round"])].append(r)
+        out = []
+        for rnd in sorted(by_round):
+            rows = by_round[rnd]
+            accs = [float(r["accuracy"]) for r in rows if r["accuracy"] not in ("", None)]
+            total = sum(int(r["cum_bytes_up"]) + int(r["cum_bytes_down"]) for r in rows)
+            if accs:
+                out.append((rnd, statistics.median(accs), total))
+        return out
+
+    def bytes_to_final(self, tolerance: float = 0.005) -> int:
+        """Cumulative wire bytes at the first round whose median accuracy is within
+        `tolerance` of the final one (what reaching the final accuracy cost)."""
+        curve = self.curve()
+        for _, acc, total in curve:
+            if acc >= self.final_median - tolerance:
+                return total
+        return curve[-1][2] if curve else 0
+
+
+def _upgrade_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary under today's names (the `logits` tag is now `scores`)."""
+    b = dict(summary["bytes"])
+    b["by-tag"] = {LEGACY_TAGS.get(k, k): v for k, v in b.get("by-tag", {}).items()}
+    if "logits-message" in b:
+        b["scores-message"] = b.pop("logits-message")
+    return {**summary, "bytes": b}
+
+
+def load_runs(root: Path) -> list[SavedRun]:
+    """Every finished run (a directory with summary.json) under `root`."""
+    runs = []
+    defaults = load_defaults()
+    for path in sorted(Path(root).rglob(SUMMARY)):
+        d = path.parent
+        with (d / "rounds.csv").open() as fh:
+            rows = list(csv.DictReader(fh))
+        config = upgrade(json.loads((d / "config.json").read_text()))
+        runs.append(SavedRun(d, _upgrade_summary(json.loads(path.read_text())), config, rows,
+                             methods.settings(config, defaults)))
+    if not runs:
+        raise FileNotFoundError(f"no finished runs (summary.json) under {root}")
+    return runs
+
+
+def shared_settings(runs: list[SavedRun]) -> dict[str, Any]:
+    """Settings every run has, with the same value: said once, not in every label."""
+    if not runs:
+        return {}
+    common = dict(runs[0].settings)
+    for run in runs[1:]:
+        common = {k: v for k, v in common.items() if k in run.settings and run.settings[k] == v}
+    return common
+
+
+def _hidden(runs: list[SavedRun], shared: dict[str, Any] | None) -> set[str]:
+    """Keys left out of labels: those `shared` by the report's runs (these runs' own if
+    None), said once above the tables."""
+    return set(shared_settings(runs) if shared is None else shared)
+
+
+def ordered(values: Iterable[str], order: list[str]) -> list[str]:
+    """`values` in the order of `order`, unknown ones last, sorted."""
+    values = set(values)
+    return [v for v in order if v in values] + sorted(v for v in values if v not in order)
+
+
+def label_key(label: str) -> tuple[int, str]:
+    """Sort key of a label: the registry's method order, then the settings alphabetically."""
+    method, _, rest = label.partition(" ")
+    return (methods.order(method), rest)
+
+
+def partition_key(partition: str) -> int:
+    return PARTITION_ORDER.index(partition) if partition in PARTITION_ORDER else 99
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def accuracy_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
+    """Table V analogue: final median node accuracy, method x partition, per dataset.
+
+    Cells read ``mean`` or ``mean ± sd (n seeds)`` over seeds.
+    """
+    hide = _hidden(runs, shared)
+    cells: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for run in runs:
+        cells[(run.dataset, run.model, run.label(hide), run.partition)].append(run.final_median)
+    partitions = ordered({k[3] for k in cells}, PARTITION_ORDER)
+    header = ["dataset", "model", "method", *partitions]
+    body = []
+    for dataset, model in sorted({k[:2] for k in cells}):
+        labels = {k[2] for k in cells if k[:2] == (dataset, model)}
+        for label in sorted(labels, key=label_key):
+            line = [dataset, model, label]
+            for p in partitions:
+                vals = cells.get((dataset, model, label, p))
+                if not vals:
+                    line.append("")
+                    continue
+                m, sd = mean_sd(vals)
+                line.append(f"{m:.4f}" if len(vals) == 1 else f"{m:.4f} ± {sd:.4f} ({len(vals)})")
+            body.append(line)
+    return header, body
+
+
+def bytes_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
+    """Tables II/IV analogue: measured bytes of one exchange per method, against the model.
+
+    ``payload`` is one message as sent (gossip: the relayed inference list; DLAD: one upload;
+    FedAvg: one model update); ``model`` is a weights message measured in the same
+    dataset's runs that send one. MiB = 2^20 bytes.
+    """
+    hide = _hidden(runs, shared)
+    model_bytes: dict[str, list[float]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[SavedRun]] = defaultdict(list)
+    for run in runs:
+        if run.bytes.get("weights-message", 0):
+            model_bytes[run.dataset].append(run.bytes["weights-message"])
+        groups[(run.dataset, run.label(hide))].append(run)
+    header = ["dataset", "method", "payload per exchange (bytes)", "payload (MiB)",
+              "model message (bytes)", "payload / model", "scores total (MiB)",
+              "weights total (MiB)", "data total (MiB)", "total wire (MiB)",
+              "bytes to reach final acc. (MiB)"]
+    body = []
+    for (dataset, label), group in sorted(groups.items(),
+                                          key=lambda kv: (kv[0][0], label_key(kv[0][1]))):
+        payload = statistics.median(r.bytes["payload-per-exchange"] for r in group)
+        model = statistics.median(model_bytes[dataset]) if model_bytes[dataset] else 0
+        wire = statistics.fmean(r.wire_bytes for r in group)
+        reach = statistics.fmean(r.bytes_to_final() for r in group)
+        by_tag = [statistics.fmean(r.bytes["by-tag"].get(t, 0) for r in group) / MIB
+                  for t in ("scores", "weights", "data")]
+        body.append([dataset, label, f"{payload:.0f}", f"{payload / MIB:.3f}",
+                     f"{model:.0f}" if model else "", f"{payload / model:.3f}" if model else "",
+                     *(f"{b:.2f}" for b in by_tag), f"{wire / MIB:.2f}", f"{reach / MIB:.2f}"])
+    return header, body
+
+
+def codec_of(run: SavedRun) -> str:
+    """The run's codec as a table shows it (`topk2` = top-k with k = 2)."""
+    codec = str(run.config.get("codec", "float32"))
+    return f"topk{run.config.get('codec-topk', 2)}" if codec == "topk" else codec
+
+
+def codec_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
+    """Accuracy against bytes per codec: each run against the run of the default codec that
+    is equal in every other setting (accuracy difference in points). Only groups measured
+    with more than one codec appear."""
+    hide = {*_hidden(runs, shared), *CODEC_KEYS}
+
+    def key(run: SavedRun) -> tuple[str, str, str, str]:
+        return (run.dataset, run.model, run.label(hide), run.partition)
+
+    reference = {key(r): r for r in runs if not r.off_default(CODEC_KEYS)}
+    varied = {key(r) for r in runs if r.off_default(CODEC_KEYS)}
+    header = ["dataset", "method", "partition", "codec", "payload per exchange (bytes)",
+              "x fewer than default", "final median acc.", "vs default (points)"]
+    body = []
+    for run in runs:
+        ref = reference.get(key(run))
+        if ref is None or key(run) not in varied:
+            continue
+        payload = run.bytes["payload-per-exchange"]
+        ref_payload = ref.bytes["payload-per-exchange"]
+        body.append([run.dataset, run.label(hide), run.partition, codec_of(run),
+                     f"{payload:.0f}", f"{ref_payload / payload:.1f}", f"{run.final_median:.4f}",
+                     f"{100 * (run.final_median - ref.final_median):+.2f}"])
+    body.sort(key=lambda r: (r[0], label_key(r[1]), partition_key(r[2]), float(r[5])))
+    return header, body
+
+
+def byzantine_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
+    """Final median accuracy of the honest nodes with 0, 1, 3, ... Byzantine nodes, per
+    method (and robust mix), dataset and partition; the 0 column is the run without attackers
+    that is equal in every other setting."""
+    hide = {*_hidden(runs, shared), *ATTACK_KEYS}
+
+    def group(run: SavedRun) -> tuple[str, str, str]:
+        return (run.dataset, run.partition, run.label(hide))
+
+    studied = {group(r) for r in runs if r.off_default((*ATTACK_KEYS, *ROBUST_KEYS))}
+    counts = sorted({r.attackers for r in runs if r.attackers})
+    attacks = sorted({str(r.config["byzantine-attack"]) for r in runs if r.attackers})
+    cells: dict[tuple[str, str, str, str, int], float] = {}
+    for run in runs:
+        if run.faulty or group(run) not in studied:
+            continue
+        own = [str(run.config["byzantine-attack"])] if run.attackers else attacks
+        for attack in own:  # a run without attackers is every attack's 0
+            cells[(*group(run), attack, run.attackers)] = run.final_median
+    header = ["dataset", "partition", "method", "attack",
+              *(f"{n} attacker(s)" for n in [0, *counts])]
+    body = []
+    rows = sorted({k[:4] for k in cells},
+                  key=lambda k: (k[0], partition_key(k[1]), label_key(k[2]), k[3]))
+    for dataset, partition, label, attack in rows:
+        line = [dataset, partition, label, attack]
+        for n in [0, *counts]:
+            v = cells.get((dataset, partition, label, attack, n))
+            line.append("" if v is None else f"{v:.4f}")
+        body.append(line)
+    return header, body
+
+
+def fault_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
+    """Each method without faults and under each fault setting: final median accuracy of
+    the nodes alive at the end, nodes alive, failed pulls, lost messages, wire MiB."""
+    hide = {*_hidden(runs, shared), *FAULT_KEYS}
+
+    def group(run: SavedRun) -> tuple[str, str, str]:
+        return (run.dataset, run.partition, run.label(hide))
+
+    studied = {group(r) for r in runs if r.faulty}
+    header = ["dataset", "partition", "method", "faults", "final median acc.", "alive at end",
+              "failed pulls", "lost messages", "wire (MiB)"]
+    body = []
+    for run in runs:
+        if group(run) not in studied or run.attackers:
+            continue
+        fault = " ".join(format_setting(k, v) for k, v in run.settings.items()
+                         if k in FAULT_KEYS) or "none"
+        faults = run.summary.get("faults", {})
+        alive = faults.get("alive-per-round", {}).get(str(run.summary["rounds"]), [])
+        body.append([*group(run), fault, f"{run.final_median:.4f}", str(len(alive)),
+                     str(run.summary.get("failed-pulls", 0)), str(faults.get("lost-messages", 0)),
+                     f"{run.wire_bytes / MIB:.2f}"])
+    body.sort(key=lambda r: (r[0], r[1], label_key(r[2]), r[3] != "none", r[3]))
+    return header, body
+
+
+def model_family_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
+    """Table VI analogue: final median accuracy per model family, for mixed fleets.
+
+    A method that ends with one global model (DLAD) gives every node that model, whatever
+    the node's own family: its row names the global model instead.
+    """
+    hide = _hidden(runs, shared)
+    header = ["dataset", "fleet", "method", "partition", "family", "nodes",
+              "final median acc.", "fleet median acc."]
+    body = []
+    for run in (r for r in runs if "," in r.model):
+        last = max(int(r["round"]) for r in run.rows)
+        by_family: dict[str, list[float]] = defaultdict(list)
+        global_model = methods.get(run.method).global_model
+        for r in run.rows:
+            if int(r["round"]) == last and r["accuracy"] not in ("", None):
+                family = f"global {run.model.split(',')[0]}" if global_model else r["model"]
+                by_family[family].append(float(r["accuracy"]))
+        for family in sorted(by_family):
+            accs = by_family[family]
+            body.append([run.dataset, run.model.replace(",", "+"), run.label(hide),
+                         run.partition, family, str(len(accs)),
+                         f"{statistics.median(accs):.4f}", f"{run.final_median:.4f}"])
+    return header, body
+
+
+def markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)

@@ -1,0 +1,381 @@
+"""The pull relay every serverless method runs on: peer choice, forwarding, retries, resume."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result
+from tqdm.auto import tqdm
+
+from flower_gd.codecs import PAYLOAD_KEY, PAYLOAD_META_KEY, payload_keys
+from flower_gd.config import TOPOLOGIES
+from flower_gd.faults import delay_if_slow
+from flower_gd.metering import RELAY_CONFIG_KEY, RELAY_FROM_KEY, set_meter_round
+from flower_gd.method import NodeStep, ServerRun
+from flower_gd.node import Node
+from flower_gd.results import RunRecorder
+from flower_gd.strategy_base import (
+    EVALUATE,
+    STATUS,
+    NodeRecordingStrategy,
+    evaluate,
+    metrics_of,
+    partition_of_reply,
+)
+
+# Message types of the relay protocol (Flower: "<category>.<action>").
+LOCAL = "train.local"  # the local phase: train on private data, keep a payload for peers
+SHARE = "query.inference"  # a pull: answer with the payload as of the end of the last round
+STEP = "train.gossip"  # the relayed peer payloads: mix them and learn
+# Delivery receipts, in the config of share requests and step messages. FANOUT_KEY: how many
+# nodes receive this answer. DELIVERED_KEY: the fan-out of each of the node's answers that
+# reached the relay earlier in the round (share) or in the whole round (step). Methods that
+# conserve a mass (gossip-adaptive's push-sum) book their splits from these; others ignore them.
+FANOUT_KEY = "pullers"
+DELIVERED_KEY = "shared"
+# Run-config keys the relay reads (every method on it lists them among its `reads`).
+RELAY_KEYS = frozenset({"topology", "pull-timeout", "pull-retries"})
+
+
+# ======================================================================== node side
+def status(node: Node, content: RecordDict) -> dict[str, float]:
+    """Resume: which partition this node is and the newest round it holds state for."""
+    rounds = node.store.rounds()
+    return {"partition-id": node.partition_id, "state-round": rounds[-1] if rounds else -1}
+
+
+def delivered(content: RecordDict) -> list[int]:
+    """The fan-outs of this node's answers delivered this round (the relay's receipts)."""
+    config = content.config_records.get("config")
+    value = [] if config is None else config.get(DELIVERED_KEY, [])
+    return [int(p) for p in value] if isinstance(value, list) else [int(value)]
+
+
+def fanout(content: RecordDict) -> int:
+    """How many nodes receive the answer to this share request (1 if the relay says not)."""
+    config = content.config_records.get("config")
+    value = 1 if config is None else config.get(FANOUT_KEY, 1)
+    if not isinstance(value, int):
+        raise ValueError(f"{FANOUT_KEY}={value!r} is not a node count")
+    return value
+
+
+def _fanout_of(message: Message) -> int:
+    return fanout(message.content)
+
+
+def relay_steps(local_phase: NodeStep, share: NodeStep | None = None,
+                step: NodeStep | None = None) -> dict[str, NodeStep]:
+    """The node steps of a method on the relay: its local phase, its answer to a pull and
+    its step on the relayed payloads (none for `local`), plus `status` and `evaluate`.
+
+    A node listed in `slow-nodes` answers pulls `slow-delay` seconds late.
+    """
+    steps: dict[str, NodeStep] = {LOCAL: local_phase, STATUS: status, EVALUATE: evaluate}
+    if share is not None:
+        def answer_pull(node: Node, content: RecordDict) -> RecordDict | dict[str, float]:
+            reply = share(node, content)
+            delay_if_slow(node)
+            return reply
+        steps[SHARE] = answer_pull
+    if step is not None:
+        steps[STEP] = step
+    return steps
+
+
+# ======================================================================== relay side
+class PullRelay(NodeRecordingStrategy):
+    """A ServerApp that only relays: Flower has no node-to-node channel, so serverless pull
+    gossip runs through the SuperLink with the ServerApp choosing the pulls.
+
+    Round 0 is every node's local phase (``train.local``). Each later round, every node pulls
+    the payloads of `peers` distinct peers (chosen at random under the topology): the relay
+    asks each chosen peer for its payload (``query.inference``), forwards the replies
+    unchanged to the pullers (``train.gossip``), and every node takes its step. The relay
+    never aggregates, never keeps a model, and forgets every payload once it is forwarded.
+    Rounds are synchronous: all pulls of round r see the peers as they were at its start.
+
+    Messages a node must honour (ConfigRecord "config" keys):
+
+    - ``train.local``: ``run-dir``; reply metrics ``partition-id``, ``num-examples``.
+    - ``query.inference``: ``run-dir``, ``server-round``, ``pullers`` (how many nodes get
+      this answer) and ``shared`` (fan-outs of its answers delivered earlier this round);
+      reply records ``inference`` / ``inference-meta``.
+    - ``train.gossip``: ``run-dir``, ``server-round``, the peers' payload records (keys from
+      `payload_keys`; none when every pull failed), ``shared`` (fan-outs of this node's
+      delivered answers) and a ConfigRecord ``relay`` with ``relay-from`` (the peers), which
+      the meter uses to count each payload once as peer-to-peer bytes.
+    - ``query.status``: reply metrics ``partition-id`` and ``state-round``.
+    - ``evaluate``: ``run-dir``; reply metrics ``accuracy``, ``loss`` on the test set.
+
+    Faults: a pull whose peer does not answer within ``pull-timeout`` (dead, slow, message
+    lost) is retried on another untried peer up to ``pull-retries`` times, then skipped; the
+    puller keeps its state. A step goes on while ``min-nodes`` nodes answer. After every
+    round the relay writes a checkpoint (its random stream, counters), so a killed run
+    resumes from its last completed round with the nodes' snapshots (``query.status`` finds
+    them under their new node ids).
+
+    Parameters
+    ----------
+    run_dir : str
+        Directory of this run; nodes keep their state under ``<run-dir>/nodes``.
+    num_nodes : int
+        Size of the fleet; the run starts once that many nodes are connected.
+    topology : str
+        ``complete`` (any peer) or ``ring`` (one of the two neighbours by partition id).
+    seed : int
+        Seeds the choice of peers.
+    recorder : RunRecorder | None
+        Receives per-node metrics; writes the run directory.
+    peers : int
+        Peers each node pulls per round, in [1, num_nodes - 1].
+    pull_timeout, pull_retries, min_nodes
+        Fault handling, as above.
+    """
+
+    def __init__(self, run_dir: str, num_nodes: int, topology: str = "complete", seed: int = 0,
+                 recorder: RunRecorder | None = None, peers: int = 1,
+                 pull_timeout: float = 600.0, pull_retries: int = 1, min_nodes: int = 2) -> None:
+        if topology not in TOPOLOGIES:
+            raise ValueError(f"topology={topology!r}: choose one of {list(TOPOLOGIES)}")
+        if peers < 1 or peers >= num_nodes:
+            raise ValueError(f"peers={peers} must be in [1, num_nodes - 1]")
+        super().__init__(run_dir, num_nodes, recorder, min_nodes=min_nodes)
+        self.topology = topology
+        self.peers_per_round = peers
+        self.rng = np.random.default_rng(seed)
+        self.pull_timeout = pull_timeout
+        self.pull_retries = pull_retries
+        self._relay: dict[int, list[tuple[int, Message]]] = {}  # dst -> [(src, share reply)]
+        self._delivered: dict[int, list[int]] = {}  # src -> fan-out of each delivered answer
+        self.failed_pulls = 0
+
+    @classmethod
+    def relay_options(cls, run: ServerRun) -> dict[str, Any]:
+        """The constructor arguments every relay method takes from the run config."""
+        cfg = run.cfg
+        return {"run_dir": run.run_dir, "num_nodes": cfg.num_nodes, "topology": cfg.topology,
+                "seed": cfg.seed, "recorder": run.recorder, "pull_timeout": cfg.pull_timeout,
+                "pull_retries": cfg.pull_retries, "min_nodes": cfg.min_nodes}
+
+    def run(self, run: ServerRun, num_rounds: int) -> dict[str, Any]:
+        """Run to the end on `run`'s grid; the summary gains the count of failed pulls."""
+        self.start(grid=run.grid, num_rounds=num_rounds, timeout=run.cfg.round_timeout)
+        return {"failed-pulls": self.failed_pulls}
+
+    def summary(self) -> None:
+        log(INFO, "\t├── %s: relay-only ServerApp, topology=%s, %s peer(s) per round",
+            type(self).__name__, self.topology, self.peers_per_round)
+
+    # --- the local phase ------------------------------------------------------------------
+    def local_phase(self, grid: Grid, timeout: float) -> MetricRecord:
+        """Round 0: every node runs its local phase; then every node evaluates.
+
+        A node whose reply was lost is asked whether it holds state (it may have finished);
+        nodes with no state have nothing to share: the run goes on without them while at
+        least `min-nodes` remain.
+        """
+        replies = grid.send_and_receive([self.message(n, LOCAL, 0) for n in self.node_ids],
+                                        timeout=timeout)
+        got = self.collect(0, replies, "local phase")
+        for node, reply in got.items():
+            self.register(node, partition_of_reply(reply))
+        silent = sorted(set(self.node_ids) - set(got))
+        found = self.with_state(grid, silent, timeout) if silent else {}
+        for node, partition in found.items():
+            self.register(node, partition)
+        ready = {**got, **found}
+        self.require_min(ready, "the local phase")
+        self.node_ids = sorted(ready)
+        return self.evaluate_round(grid, 0, timeout)
+
+    # --- who pulls from whom --------------------------------------------------------------
+    def candidates(self, node: int, node_ids: list[int]) -> list[int]:
+        """The peers `node` may pull from under the topology, in partition order."""
+        by_partition = sorted(node_ids, key=lambda n: self.partition_of.get(n, n))
+        if self.topology == "ring":
+            pos = by_partition.index(node)
+            ring = [by_partition[(pos - 1) % len(by_partition)],
+                    by_partition[(pos + 1) % len(by_partition)]]
+            return list(dict.fromkeys(c for c in ring if c != node))
+        return [n for n in by_partition if n != node]
+
+    def choose_peers(self, node_ids: list[int], k: int = 1) -> dict[int, list[int]]:
+        """Pick, for every node, the k distinct peers it pulls from this round (pull gossip)."""
+        pulls = {}
+        for node in sorted(node_ids, key=lambda n: self.partition_of.get(n, n)):
+            candidates = self.candidates(node, node_ids)
+            if k == 1:  # the paper's single pull (and the same random stream as before)
+                chosen = [int(self.rng.integers(len(candidates)))]
+            else:
+                chosen = [int(i) for i in self.rng.choice(len(candidates),
+                                                         size=min(k, len(candidates)),
+                                                         replace=False)]
+            pulls[node] = [candidates[i] for i in chosen]
+        return pulls
+
+    # --- one round --------------------------------------------------------------------------
+    def configure_query(self, server_round: int, pulls: dict[int, list[int]]) -> list[Message]:
+        """Ask each chosen peer for its current payload, with its delivery receipts: how many
+        nodes pull it now and the fan-outs of its answers delivered earlier this round."""
+        fanout: dict[int, int] = {}
+        for sources in pulls.values():
+            for src in sources:
+                fanout[src] = fanout.get(src, 0) + 1
+        messages = []
+        for src in sorted(fanout):
+            message = self.message(src, SHARE, server_round)
+            config = message.content.config_records["config"]
+            config[FANOUT_KEY] = fanout[src]
+            if self._delivered.get(src):
+                config[DELIVERED_KEY] = list(self._delivered[src])
+            messages.append(message)
+        return messages
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Forward each pulled payload, unchanged, to the node that pulled it. Every node gets
+        a step message, with no payload when all its pulls failed, and the receipts of its
+        own delivered answers."""
+        messages = []
+        for dst in sorted(self.node_ids, key=lambda n: self.partition_of.get(n, n)):
+            relayed = self._relay.get(dst, [])
+            content = RecordDict()
+            for i, (_, reply) in enumerate(relayed):
+                key, meta_key = payload_keys(i)
+                content[key] = reply.content.array_records[PAYLOAD_KEY]
+                content[meta_key] = reply.content.config_records[PAYLOAD_META_KEY]
+            if relayed:
+                content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: [s for s, _ in relayed]})
+            message = self.message(dst, STEP, server_round, content)
+            if self._delivered.get(dst):
+                message.content.config_records["config"][DELIVERED_KEY] = list(
+                    self._delivered[dst])
+            messages.append(message)
+        return messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Record each node's step metrics; there is no global model to aggregate."""
+        got = self.collect(server_round, replies, "gossip step")
+        if not got:
+            return None, None
+        metrics = [metrics_of(m) for m in got.values()]
+        return None, MetricRecord({
+            "nodes-updated": len(got),
+            "payloads-rejected": sum(m.get("payload-rejected", 0.0) for m in metrics),
+            "median-label-accuracy": statistics.median(
+                m.get("label-accuracy", 0.0) for m in metrics)})
+
+    def pull(self, grid: Grid, server_round: int) -> None:
+        """Pull from the chosen peers; a pull whose peer does not answer within `pull-timeout`
+        (dead, slow, lost message) is retried on another untried peer, `pull-retries` times,
+        then skipped. Fills the relay table and the delivery receipts."""
+        want = self.choose_peers(self.node_ids, self.peers_per_round)
+        tried = {dst: {dst, *srcs} for dst, srcs in want.items()}
+        self._relay = {dst: [] for dst in want}
+        self._delivered = {}
+        failed: dict[int, int] = {}
+        for attempt in range(self.pull_retries + 1):
+            if not any(want.values()):
+                break
+            queries = self.configure_query(server_round, want)
+            fanout = {m.metadata.dst_node_id: _fanout_of(m) for m in queries}
+            replies = grid.send_and_receive(queries, timeout=self.pull_timeout)
+            answers = self.collect(server_round, replies, "pull")
+            for src in answers:
+                self._delivered.setdefault(src, []).append(fanout[src])
+            retry: dict[int, list[int]] = {}
+            for dst, srcs in want.items():
+                missing = [s for s in srcs if s not in answers]
+                self._relay[dst].extend((s, answers[s]) for s in srcs if s in answers)
+                if not missing:
+                    continue
+                failed[dst] = failed.get(dst, 0) + len(missing)
+                if attempt < self.pull_retries:
+                    free = [c for c in self.candidates(dst, self.node_ids) if c not in tried[dst]]
+                    if free:
+                        picked = self.rng.choice(len(free), size=min(len(missing), len(free)),
+                                                 replace=False)
+                        retry[dst] = [int(free[i]) for i in picked]
+                        tried[dst].update(retry[dst])
+            want = retry
+        if failed:
+            self.failed_pulls += sum(failed.values())
+            log(WARNING, "round %s: %s pull(s) failed (peer dead, slow or message lost); "
+                "retried up to %s time(s) on other peers", server_round, sum(failed.values()),
+                self.pull_retries)
+            for dst, n in failed.items():
+                if self.recorder is not None:
+                    self.recorder.record(server_round, dst, {"failed-pulls": n})
+
+    def gossip_round(self, grid: Grid, server_round: int, timeout: float
+                     ) -> MetricRecord | None:
+        """Pull from chosen peers, relay their payloads, let every node take its step."""
+        self.pull(grid, server_round)
+        replies = grid.send_and_receive(
+            self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid),
+            timeout=timeout)
+        self._relay = {}  # relay only: forwarded payloads are not kept
+        self._delivered = {}
+        return self.aggregate_train(server_round, replies)[1]
+
+    # --- resume -----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What the relay needs to go on after a crash: its random stream and its counters."""
+        return {"rng": self.rng.bit_generator.state, "failed-pulls": self.failed_pulls}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.failed_pulls = int(state["failed-pulls"])
+
+    def checkpoint(self, server_round: int) -> None:
+        if self.recorder is not None:
+            self.recorder.checkpoint(server_round, self.state())
+
+    # --- the run ------------------------------------------------------------------------
+    def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 3,
+              timeout: float = 3600, train_config: ConfigRecord | None = None,
+              evaluate_config: ConfigRecord | None = None,
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+              ) -> Result:
+        """Local phase, then `num_rounds` synchronous rounds; nodes evaluate each round.
+
+        When the run directory holds a checkpoint (a run that was killed), the local phase
+        and the completed rounds are not redone: nodes resume from their snapshots.
+        `initial_arrays` and `evaluate_fn` are unused: there is no global model.
+        """
+        self.summary()
+        result = Result()
+        self.connect(grid, timeout)
+        resumed = self.recorder.resumed if self.recorder is not None else None
+        if resumed is not None:
+            first = resumed.round + 1
+            self.restore(resumed.state)
+            set_meter_round(grid, first)  # the status queries count in the resumed round
+            self.reattach(grid, timeout)
+            log(INFO, "resuming from round %s (checkpoint of round %s)", first, resumed.round)
+        else:
+            first = 1
+            set_meter_round(grid, 0)
+            result.evaluate_metrics_clientapp[0] = self.local_phase(grid, timeout)
+            self.checkpoint(0)
+        bar = tqdm(range(first, num_rounds + 1), desc=type(self).__name__, unit="round",
+                   leave=False)
+        for server_round in bar:
+            set_meter_round(grid, server_round)
+            train_metrics = self.gossip_round(grid, server_round, timeout)
+            if train_metrics is not None:
+                result.train_metrics_clientapp[server_round] = train_metrics
+            evaluated = self.evaluate_round(grid, server_round, timeout)
+            result.evaluate_metrics_clientapp[server_round] = evaluated
+            self.checkpoint(server_round)
+            bar.set_postfix(median_acc=f"{evaluated.get('median-accuracy', float('nan')):.3f}")
+        return result
