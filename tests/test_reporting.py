@@ -89,11 +89,14 @@ def test_tables_from_saved_results(results):
 
 
 def test_codec_and_model_family_tables(variants):
-    from flower_gd.tables import codec_table, model_family_table
+    from flower_gd.tables import codec_table, model_family_table, shared_settings
 
     runs = load_runs(variants)
-    labels = {r.label() for r in runs}
-    assert {"gossip-adaptive", "gossip-adaptive codec=uint8"} <= labels
+    shared = shared_settings(runs)
+    assert shared == {"num-nodes": 2}  # said once above the tables, in no label
+    labels = {r.label(shared) for r in runs}
+    assert {"gossip-adaptive", "gossip-adaptive codec=uint8",
+            "gossip num-server-rounds=2"} <= labels
     header, body = codec_table(runs)
     rows = [dict(zip(header, r, strict=True)) for r in body]
     uint8 = next(r for r in rows if r["codec"] == "uint8")

@@ -18,7 +18,10 @@ TINY = {"num-nodes": 3, "num-server-rounds": 2, "local-epochs": 2, "common-limit
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     summary = run_experiment({**TINY, "output-dir": str(out)})
-    return out / "gossip_digits_iid_cnn_s0", summary
+    # the name lists every setting off the defaults that gossip reads, in key order
+    name = ("gossip_digits_iid_cnn_common-limit=150_local-epochs=2_num-nodes=3_"
+            "num-server-rounds=2_test-limit=80_topology=ring_s0")
+    return out / name, summary
 
 
 def test_results_directory_has_config_rounds_messages_and_summary(finished_run):
@@ -42,7 +45,7 @@ def test_every_message_is_metered_and_only_lists_and_control_leave_nodes(finishe
     # round 0: 3 local + 3 evaluate, each down and up; rounds 1-2: <=3 queries, 3 relays,
     # 3 evaluations, each down and up
     assert len([m for m in wire if m["round"] == "0"]) == 12
-    assert {m["tag"] for m in wire} == {"logits", "control"}  # never weights, never data
+    assert {m["tag"] for m in wire} == {"scores", "control"}  # never weights, never data
     relays = [m for m in wire if m["message_type"] == "train.gossip"]
     assert len([m for m in relays if m["direction"] == "down"]) == 6
     # the payload: 150 x 10 float32 plus its object tree
@@ -62,8 +65,10 @@ def test_a_finished_run_is_skipped_not_recomputed(finished_run):
 
 def test_a_finished_run_with_another_config_is_never_reused(finished_run):
     run_dir, _ = finished_run
+    # another config gets another name; forced into the same directory, it is refused
     with pytest.raises(FileExistsError, match=r"differs in \['common-limit'\]"):
-        run_experiment({**TINY, "common-limit": 100, "output-dir": str(run_dir.parent)})
+        run_experiment({**TINY, "common-limit": 100, "output-dir": str(run_dir.parent),
+                        "run-name": run_dir.name})
 
 
 @pytest.mark.parametrize("overrides, error, match", [
@@ -84,7 +89,7 @@ def test_a_mixed_fleet_runs_and_reports_accuracy_per_model_family(tmp_path, meth
                               "disc-epochs": 1, "distill-epochs": 1, "codec": "uint8",
                               "output-dir": str(tmp_path)})
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert run_dir.name.startswith(f"{method}_digits_iid_cnn+mobilenet_v3_small_uint8")
+    assert run_dir.name.startswith(f"{method}_digits_iid_cnn+mobilenet_v3_small_codec=uint8")
     rows = list(csv.DictReader((run_dir / "rounds.csv").open()))
     assert {r["model"] for r in rows} == {"cnn", "mobilenet_v3_small"}
     assert set(summary["median-accuracy-per-model"]) == {"cnn", "mobilenet_v3_small"}
