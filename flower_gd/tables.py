@@ -99,7 +99,8 @@ class SavedRun:
     @property
     def local_median(self) -> float | None:
         """Median node accuracy after the local phase (round 0 of the nodes' own models)."""
-        if not any(r["round"] == "0" and int(r["node"]) >= 0 for r in self.rows):
+        if not any(r["round"] == "0" and int(r["node"]) >= 0 and r["accuracy"] != ""
+                   for r in self.rows):
             return None  # no local phase (FedAvg), or round 0 is a server's model (central)
         return float(self.summary["median-accuracy-per-round"]["0"])
 
