@@ -12,7 +12,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
-from flower_gd.codecs import InferencePayload, PayloadError, decode_payload, encode_payload
+from flower_gd.codecs import Expect, InferencePayload, PayloadError, decode_payload, encode_payload
 from flower_gd.distill import adaptive_target, hard_labels
 from flower_gd.federation import FederatedData
 from flower_gd.metering import set_meter_round
@@ -122,8 +122,9 @@ class DLAD(NodeRecordingStrategy):
                                   key=lambda kv: partition_of_reply(kv[1])):
             self.register(node, partition_of_reply(reply))
             try:
-                payload = decode_payload(reply.content, shape)
-                if payload.confidence is None:
+                payload = decode_payload(reply.content, shape,
+                                         expect=Expect(kind="probs", confidence=True))
+                if payload.confidence is None:  # refused at decode already; for the types
                     raise PayloadError("the upload carries no discriminator confidences")
                 valid[node] = (payload.scores, payload.confidence)
             except PayloadError as err:  # aggregate the nodes that answered with valid data

@@ -63,6 +63,15 @@ class InferencePayload:
 
 
 @dataclass(frozen=True)
+class Expect:
+    """What a receiver needs of a payload, checked at decode (a missing part is refused)."""
+
+    kind: str | None = None  # "probs" or "logits"; None accepts either
+    confidence: bool = False  # DLAD's server weights uploads by d_i(x)
+    sample_weights: bool = False  # gossip-adaptive mixes by W_j(x)
+
+
+@dataclass(frozen=True)
 class Codec:
     """How scores are put on the wire: `name` in CODECS, `topk` for the topk codec."""
 
@@ -84,7 +93,8 @@ def label_dtype(num_classes: int) -> np.dtype:
 def quantize_probs(probs: np.ndarray, total: int = 255) -> np.ndarray:
     """Integers per row summing to exactly `total` (largest-remainder rounding)."""
     scaled = np.clip(probs.astype(np.float64), 0.0, None)
-    scaled = scaled / np.maximum(scaled.sum(axis=1, keepdims=True), 1e-300) * total
+    scaled[~(scaled.sum(axis=1) > 0)] = 1.0  # a row with no mass (or NaN) says: uniform
+    scaled = scaled / scaled.sum(axis=1, keepdims=True) * total
     q = np.floor(scaled).astype(np.int64)
     deficit = total - q.sum(axis=1)  # in [0, C)
     rank = np.argsort(np.argsort(-(scaled - q), axis=1, kind="stable"), axis=1, kind="stable")
@@ -241,24 +251,35 @@ def _decode_scores(codec: str, parts: dict[str, np.ndarray], kind: str, shape: t
     if (kept > 1.0 + 1e-9).any():
         raise PayloadError("top-k probabilities sum to more than 1")
     rest = (1.0 - kept) / (c - k) if c > k else np.zeros(n)
+    # no class left out may outscore a kept one: the sender kept its k largest, and flooring
+    # the kept values to 1/255 steps must not hand the argmax to a class it dropped
+    rest = np.minimum(rest, values.min(axis=1))
     scores = np.repeat(rest[:, None], c, axis=1)
     np.put_along_axis(scores, index, values, axis=1)
-    scores = scores / scores.sum(axis=1, keepdims=True)
-    return scores.astype(np.float32)
+    total = scores.sum(axis=1, keepdims=True)
+    if (total <= 0).any():
+        raise PayloadError(f"{int((total <= 0).sum())} top-k rows carry no probability at all")
+    return (scores / total).astype(np.float32)
 
 
 def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: str = PAYLOAD_KEY,
-                   meta_key: str = PAYLOAD_META_KEY) -> InferencePayload:
+                   meta_key: str = PAYLOAD_META_KEY, expect: Expect | None = None
+                   ) -> InferencePayload:
     """Read and validate a peer's payload (any codec); scores come back as float32 (n, C).
+
+    Whatever the codec, probabilities come back finite, non-negative and summing to 1 per
+    row, or the payload is refused: no input decodes to NaN.
 
     Raises
     ------
     PayloadError
-        Missing records, unknown codec, wrong shape or dtype, data that does not inflate to
-        the expected size, NaN/inf, negative or non-normalised probabilities, out-of-range
-        labels or indices, confidences outside [0, 1], negative weights, or a counter out of
-        range.
+        Missing records or arrays the receiver needs (`expect`), arrays no codec writes, a
+        kind the receiver does not mix, unknown codec, wrong shape or dtype, data that does
+        not inflate to the expected size, NaN/inf, negative or non-normalised
+        probabilities, rows with no probability, out-of-range labels or indices,
+        confidences outside [0, 1], negative or absurd weights, or a counter out of range.
     """
+    expect = expect or Expect()
     if key not in content.array_records or meta_key not in content.config_records:
         raise PayloadError(f"payload lacks the '{key}' / '{meta_key}' records")
     meta = content.config_records[meta_key]
@@ -271,6 +292,8 @@ def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: st
         raise PayloadError(f"unknown score kind {kind!r}")
     if codec in PROBABILITY_CODECS and kind != "probs":
         raise PayloadError(f"codec {codec} carries probabilities, but the payload says {kind}")
+    if expect.kind is not None and kind != expect.kind:
+        raise PayloadError(f"the payload carries {kind}, this receiver mixes {expect.kind}")
     counter = meta.get("counter")
     if isinstance(counter, bool) or not isinstance(counter, int) or not 1 <= counter <= MAX_COUNTER:
         raise PayloadError(f"counter {counter!r} out of range [1, {MAX_COUNTER}]")
@@ -281,9 +304,20 @@ def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: st
     k = k if isinstance(k, int) else 0
     listed = meta.get("zlib", [])
     zipped = set(listed) if isinstance(listed, list) else {listed}
+    expected = _expected_parts(codec, (n, c), k)
+    extra = sorted(set(arrays) - set(expected) - {"confidence", "weights"})
+    if extra:
+        raise PayloadError(f"payload holds arrays no {codec} payload has: {extra}")
+    for name, wanted in (("confidence", expect.confidence), ("weights", expect.sample_weights)):
+        if wanted and name not in arrays:
+            raise PayloadError(f"payload lacks the '{name}' array this receiver needs")
     parts = {name: _unpack(arrays, name, dtype, shape, name in zipped)
-             for name, (dtype, shape) in _expected_parts(codec, (n, c), k).items()}
+             for name, (dtype, shape) in expected.items()}
     scores = _decode_scores(codec, parts, str(kind), (n, c))
+    if kind == "probs":  # the postcondition of every codec, checked rather than trusted
+        if not np.isfinite(scores).all():
+            raise PayloadError("probabilities decode to NaN/inf")
+        _check_probs(scores, PROB_TOLERANCE)
     compact = codec != "float32"
     confidence = sample_weights = None
     if "confidence" in arrays:

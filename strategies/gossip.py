@@ -10,6 +10,7 @@ from flwr.app import RecordDict
 from flwr.common.logger import log
 
 from flower_gd.codecs import (
+    Expect,
     InferencePayload,
     PayloadError,
     count_payloads,
@@ -49,9 +50,10 @@ def share(node: Node, content: RecordDict | None = None) -> RecordDict:
     return encode_payload(payload, node.outgoing_codec)
 
 
-def decode_peers(node: Node, content: RecordDict, shape: tuple[int, int]
+def decode_peers(node: Node, content: RecordDict, shape: tuple[int, int], expect: Expect
                  ) -> tuple[list[InferencePayload], list[str]]:
-    """Every relayed payload that passes validation, and the reasons the others failed.
+    """Every relayed payload that passes validation (`expect`: what this receiver needs),
+    and the reasons the others failed.
 
     A rejected payload is logged with its reason and never touches this node's state.
     """
@@ -59,7 +61,7 @@ def decode_peers(node: Node, content: RecordDict, shape: tuple[int, int]
     for i in range(count_payloads(content)):
         key, meta_key = payload_keys(i)
         try:
-            peers.append(decode_payload(content, shape, key, meta_key))
+            peers.append(decode_payload(content, shape, key, meta_key, expect))
         except PayloadError as err:
             reasons.append(str(err))
             log(WARNING, "node %s rejected payload %s in round %s: %s", node.partition_id, i,
@@ -85,15 +87,13 @@ def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
         base = node.base_snapshot()
         il_own = base.array(LIST)
         counter = int(base.meta["counter"])
-        peers, reasons = decode_peers(node, content, il_own.shape)
+        peers, reasons = decode_peers(node, content, il_own.shape,
+                                      Expect(kind=node.cfg.inference_output))
         if reasons and not peers:
             raise PayloadError("; ".join(reasons))
         if not peers:
             return {"peers": 0, "counter": counter, "wall-s": t.seconds}
         peer = peers[0]  # the paper pulls one peer
-        if peer.kind != node.cfg.inference_output:
-            raise PayloadError(f"peer sent {peer.kind}, this run mixes "
-                               f"{node.cfg.inference_output}")
         mixed = mix_inference_lists(il_own, counter, robust(node, il_own, peer.scores),
                                     peer.counter)  # paper Eq. 1
         labels = hard_labels(mixed)

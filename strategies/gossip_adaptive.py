@@ -9,7 +9,7 @@ import numpy as np
 from flwr.app import RecordDict
 from flwr.common.logger import log
 
-from flower_gd.codecs import InferencePayload, PayloadError, encode_payload
+from flower_gd.codecs import Expect, InferencePayload, encode_payload
 from flower_gd.config import ConfigError, RunConfig
 from flower_gd.distill import density_ratio, hard_labels, weighted_mix
 from flower_gd.method import Method, ServerRun
@@ -20,6 +20,8 @@ from strategies.relay import RELAY_KEYS, PullRelay, delivered, fanout, relay_ste
 
 BELIEF = "belief"  # snapshot array B_i: (n_common, C)
 SAMPLE_WEIGHTS = "weights"  # snapshot array W_i: (n_common,)
+# What a gossip-adaptive node mixes: probability beliefs with per-sample weights.
+EXPECT = Expect(kind="probs", sample_weights=True)
 
 
 # ======================================================================== node side
@@ -73,9 +75,10 @@ def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
     (later steps continue it); otherwise into the node's local model. With push-sum, the
     node first books the splits of its answers delivered this round (the relay's receipts).
 
-    Each payload is validated on its own: an invalid one is logged and left out, and when
-    every payload is invalid PayloadError is raised before any state changes. With no
-    payload at all (every pull failed) the node only books its push-sum splits.
+    Each payload is validated on its own: an invalid one is logged and left out; its
+    belief and weights never touch this node. With no valid payload (every pull failed, or
+    every payload was refused) the node keeps its belief and model and only books the
+    push-sum splits of its own delivered answers, so no weight is created.
     """
     with Timer() as t:
         base = node.base_snapshot()
@@ -85,19 +88,13 @@ def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
         if node.cfg.gossip_bookkeeping == "push-sum":
             weights = push_sum_split(weights, delivered(content))
         counter = int(base.meta["counter"])
-        peers, reasons = decode_peers(node, content, belief.shape)
-        without = [p for p in peers if p.sample_weights is None]
-        if without:
-            reasons.append(f"{len(without)} payload(s) carry no per-sample weights: the peer "
-                           "does not run gossip-adaptive")
-            peers = [p for p in peers if p.sample_weights is not None]
-        if reasons and not peers:
-            raise PayloadError("; ".join(reasons))
+        peers, reasons = decode_peers(node, content, belief.shape, EXPECT)
         if not peers:
             node.store.commit(step_round, None, {BELIEF: belief, SAMPLE_WEIGHTS: weights},
                               {"counter": counter}, carry_model_from=base)
-            return {"peers": 0, "median-weight": float(np.median(weights)),
-                    "counter": counter, "wall-s": t.seconds}
+            return {"peers": 0, "payload-rejected": len(reasons),
+                    "median-weight": float(np.median(weights)), "counter": counter,
+                    "wall-s": t.seconds}
         belief, weights = weighted_mix(belief, weights,
                                        [robust(node, belief, p.scores) for p in peers],
                                        [p.sample_weights for p in peers

@@ -7,7 +7,7 @@ import pytest
 from flwr.app import ConfigRecord, RecordDict
 
 from flower_gd import methods
-from flower_gd.codecs import PAYLOAD_KEY, PAYLOAD_META_KEY, PayloadError, payload_keys
+from flower_gd.codecs import PAYLOAD_KEY, PAYLOAD_META_KEY, payload_keys
 from flower_gd.config import ConfigError, RunConfig, load_defaults, merge_overrides
 from flower_gd.distill import density_ratio, weighted_mix
 from flower_gd.node import Node
@@ -167,18 +167,37 @@ def test_compact_codecs_flow_through_a_step(tmp_path, codec):
     assert _step(a, 1, _relay(_share(b, 1)))["peers"] == 1
 
 
-def test_a_bad_payload_leaves_every_file_untouched(tmp_path):
+def _state(node, server_round):
+    snap = node.store.snapshot(server_round)
+    return {name: (snap.root / name).read_bytes()
+            for name in ("model.pt", f"{ga.BELIEF}.npy", f"{ga.SAMPLE_WEIGHTS}.npy")}
+
+
+@pytest.mark.parametrize("what, reason", [
+    ("gossip node", "lacks the 'weights' array"),
+    ("counter 0", "counter 0 out of range"),
+    ("logits", "carries logits, this receiver mixes probs"),
+])
+def test_a_refused_payload_leaves_belief_weights_and_model_as_they_were(
+        tmp_path, caplog, what, reason):
     a, b = _node(tmp_path, 0), _node(tmp_path, 1)
     ga.local_phase(a)
-    gossip.local_phase(b)  # a plain gossip node: no weights
-    before = {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()}
-    with pytest.raises(PayloadError, match="no per-sample weights"):
-        _step(a, 1, gossip.share(b))
-    bad = _share(a, 0)
-    bad[PAYLOAD_META_KEY]["counter"] = 0
-    with pytest.raises(PayloadError, match="counter"):
-        _step(a, 1, bad)
-    assert {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()} == before
+    if what == "gossip node":
+        gossip.local_phase(b)  # a plain gossip node: no per-sample weights
+        bad = gossip.share(b)
+    else:
+        ga.local_phase(b)
+        bad = _share(b, 1)
+        if what == "counter 0":
+            bad[PAYLOAD_META_KEY]["counter"] = 0
+        else:
+            bad[PAYLOAD_META_KEY]["kind"] = "logits"  # float32 values, claimed to be logits
+    before = _state(a, 0)
+    metrics = _step(a, 1, _relay(bad))
+    assert metrics["peers"] == 0 and metrics["payload-rejected"] == 1
+    assert reason in caplog.text
+    # the round's snapshot is the node's previous state, byte for byte (it answered no pull)
+    assert _state(a, 1) == before
 
 
 def test_relay_picks_k_distinct_peers_never_itself():
