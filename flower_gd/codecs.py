@@ -262,6 +262,40 @@ def _decode_scores(codec: str, parts: dict[str, np.ndarray], kind: str, shape: t
     return (scores / total).astype(np.float32)
 
 
+def _sample_weights(arrays: ArrayRecord, n: int, compact: bool, zipped: bool) -> np.ndarray:
+    dtype = np.dtype(np.float16 if compact else np.float32)
+    raw = _unpack(arrays, "weights", dtype, (n,), zipped)
+    if not np.isfinite(raw).all():
+        raise PayloadError("weights hold NaN/inf values")
+    weights = np.exp(raw.astype(np.float64)) if compact else raw.astype(np.float64)
+    if (weights < 0).any():
+        raise PayloadError("weights are negative")
+    if not np.isfinite(weights).all() or weights.max(initial=0.0) > 1e30:
+        raise PayloadError("weights are absurdly large (> 1e30)")
+    return weights
+
+
+def decode_sample_weights(content: RecordDict, n: int, key: str = PAYLOAD_KEY,
+                          meta_key: str = PAYLOAD_META_KEY) -> np.ndarray:
+    """Only the per-sample weights W_j of a payload, validated on their own: a push-sum
+    receiver keeps the mass of a payload whose scores it refused (see gossip-adaptive).
+
+    Raises
+    ------
+    PayloadError
+        When the payload has no valid weights of length `n`.
+    """
+    if key not in content.array_records or meta_key not in content.config_records:
+        raise PayloadError(f"payload lacks the '{key}' / '{meta_key}' records")
+    meta = content.config_records[meta_key]
+    codec = meta.get("codec")
+    if codec not in CODECS:
+        raise PayloadError(f"unsupported codec {codec!r}; known: {list(CODECS)}")
+    listed = meta.get("zlib", [])
+    zipped = "weights" in (listed if isinstance(listed, list) else [listed])
+    return _sample_weights(content.array_records[key], n, codec != "float32", zipped)
+
+
 def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: str = PAYLOAD_KEY,
                    meta_key: str = PAYLOAD_META_KEY, expect: Expect | None = None
                    ) -> InferencePayload:
@@ -327,14 +361,6 @@ def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: st
         if not np.isfinite(confidence).all() or (confidence < 0).any() or (confidence > 1).any():
             raise PayloadError("confidence values must be finite and in [0, 1]")
     if "weights" in arrays:
-        dtype = np.dtype(np.float16 if compact else np.float32)
-        raw = _unpack(arrays, "weights", dtype, (n,), "weights" in zipped)
-        if not np.isfinite(raw).all():
-            raise PayloadError("weights hold NaN/inf values")
-        sample_weights = np.exp(raw.astype(np.float64)) if compact else raw.astype(np.float64)
-        if (sample_weights < 0).any():
-            raise PayloadError("weights are negative")
-        if not np.isfinite(sample_weights).all() or sample_weights.max(initial=0.0) > 1e30:
-            raise PayloadError("weights are absurdly large (> 1e30)")
+        sample_weights = _sample_weights(arrays, n, compact, "weights" in zipped)
     return InferencePayload(scores=scores, counter=counter, kind=str(kind),
                             confidence=confidence, sample_weights=sample_weights)

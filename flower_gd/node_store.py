@@ -22,7 +22,8 @@ from torch import nn
 
 MODEL_FILE = "model.pt"
 META_FILE = "meta.json"
-KEEP_SNAPSHOTS = 2  # the newest two: a resumed round r+1 still finds round r's input
+REPLY_FILE = "reply.json"  # the metrics a node answered for the round it committed
+KEEP_SNAPSHOTS = 2  # the newest two (a resumed round r+1 still finds round r's input) and r0
 
 
 class Snapshot:
@@ -67,6 +68,19 @@ class NodeStore:
                 found.append(int(path.name[1:]))
         return sorted(found)
 
+    def reply(self, server_round: int) -> dict[str, float] | None:
+        """The metrics this node answered for `server_round`, if it completed that round."""
+        path = self.root / f"r{server_round}" / REPLY_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save_reply(self, server_round: int, metrics: dict[str, float]) -> None:
+        """Remember the answer of a committed round, so a re-sent step replays it."""
+        folder = self.root / f"r{server_round}"
+        if folder.is_dir():
+            tmp = folder / (REPLY_FILE + ".tmp")
+            tmp.write_text(json.dumps(metrics))
+            tmp.replace(folder / REPLY_FILE)
+
     def snapshot(self, at_most: int | None = None) -> Snapshot:
         """The newest snapshot of a round <= `at_most` (any round when None).
 
@@ -106,5 +120,6 @@ class NodeStore:
             shutil.rmtree(final)
         os.replace(tmp, final)
         for old in self.rounds()[:-KEEP_SNAPSHOTS]:
-            shutil.rmtree(self.root / f"r{old}", ignore_errors=True)
+            if old != 0:  # the local phase stays: what every later round started from
+                shutil.rmtree(self.root / f"r{old}", ignore_errors=True)
         return Snapshot(final, server_round)

@@ -51,22 +51,22 @@ def share(node: Node, content: RecordDict | None = None) -> RecordDict:
 
 
 def decode_peers(node: Node, content: RecordDict, shape: tuple[int, int], expect: Expect
-                 ) -> tuple[list[InferencePayload], list[str]]:
+                 ) -> tuple[list[InferencePayload], dict[int, str]]:
     """Every relayed payload that passes validation (`expect`: what this receiver needs),
-    and the reasons the others failed.
+    and the others' positions in the message with the reason each was refused.
 
-    A rejected payload is logged with its reason and never touches this node's state.
+    A refused payload is logged with its reason and its scores never touch this node.
     """
-    peers, reasons = [], []
+    peers, refused = [], {}
     for i in range(count_payloads(content)):
         key, meta_key = payload_keys(i)
         try:
             peers.append(decode_payload(content, shape, key, meta_key, expect))
         except PayloadError as err:
-            reasons.append(str(err))
+            refused[i] = str(err)
             log(WARNING, "node %s rejected payload %s in round %s: %s", node.partition_id, i,
                 node.server_round, err)
-    return peers, reasons
+    return peers, refused
 
 
 def robust(node: Node, own: np.ndarray, peer: np.ndarray) -> np.ndarray:
@@ -87,10 +87,10 @@ def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
         base = node.base_snapshot()
         il_own = base.array(LIST)
         counter = int(base.meta["counter"])
-        peers, reasons = decode_peers(node, content, il_own.shape,
+        peers, refused = decode_peers(node, content, il_own.shape,
                                       Expect(kind=node.cfg.inference_output))
-        if reasons and not peers:
-            raise PayloadError("; ".join(reasons))
+        if refused and not peers:
+            raise PayloadError("; ".join(refused.values()))
         if not peers:
             return {"peers": 0, "counter": counter, "wall-s": t.seconds}
         peer = peers[0]  # the paper pulls one peer
@@ -108,7 +108,7 @@ def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
         scores = node.scores(model)
         node.store.commit(step_round, model, {LIST: scores}, {"counter": counter + 1})
     return {"train-loss": loss, "label-accuracy": label_acc, "peers": 1,
-            "payload-rejected": len(reasons), "counter": counter + 1, "wall-s": t.seconds}
+            "payload-rejected": len(refused), "counter": counter + 1, "wall-s": t.seconds}
 
 
 def label_accuracy(node: Node, labels: np.ndarray) -> float:

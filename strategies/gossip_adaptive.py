@@ -9,7 +9,14 @@ import numpy as np
 from flwr.app import RecordDict
 from flwr.common.logger import log
 
-from flower_gd.codecs import Expect, InferencePayload, encode_payload
+from flower_gd.codecs import (
+    Expect,
+    InferencePayload,
+    PayloadError,
+    decode_sample_weights,
+    encode_payload,
+    payload_keys,
+)
 from flower_gd.config import ConfigError, RunConfig
 from flower_gd.distill import density_ratio, hard_labels, weighted_mix
 from flower_gd.method import Method, ServerRun
@@ -75,10 +82,12 @@ def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
     (later steps continue it); otherwise into the node's local model. With push-sum, the
     node first books the splits of its answers delivered this round (the relay's receipts).
 
-    Each payload is validated on its own: an invalid one is logged and left out; its
-    belief and weights never touch this node. With no valid payload (every pull failed, or
-    every payload was refused) the node keeps its belief and model and only books the
-    push-sum splits of its own delivered answers, so no weight is created.
+    Each payload is validated on its own: a refused one is logged and its belief never
+    touches this node; if its weights alone are valid the node still takes that mass, as if
+    the peer had sent this node's own belief, so push-sum neither loses nor creates weight
+    (a peer whose scores are malformed moves no belief, only mass). With no valid belief
+    (every pull failed, or every payload was refused) the node keeps its belief and model
+    and only books its receipts and the mass it took.
     """
     with Timer() as t:
         base = node.base_snapshot()
@@ -88,17 +97,19 @@ def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
         if node.cfg.gossip_bookkeeping == "push-sum":
             weights = push_sum_split(weights, delivered(content))
         counter = int(base.meta["counter"])
-        peers, reasons = decode_peers(node, content, belief.shape, EXPECT)
+        peers, refused = decode_peers(node, content, belief.shape, EXPECT)
+        kept = [w for w in (_mass_of(content, i, len(belief)) for i in refused) if w is not None]
         if not peers:
+            weights = weights + sum(kept, np.zeros_like(weights))
             node.store.commit(step_round, None, {BELIEF: belief, SAMPLE_WEIGHTS: weights},
                               {"counter": counter}, carry_model_from=base)
-            return {"peers": 0, "payload-rejected": len(reasons),
+            return {"peers": 0, "payload-rejected": len(refused),
                     "median-weight": float(np.median(weights)), "counter": counter,
                     "wall-s": t.seconds}
-        belief, weights = weighted_mix(belief, weights,
-                                       [robust(node, belief, p.scores) for p in peers],
-                                       [p.sample_weights for p in peers
-                                        if p.sample_weights is not None])
+        belief, weights = weighted_mix(
+            belief, weights,
+            [robust(node, belief, p.scores) for p in peers] + [belief] * len(kept),
+            [p.sample_weights for p in peers if p.sample_weights is not None] + kept)
         label_acc = label_accuracy(node, hard_labels(belief))
         if node.cfg.gossip_student == "fresh" and counter == 1:
             # the first distillation starts from a new model, as DLAD's server does: a local
@@ -113,8 +124,16 @@ def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
         node.store.commit(step_round, model, {BELIEF: belief, SAMPLE_WEIGHTS: weights},
                           {"counter": counter + 1})
     return {"train-loss": loss, "label-accuracy": label_acc, "peers": len(peers),
-            "payload-rejected": len(reasons), "median-weight": float(np.median(weights)),
+            "payload-rejected": len(refused), "median-weight": float(np.median(weights)),
             "counter": counter + 1, "wall-s": t.seconds}
+
+
+def _mass_of(content: RecordDict, index: int, n: int) -> np.ndarray | None:
+    """The push-sum mass of a refused payload, if its weights alone are valid."""
+    try:
+        return decode_sample_weights(content, n, *payload_keys(index))
+    except PayloadError:
+        return None
 
 
 # ======================================================================== relay side

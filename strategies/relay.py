@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
@@ -42,6 +44,15 @@ FANOUT_KEY = "pullers"
 DELIVERED_KEY = "shared"
 # Run-config keys the relay reads (every method on it lists them among its `reads`).
 RELAY_KEYS = frozenset({"topology", "pull-timeout", "pull-retries"})
+# Tries to get a step through (a lost message fails 1 - (1 - p)^2 of the tries, so at loss
+# p = 0.2 ten tries leave a step undelivered with probability 0.36^10 < 4e-5).
+STEP_ATTEMPTS = 10
+
+
+def _worth_retrying(error: Message | None) -> bool:
+    """A step with no reply (timed out) or a lost message is re-sent; a node reported
+    unavailable is dead: re-sending cannot reach it."""
+    return error is None or error.error.code != ErrorCode.NODE_UNAVAILABLE
 
 
 # ======================================================================== node side
@@ -86,8 +97,23 @@ def relay_steps(local_phase: NodeStep, share: NodeStep | None = None,
             return reply
         steps[SHARE] = answer_pull
     if step is not None:
-        steps[STEP] = step
+        steps[STEP] = _at_most_once(step)
     return steps
+
+
+def _at_most_once(step: NodeStep) -> NodeStep:
+    """A step applies once per round: the relay re-sends a step whose reply it did not get
+    (lost on the way there or back), and a node that already took that round's step answers
+    what it answered then instead of mixing the same payloads (and push-sum mass) twice."""
+    def once(node: Node, content: RecordDict) -> RecordDict | dict[str, float]:
+        done = node.store.reply(node.current_round)
+        if done is not None:
+            return {**done, "replayed": 1.0}
+        reply = step(node, content)
+        if isinstance(reply, dict):
+            node.store.save_reply(node.current_round, reply)
+        return reply
+    return once
 
 
 # ======================================================================== relay side
@@ -244,22 +270,53 @@ class PullRelay(NodeRecordingStrategy):
         """Forward each pulled payload, unchanged, to the node that pulled it. Every node gets
         a step message, with no payload when all its pulls failed, and the receipts of its
         own delivered answers."""
-        messages = []
-        for dst in sorted(self.node_ids, key=lambda n: self.partition_of.get(n, n)):
-            relayed = self._relay.get(dst, [])
-            content = RecordDict()
-            for i, (_, reply) in enumerate(relayed):
-                key, meta_key = payload_keys(i)
-                content[key] = reply.content.array_records[PAYLOAD_KEY]
-                content[meta_key] = reply.content.config_records[PAYLOAD_META_KEY]
-            if relayed:
-                content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: [s for s, _ in relayed]})
-            message = self.message(dst, STEP, server_round, content)
-            if self._delivered.get(dst):
-                message.content.config_records["config"][DELIVERED_KEY] = list(
-                    self._delivered[dst])
-            messages.append(message)
-        return messages
+        return [self.step_message(dst, server_round)
+                for dst in sorted(self.node_ids, key=lambda n: self.partition_of.get(n, n))]
+
+    def step_message(self, dst: int, server_round: int) -> Message:
+        """Node `dst`'s step: the payloads it pulled, and the receipts of its own answers."""
+        relayed = self._relay.get(dst, [])
+        content = RecordDict()
+        for i, (_, reply) in enumerate(relayed):
+            key, meta_key = payload_keys(i)
+            content[key] = reply.content.array_records[PAYLOAD_KEY]
+            content[meta_key] = reply.content.config_records[PAYLOAD_META_KEY]
+        if relayed:
+            content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: [s for s, _ in relayed]})
+        message = self.message(dst, STEP, server_round, content)
+        if self._delivered.get(dst):
+            message.content.config_records["config"][DELIVERED_KEY] = list(self._delivered[dst])
+        return message
+
+    def deliver_steps(self, grid: Grid, server_round: int, timeout: float) -> list[Message]:
+        """Every node's step, re-sent until its reply comes back: a step lost on the way
+        there, or whose reply was lost, would otherwise drop the payloads' push-sum mass and
+        the node's receipts. Nodes apply a step at most once (a re-sent one is replayed), so
+        re-sending is safe. It stops for a node reported unavailable (dead), after
+        STEP_ATTEMPTS tries, or when the round's `timeout` runs out; returns the last reply
+        (or error) of every node."""
+        deadline = time.time() + timeout
+        final: dict[int, Message] = {}
+        pending = list(self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
+        for attempt in range(STEP_ATTEMPTS):
+            replies = grid.send_and_receive(pending, timeout=max(deadline - time.time(), 0.0))
+            # a reply, or an error standing in for one, answers the message it replies to
+            dst_of = {m.metadata.message_id: m.metadata.dst_node_id for m in pending}
+            by_node = {dst_of[r.metadata.reply_to_message_id]: r for r in replies
+                       if r.metadata.reply_to_message_id in dst_of}
+            answered = {n: r for n, r in by_node.items() if not r.has_error()}
+            errors = {n: r for n, r in by_node.items() if r.has_error()}
+            final.update(errors)
+            final.update(answered)
+            retry = [m.metadata.dst_node_id for m in pending
+                     if m.metadata.dst_node_id not in answered
+                     and _worth_retrying(errors.get(m.metadata.dst_node_id))]
+            if not retry or time.time() >= deadline:
+                break
+            log(WARNING, "round %s: %s step(s) got no reply; sending again (try %s)",
+                server_round, len(retry), attempt + 2)
+            pending = [self.step_message(dst, server_round) for dst in retry]
+        return list(final.values())
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -320,9 +377,7 @@ class PullRelay(NodeRecordingStrategy):
                      ) -> MetricRecord | None:
         """Pull from chosen peers, relay their payloads, let every node take its step."""
         self.pull(grid, server_round)
-        replies = grid.send_and_receive(
-            self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid),
-            timeout=timeout)
+        replies = self.deliver_steps(grid, server_round, timeout)
         self._relay = {}  # relay only: forwarded payloads are not kept
         self._delivered = {}
         return self.aggregate_train(server_round, replies)[1]

@@ -7,7 +7,7 @@ import pytest
 from flwr.app import ConfigRecord, RecordDict
 
 from flower_gd import methods
-from flower_gd.codecs import PAYLOAD_KEY, PAYLOAD_META_KEY, payload_keys
+from flower_gd.codecs import PAYLOAD_KEY, PAYLOAD_META_KEY, decode_sample_weights, payload_keys
 from flower_gd.config import ConfigError, RunConfig, load_defaults, merge_overrides
 from flower_gd.distill import density_ratio, weighted_mix
 from flower_gd.node import Node
@@ -193,11 +193,22 @@ def test_a_refused_payload_leaves_belief_weights_and_model_as_they_were(
         else:
             bad[PAYLOAD_META_KEY]["kind"] = "logits"  # float32 values, claimed to be logits
     before = _state(a, 0)
+    own = a.store.snapshot(0).array(ga.SAMPLE_WEIGHTS)
     metrics = _step(a, 1, _relay(bad))
     assert metrics["peers"] == 0 and metrics["payload-rejected"] == 1
     assert reason in caplog.text
-    # the round's snapshot is the node's previous state, byte for byte (it answered no pull)
-    assert _state(a, 1) == before
+    # belief and model are the node's previous ones, byte for byte
+    after = _state(a, 1)
+    assert after["model.pt"] == before["model.pt"]
+    assert after[f"{ga.BELIEF}.npy"] == before[f"{ga.BELIEF}.npy"]
+    # its weights took the refused payload's mass when that alone was valid (push-sum keeps
+    # the fleet's total), and stayed as they were when there was none to take
+    got = a.store.snapshot(1).array(ga.SAMPLE_WEIGHTS)
+    if what == "gossip node":
+        np.testing.assert_array_equal(got, own)
+    else:
+        sent = decode_sample_weights(bad, len(own))
+        np.testing.assert_allclose(got, own + sent, rtol=1e-12)
 
 
 def test_relay_picks_k_distinct_peers_never_itself():

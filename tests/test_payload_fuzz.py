@@ -1,6 +1,7 @@
 """A seeded payload fuzzer: whatever a peer sends, a receiver refuses it with a named reason
 and keeps its state, or decodes finite, normalised probabilities. Nothing else escapes."""
 
+import shutil
 import zlib
 from dataclasses import replace
 
@@ -17,6 +18,7 @@ from flower_gd.codecs import (
     InferencePayload,
     PayloadError,
     decode_payload,
+    decode_sample_weights,
     encode_payload,
     payload_keys,
 )
@@ -245,7 +247,19 @@ def test_a_refused_payload_never_changes_a_node(tmp_path, method):
                 metrics = module.gossip_step(node, relayed)
             except PayloadError:  # gossip refuses the step; nothing was written
                 assert a.store.rounds() == [0]
-            else:  # gossip-adaptive books only its own receipts (none here): same state
-                assert metrics["payload-rejected"] == 1 and _files(a, 1) == before
+            else:  # gossip-adaptive keeps belief and model; its weights take the refused
+                # payload's mass if that alone was valid (no receipts of its own here)
+                assert metrics["payload-rejected"] == 1
+                after = _files(a, 1)
+                assert {k: v for k, v in after.items() if k != "weights.npy"} == {
+                    k: v for k, v in before.items() if k != "weights.npy"}
+                own = a.store.snapshot(0).array(ga.SAMPLE_WEIGHTS)
+                try:
+                    taken = decode_sample_weights(relayed, len(own))
+                except PayloadError:
+                    taken = np.zeros_like(own)
+                np.testing.assert_allclose(a.store.snapshot(1).array(ga.SAMPLE_WEIGHTS),
+                                           own + taken, rtol=1e-12)
+                shutil.rmtree(a.store.snapshot(1).root)  # the next case starts from round 0
     assert refused >= 30
 
