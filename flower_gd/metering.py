@@ -108,6 +108,7 @@ class MeteredGrid(ForwardingGrid):
         super().__init__(grid)
         self.entries: list[MeterEntry] = []
         self.round = 0
+        self._late: set[str] = set()  # instructions whose reply came after we stopped waiting
 
     # --- metering -------------------------------------------------------------------
     def set_round(self, server_round: int) -> None:
@@ -139,7 +140,20 @@ class MeteredGrid(ForwardingGrid):
         self._record(message, "down")
 
     # --- the metered part of the Grid interface ---------------------------------------
+    def collect_late(self) -> int:
+        """Meter the replies that arrived after their sender stopped waiting (a pull past
+        `pull-timeout`): the node sent them, so they crossed the wire. They are pulled off
+        the link, counted in the round in which they are found, and dropped."""
+        if not self._late:
+            return 0
+        late = list(self._grid.pull_messages(sorted(self._late)))
+        for m in late:
+            self._late.discard(m.metadata.reply_to_message_id)
+            self._record(m, "up")
+        return len(late)
+
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        self.collect_late()
         messages = list(messages)
         for m in messages:
             self._record(m, "down")
@@ -163,4 +177,5 @@ class MeteredGrid(ForwardingGrid):
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if pending:
                 time.sleep(0.02)
+        self._late.update(pending)  # their replies may still come: metered when they do
         return replies

@@ -200,10 +200,7 @@ class RunRecorder:
             for item in self.faults.lost[self._written_lost:]:
                 lost[item.node_id] += 1
             self._written_lost = len(self.faults.lost)
-        with (self.run_dir / "messages.csv").open("a", newline="") as fh:
-            w = csv.writer(fh)
-            for e in entries:
-                w.writerow([getattr(e, c) for c in MESSAGE_COLUMNS])
+        self._append_messages(entries)
         per_node: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for e in entries:
             b = per_node[e.node_id]
@@ -239,8 +236,17 @@ class RunRecorder:
         with (self.run_dir / "rounds.csv").open("a", newline="") as fh:
             csv.DictWriter(fh, ROUND_COLUMNS).writerows(rows)
 
+    def _append_messages(self, entries: list[MeterEntry]) -> None:
+        with (self.run_dir / "messages.csv").open("a", newline="") as fh:
+            w = csv.writer(fh)
+            for e in entries:
+                w.writerow([getattr(e, c) for c in MESSAGE_COLUMNS])
+
     def finalize(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write summary.json (last, so its presence means the run finished)."""
+        if self.meter.collect_late():  # replies that came after the last round's wait
+            self._append_messages(self.meter.entries[self._written_entries:])
+            self._written_entries = len(self.meter.entries)
         rounds = sorted(self.metrics)
         last = rounds[-1] if rounds else 0
 

@@ -325,11 +325,15 @@ class PullRelay(NodeRecordingStrategy):
         if not got:
             return None, None
         metrics = [metrics_of(m) for m in got.values()]
-        return None, MetricRecord({
-            "nodes-updated": len(got),
-            "payloads-rejected": sum(m.get("payload-rejected", 0.0) for m in metrics),
-            "median-label-accuracy": statistics.median(
-                m.get("label-accuracy", 0.0) for m in metrics)})
+        # only nodes that trained on labels this round report their quality (a node with no
+        # payload did not): the others are left out, not counted as 0
+        label_accs = [m["label-accuracy"] for m in metrics if "label-accuracy" in m]
+        summary: dict[str, int | float | list[int] | list[float]] = {
+            "nodes-updated": float(len(got)),
+            "payloads-rejected": sum(m.get("payload-rejected", 0.0) for m in metrics)}
+        if label_accs:
+            summary["median-label-accuracy"] = statistics.median(label_accs)
+        return None, MetricRecord(summary)
 
     def pull(self, grid: Grid, server_round: int) -> None:
         """Pull from the chosen peers; a pull whose peer does not answer within `pull-timeout`

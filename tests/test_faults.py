@@ -133,7 +133,7 @@ def test_fedavg_stops_when_fewer_than_min_nodes_answer(tmp_path):
 
 def test_a_slow_peer_is_a_failed_pull_retried_on_another(tmp_path):
     summary, rows, run_dir = _run(tmp_path, method="gossip", **{
-        "slow-nodes": "0", "slow-delay": 8.0, "pull-timeout": 3.0, "num-server-rounds": 1,
+        "slow-nodes": "0", "slow-delay": 6.0, "pull-timeout": 2.0, "num-server-rounds": 2,
         "pull-retries": 2})
     assert sum(int(r["failed_pulls"]) for r in rows) == summary["failed-pulls"] > 0
     slow_id = next(r["node_id"] for r in rows if r["node"] == "0")
@@ -141,7 +141,15 @@ def test_a_slow_peer_is_a_failed_pull_retried_on_another(tmp_path):
                if m["message_type"] == "train.gossip" and m["kind"] == "p2p"
                and m["direction"] == "down"]
     # the slow node's answers always came too late; every node still got a payload from
-    # another peer (4 nodes, complete topology, 2 retries)
+    # another peer (4 nodes, complete topology, 2 retries), in both rounds
     assert slow_id not in {m["peer_id"] for m in relayed}
-    assert len(relayed) == 4
+    assert len(relayed) == 2 * 4
+    # its answers were sent all the same: those that arrive while the run goes on (round 1's,
+    # during round 2) are metered, though never relayed
+    messages = list(csv.DictReader((run_dir / "messages.csv").open()))
+    asked = [m for m in messages if m["message_type"] == "query.inference"
+             and m["direction"] == "down" and m["node_id"] == slow_id]
+    answered = [m for m in messages if m["message_type"] == "query.inference"
+                and m["direction"] == "up" and m["node_id"] == slow_id]
+    assert asked and 1 <= len(answered) <= len(asked)
     assert json.loads((run_dir / "config.json").read_text())["slow-nodes"] == "0"
