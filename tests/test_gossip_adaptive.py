@@ -7,7 +7,13 @@ import pytest
 from flwr.app import ConfigRecord, RecordDict
 
 from flower_gd import methods
-from flower_gd.codecs import PAYLOAD_KEY, PAYLOAD_META_KEY, decode_sample_weights, payload_keys
+from flower_gd.codecs import (
+    PAYLOAD_KEY,
+    PAYLOAD_META_KEY,
+    decode_payload,
+    decode_sample_weights,
+    payload_keys,
+)
 from flower_gd.config import ConfigError, RunConfig, load_defaults, merge_overrides
 from flower_gd.distill import density_ratio, weighted_mix
 from flower_gd.node import Node
@@ -131,7 +137,6 @@ def test_a_second_answer_in_a_round_splits_what_the_first_left(tmp_path):
     b = _node(tmp_path, 1)
     ga.local_phase(b)
     w = b.store.snapshot().array(ga.SAMPLE_WEIGHTS)
-    from flower_gd.codecs import decode_payload
     first = decode_payload(_share(b, 1), (120, 10)).sample_weights
     second = decode_payload(_share(b, 2, delivered=[1]), (120, 10)).sample_weights
     np.testing.assert_allclose(first, w / 2, rtol=1e-6)
@@ -164,7 +169,15 @@ def test_compact_codecs_flow_through_a_step(tmp_path, codec):
     a, b = (_node(tmp_path, p, codec=codec) for p in range(2))
     ga.local_phase(a)
     ga.local_phase(b)
-    assert _step(a, 1, _relay(_share(b, 1)))["peers"] == 1
+    sent = _share(b, 1)
+    got = decode_payload(sent, (120, 10))  # what a receives: b's belief as the codec left it
+    assert _step(a, 1, _relay(sent))["peers"] == 1
+    own = a.store.snapshot(0)
+    mixed, total = weighted_mix(own.array(ga.BELIEF), own.array(ga.SAMPLE_WEIGHTS),
+                                [got.scores], [got.sample_weights])
+    np.testing.assert_allclose(a.store.snapshot(1).array(ga.BELIEF), mixed, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(a.store.snapshot(1).array(ga.SAMPLE_WEIGHTS), total, rtol=1e-9)
 
 
 def _state(node, server_round):

@@ -12,7 +12,7 @@ from flower_gd.config import load_defaults
 from flower_gd.metering import MeterEntry
 from flower_gd.report import write_report
 from flower_gd.results import RunRecorder
-from flower_gd.tables import accuracy_table, bytes_table, load_runs
+from flower_gd.tables import accuracy_table, bytes_table, load_runs, shared_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_tables_from_saved_results(results):
 
 
 def test_codec_and_model_family_tables(variants):
-    from flower_gd.tables import codec_table, model_family_table, shared_settings
+    from flower_gd.tables import codec_table, model_family_table
 
     runs = load_runs(variants)
     shared = shared_settings(runs)
@@ -143,12 +143,33 @@ def test_fault_runs_are_tabulated_beside_their_clean_run(variants):
 
 
 @pytest.mark.parametrize("figure", sorted(plots.FIGURES))
-def test_every_figure_command_writes_non_empty_png_and_pdf(variants, tmp_path, figure):
+def test_every_figure_draws_what_the_saved_runs_hold(variants, tmp_path, figure, monkeypatch):
+    drawn = []
+    save = plots._save
+
+    def spy(fig, out, name):
+        legends = [t.get_text() for ax in fig.axes if ax.get_legend()
+                   for t in ax.get_legend().get_texts()]
+        marks = sum(len(ax.lines) + len(ax.patches) for ax in fig.axes)
+        drawn.append((name, set(legends), marks))
+        return save(fig, out, name)
+
+    monkeypatch.setattr(plots, "_save", spy)
     out = tmp_path / "figs"
     plots.main([figure, str(variants), "--out", str(out)])
-    files = sorted(out.iterdir())
-    assert {f.suffix for f in files} == {".png", ".pdf"}
-    assert all(f.stat().st_size > 1000 for f in files)
+    assert {f.suffix for f in out.iterdir()} == {".png", ".pdf"}
+    assert len(list(out.iterdir())) == 2 * len(drawn) > 0
+    assert all(marks > 0 for _, _, marks in drawn)  # every figure draws data
+    legends = set().union(*(texts for _, texts, _ in drawn))
+    runs = [r for r in load_runs(variants) if r.clean]
+    if figure == "fig1":
+        assert legends == {"gossip payload", "gossip-adaptive payload", "model (weights message)"}
+    elif figure in ("fig2", "fig3", "fig4"):  # one configuration per method: the main runs
+        main = plots.main_runs(runs)
+        assert legends == {r.label(shared_settings(main)) for r in main}
+        assert {r.method for r in main} == {"gossip", "gossip-adaptive", "fedavg"}
+    elif figure == "fig6":
+        assert legends == {"gossip-adaptive (flip)", "gossip-adaptive robust-mix=clip (flip)"}
 
 
 def test_mini_sweep_writes_aggregates_and_a_rerun_skips_finished_cells(tmp_path):
