@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench bench-study bench-codecs bench-byzantine bench-faults deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
+.PHONY: demo test bench bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -111,6 +111,13 @@ bench-faults: $(STAMP)
 deploy-demo: $(STAMP)
 	rm -rf results/deploy
 	$(PY) -m flower_gd.deploy --nodes 3 --rounds 2 --tls --auth --intruder --out results/deploy
+
+# The meter against the wire: gossip, gossip-adaptive, DLAD and FedAvg deployed on loopback
+# (3 SuperNodes, 2 rounds, digits), every SuperNode dialling the SuperLink through a
+# byte-counting proxy; table in results/meter/results.md.
+bench-meter: $(STAMP)
+	rm -rf results/meter
+	$(PY) -m flower_gd.meter_check --out results/meter
 
 # Mixed fleets (Table VI analogue) at CPU scale: digits' 8x8 images, 600 common samples,
 # 5 x ResNet-18 + 5 x MobileNetV3-small (add resnet18+densenet121 to the model list for the

@@ -13,6 +13,7 @@ that it is refused.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -32,7 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from flower_gd.config import PROJECT_ROOT
-from flower_gd.results import CHECKPOINT, SUMMARY
+from flower_gd.results import CHECKPOINT, CODE_VERSION_ENV, SUMMARY, code_version
+from flower_gd.wire_proxy import WireProxy
 
 FEDERATION = "deploy"
 
@@ -152,6 +154,7 @@ class Deployment:
     auth: bool = False
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    fleet_port: int | None = None  # where SuperNodes dial (a WireProxy's port), else `port`
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -164,6 +167,9 @@ class Deployment:
         self.env = {**os.environ, "FLWR_HOME": str(self.home),
                     "FLWR_TELEMETRY_ENABLED": "0",
                     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+                    # the app runs from its bundle, not this checkout: tell it which code
+                    CODE_VERSION_ENV: json.dumps({k: v for k, v in code_version().items()
+                                                  if k in ("commit", "dirty")}),
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
                             f"{os.environ.get('PATH', '')}",
                     "PYTHONPATH": os.pathsep.join(
@@ -228,7 +234,8 @@ class Deployment:
         name = name or f"supernode-{partition}"
         state = self.workdir / "state" / name
         args = ["flower-supernode", *self._tls_args(server=False),
-                "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
+                "--superlink", f"127.0.0.1:{self.fleet_port or self.port}",
+                "--port", str(free_port()),
                 "--node-config", f'partition-id={partition} num-partitions={self.nodes} '
                                  f'state-dir="{state}"']
         if key is not None:
@@ -322,16 +329,35 @@ def _alive(pid: int) -> bool:
 # ------------------------------------------------------------------------ the command
 def deploy(workdir: Path, nodes: int = 3, rounds: int = 2, tls: bool = False,
            auth: bool = False, intruder: bool = False, kill_node: int | None = None,
-           kill_after_round: int = 1, extra: str = "") -> dict:
-    """Start, run, (kill one SuperNode,) collect, stop. Returns what happened."""
+           kill_after_round: int = 1, extra: str = "", wire_idle_s: float = 0.0) -> dict:
+    """Start, run, (kill one SuperNode,) collect, stop. Returns what happened.
+
+    With `wire_idle_s` > 0 the SuperNodes dial the SuperLink through a byte-counting
+    `WireProxy` (insecure only): once the fleet is up it counts `wire_idle_s` seconds of
+    idle traffic (heartbeats and empty polls), then the run; both land in report["wire"].
+    """
     workdir = Path(workdir).resolve()
     out = workdir / "out"
     run_config = (f'num-nodes={nodes} num-server-rounds={rounds} output-dir="{out}" '
                   f"{extra}").strip()
     report: dict = {"workdir": str(workdir), "tls": tls, "auth": auth}
-    with Deployment(workdir, nodes, tls=tls, auth=auth) as dep:
+    if wire_idle_s and tls:
+        raise ValueError("the wire proxy parses clear-text HTTP/2: run it without --tls")
+    with contextlib.ExitStack() as stack:
+        dep = stack.enter_context(Deployment(workdir, nodes, tls=tls, auth=auth))
+        proxy = None
+        if wire_idle_s:
+            dep.fleet_port = free_port()
+            proxy = stack.enter_context(WireProxy(dep.fleet_port, dep.port))
         dep.start_superlink()
         dep.start_fleet()
+        if proxy is not None:
+            time.sleep(wire_idle_s)  # the SuperNodes connect and settle
+            proxy.reset()
+            time.sleep(wire_idle_s)
+            report["wire"] = {"idle": proxy.snapshot(), "idle-s": wire_idle_s}
+            proxy.reset()
+            started = time.time()
         if intruder:  # an unregistered key: the SuperLink must refuse it
             key, _ = make_node_key(workdir / "keys", "intruder")
             name = dep.start_supernode(nodes, key, name="intruder", max_retries=2)
@@ -346,6 +372,8 @@ def deploy(workdir: Path, nodes: int = 3, rounds: int = 2, tls: bool = False,
                 print(f"deploy: killed SuperNode {kill_node} after round {rnd}", flush=True)
 
         done = dep.run(run_config, on_round)
+        if proxy is not None:
+            report["wire"].update({"run": proxy.snapshot(), "run-s": time.time() - started})
         report["flwr-run-exit"] = done.returncode
         report["killed-after-round"] = killed[0] if killed else None
         report["pids"] = dep.pids()

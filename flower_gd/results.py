@@ -9,16 +9,20 @@ recorder from it (rows of the unfinished round are dropped) and the strategy goe
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import os
 import statistics
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from flower_gd.config import HOUSEKEEPING_KEYS, load_defaults, upgrade
+from flower_gd.config import HOUSEKEEPING_KEYS, PROJECT_ROOT, load_defaults, upgrade
 from flower_gd.metering import TAGS, MeteredGrid, MeterEntry
 
 ROUND_COLUMNS = [
@@ -35,6 +39,43 @@ SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.json"
 
 
+CODE_VERSION_KEY = "code-version"  # in config.json beside the run config: which code ran it
+
+
+CODE_VERSION_ENV = "FLOWER_GD_CODE_VERSION"  # set by a launcher for apps run off a checkout
+
+
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """The code that makes runs in this process: git commit and whether the tree had
+    uncommitted changes, and the versions of the packages that compute the numbers.
+
+    An app installed from a bundle (the deployment engine) has no git checkout: it takes the
+    commit its launcher put in FLOWER_GD_CODE_VERSION, or says `unknown`.
+    """
+    launched = os.environ.get(CODE_VERSION_ENV)
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True,
+                                 text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    packages = {}
+    for name in ("flwr", "torch", "numpy"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = "absent"
+    if commit is None and launched:
+        return {**json.loads(launched), **packages}
+    return {"commit": commit or "unknown",
+            "dirty": None if status is None else bool(status), **packages}
+
+
 def config_differs(run_dir: Path, config: dict[str, Any]) -> list[str]:
     """Keys in which `config` differs from the config a run directory saved.
 
@@ -43,6 +84,7 @@ def config_differs(run_dir: Path, config: dict[str, Any]) -> list[str]:
     or cloned results folder still matches.
     """
     saved = upgrade(json.loads((Path(run_dir) / "config.json").read_text()))
+    saved.pop(CODE_VERSION_KEY, None)  # which code made it is not part of the config
     defaults = load_defaults()
     saved = {**{k: defaults[k] for k in set(config) - set(saved) if k in defaults}, **saved}
     return sorted(k for k in set(saved) | set(config)
@@ -121,8 +163,8 @@ class RunRecorder:
         self._lost_before = 0  # lost messages of the run before a resume
         self.resumed: ResumePoint | None = self._restore() if resume else None
         if self.resumed is None:
-            (self.run_dir / "config.json").write_text(
-                json.dumps(self.config, indent=2, sort_keys=True))
+            (self.run_dir / "config.json").write_text(json.dumps(
+                {**self.config, CODE_VERSION_KEY: code_version()}, indent=2, sort_keys=True))
             (self.run_dir / CHECKPOINT).unlink(missing_ok=True)
             for name, cols in (("rounds.csv", ROUND_COLUMNS), ("messages.csv", MESSAGE_COLUMNS)):
                 with (self.run_dir / name).open("w", newline="") as fh:

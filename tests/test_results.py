@@ -5,7 +5,7 @@ import json
 import pytest
 
 from flower_gd.config import load_defaults
-from flower_gd.results import SUMMARY, is_finished
+from flower_gd.results import SUMMARY, RunRecorder, is_finished
 
 
 def _saved(tmp_path, config):
@@ -32,3 +32,17 @@ def test_a_key_added_after_the_run_matches_its_default(tmp_path):
 
 def test_an_unfinished_run_is_not_finished(tmp_path):
     assert not is_finished(tmp_path / "nothing-here", load_defaults())
+
+
+def test_a_run_records_the_code_that_made_it(tmp_path):
+    from flower_gd.results import CODE_VERSION_KEY, code_version
+
+    version = code_version()
+    assert set(version) == {"commit", "dirty", "flwr", "torch", "numpy"}
+    assert len(version["commit"]) == 40 or version["commit"] == "unknown"
+    assert version["flwr"].startswith("1.41")
+    meter = type("Meter", (), {"entries": []})()
+    rec = RunRecorder(tmp_path / "run", {"method": "gossip"}, meter, lambda p: "cnn")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved[CODE_VERSION_KEY] == version and saved["method"] == "gossip"
+    assert rec.resumed is None
