@@ -43,6 +43,7 @@ CODE_VERSION_KEY = "code-version"  # in config.json beside the run config: which
 
 
 CODE_VERSION_ENV = "FLOWER_GD_CODE_VERSION"  # set by a launcher for apps run off a checkout
+CODE_PATHS = ("flower_gd", "strategies", "baselines", "pyproject.toml")
 
 
 @functools.cache
@@ -63,7 +64,9 @@ def code_version() -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    # dirty: uncommitted changes to what computes the numbers (docs and results aside)
+    status = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS) \
+        if commit else None
     packages = {}
     for name in ("flwr", "torch", "numpy"):
         try:
