@@ -6,11 +6,10 @@ For each method it runs a small digits experiment on Flower's deployment engine 
 SuperLink and SuperNodes, insecure gRPC on loopback) with every SuperNode dialling the
 SuperLink through `flower_gd.wire_proxy.WireProxy`, and sets what the meter counted beside
 what crossed the TCP connections, call by call (Flower's Fleet API is HTTP/1.1 with protobuf
-bodies): HTTP framing, heartbeats, and the bodies of the calls that carry messages and their
-objects. What the meter counts is defined in
-`flower_gd.metering`: the serialized objects of each message's object tree, which is what
-Flower sends as object content; the envelopes (message metadata, object ids, node and run
-ids in each request) and the transport's framing are not in it.
+bodies): HTTP framing, heartbeats, and the bodies of the calls that move messages and their
+objects (requests and responses), and polls that brought nothing. What the meter counts is
+defined in `flower_gd.metering`: for each message, the protobuf bodies of the Fleet API calls
+that move it; the transport's framing, heartbeats, idle polls and the app bundle are not in it.
 """
 
 from __future__ import annotations
@@ -26,9 +25,10 @@ from flower_gd.tables import markdown
 METHODS = ("gossip", "gossip-adaptive", "dlad", "fedavg")
 RUN = "round-timeout=120.0 pull-timeout=30.0 local-epochs=5 disc-epochs=2 distill-epochs=3"
 FLEET = "/v1/fleet/"
-# The calls that move messages and their objects, each way (the rest is control: register,
-# heartbeats, get-run, get-fab, confirmations).
-CARRYING = {"down": ("pull-messages", "pull-object"), "up": ("push-messages", "push-object")}
+# The calls that move a message to a node ("down") or from it ("up"); the rest is control:
+# register, heartbeats, get-run, get-fab. Polls that return no message are filed as idle.
+CARRYING = {"down": ("pull-messages", "pull-object", "confirm-message-received"),
+            "up": ("push-messages", "push-object")}
 
 
 def _bytes(paths: dict[str, dict[str, int]], calls: tuple[str, ...] | None, kind: str) -> int:
@@ -44,12 +44,15 @@ def compare(summary: dict[str, Any], wire: dict[str, Any]) -> dict[str, Any]:
     framing = _bytes(paths, None, "framing-up") + _bytes(paths, None, "framing-down")
     heartbeat = sum(v for k, v in paths.get(FLEET + "send-node-heartbeat", {}).items()
                     if k != "calls")
-    carrying = {d: _bytes(paths, CARRYING[d], f"body-{d}") for d in ("up", "down")}
+    # a call's request and response bodies both serve the message it moves
+    carrying = {d: _bytes(paths, CARRYING[d], "body-up") + _bytes(paths, CARRYING[d], "body-down")
+                for d in ("up", "down")}
     metered = {d: summary["bytes"][f"wire-{d}"] for d in ("up", "down")}
     return {
         "method": summary["method"], "run-s": round(wire["run-s"], 1), "tcp-bytes": tcp,
         "metered-bytes": metered["up"] + metered["down"],
         "http-framing-bytes": framing, "heartbeat-bytes": heartbeat,
+        "idle-poll-bytes": _bytes(paths, None, "idle-up") + _bytes(paths, None, "idle-down"),
         "app-bundle-bytes": sum(v for k, v in paths.get(FLEET + "get-fab", {}).items()
                                 if k != "calls"),
         "carrying-body-bytes": carrying["up"] + carrying["down"],
@@ -79,13 +82,14 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(compare(json.loads(summary_path.read_text()), wire))
     (args.out / "summary.json").write_text(json.dumps(rows, indent=1))
     header = ["method", "TCP (bytes)", "metered (bytes)", "metered / TCP",
-              "app bundle / TCP", "HTTP framing / TCP", "heartbeats / TCP",
-              "metered / message-carrying bodies, up", "down"]
+              "app bundle / TCP", "HTTP framing / TCP", "heartbeats / TCP", "idle polls / TCP",
+              "metered / message-moving bodies, up", "down"]
     body = [[r["method"], str(r["tcp-bytes"]), str(r["metered-bytes"]),
              f"{r['metered-bytes'] / r['tcp-bytes']:.3f}",
              f"{r['app-bundle-bytes'] / r['tcp-bytes']:.1%}",
              f"{r['http-framing-bytes'] / r['tcp-bytes']:.1%}",
              f"{r['heartbeat-bytes'] / r['tcp-bytes']:.1%}",
+             f"{r['idle-poll-bytes'] / r['tcp-bytes']:.1%}",
              f"{r['coverage-up']:.4f}", f"{r['coverage-down']:.4f}"] for r in rows]
     text = markdown(header, body)
     (args.out / "results.md").write_text(text + "\n")

@@ -1,10 +1,20 @@
 """Byte metering at the transport boundary: a Grid wrapper that sizes every message.
 
 Every method talks to its nodes through one `MeteredGrid`, so no method can bypass it. A
-message's size is what Flower puts on the wire: since flwr 1.20 a message travels as a
-tree of content-addressed objects (Message, RecordDict, records, Arrays, ArrayChunks), each
-sent in its deflated (serialized) form, so the size is the sum of the deflated bytes of
-all objects in the tree.
+message's size is what Flower's Fleet API sends to move it between the SuperLink and a
+SuperNode (flwr 1.41, deployment engine): the serialized protobuf bodies, requests and
+responses, of every call that exists because of that message.
+
+- To a node: the `PullMessages` call that hands it over (its metadata and object tree), one
+  `PullObject` call per object of its tree (Message, RecordDict, records, Arrays,
+  ArrayChunks, each in its deflated = serialized form, with the object id, node and run id
+  of the request), and the `ConfirmMessageReceived` call.
+- From a node: the `PushMessages` call (metadata, object tree, the list of objects to push,
+  a session id) and one `PushObject` call per object.
+
+Not counted: HTTP/TLS/TCP framing, heartbeats, polls that return nothing, node
+registration, fetching the app bundle (`flower_gd.meter_check` measures each of these
+against the wire). In simulation nothing crosses a wire; the meter sizes what would.
 """
 
 from __future__ import annotations
@@ -14,8 +24,30 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flwr.app import Message
+from flwr.app.message.message import remove_content_from_message
+from flwr.common.serde import message_to_proto
+from flwr.proto.fleet_pb2 import (
+    PullMessagesRequest,
+    PullMessagesResponse,
+    PushMessagesRequest,
+    PushMessagesResponse,
+    Reconnect,
+)
+from flwr.proto.message_pb2 import (
+    ConfirmMessageReceivedRequest,
+    ConfirmMessageReceivedResponse,
+    PullObjectRequest,
+    PullObjectResponse,
+    PushObjectRequest,
+    PushObjectResponse,
+)
+from flwr.proto.node_pb2 import Node
 from flwr.serverapp import Grid
-from flwr.supercore.inflatable.inflatable_object import InflatableObject, get_all_nested_objects
+from flwr.supercore.inflatable.inflatable_object import (
+    InflatableObject,
+    get_all_nested_objects,
+    get_object_tree,
+)
 
 from flower_gd.codecs import ARRAYS_KEY, PAYLOAD_KEY, PRIVATE_DATA_KEY, payload_keys
 from flower_gd.grids import ForwardingGrid
@@ -35,9 +67,60 @@ def object_nbytes(obj: InflatableObject) -> int:
     return sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
 
 
-def message_nbytes(message: Message) -> int:
-    """Serialized size of a message as Flower sends it (sum over its object tree)."""
+def content_nbytes(message: Message) -> int:
+    """Serialized size of a message's objects alone (the sum over its object tree)."""
     return object_nbytes(message)
+
+
+SESSION_ID = "0" * 36  # the SuperLink's push session id is a str(uuid4())
+RECONNECT_S = 5  # what the SuperLink puts in every PushMessagesResponse
+
+
+def _field_nbytes(payload: int) -> int:
+    """Bytes of one length-delimited protobuf field (tag < 16) carrying `payload` bytes."""
+    return 1 + _varint_nbytes(payload) + payload
+
+
+def _varint_nbytes(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def transfer_nbytes(message: Message, direction: str) -> int:
+    """Bytes of the Fleet API bodies that move `message` to ("down") or from ("up") its node.
+
+    Built from Flower's own request and response protos, sized with `ByteSize()`; object
+    contents are added by length (sizing them inside a proto would copy every payload).
+    """
+    objects = {oid: len(obj.deflate()) for oid, obj in get_all_nested_objects(message).items()}
+    header = message_to_proto(remove_content_from_message(message))
+    header.metadata.message_id = message.object_id  # the SuperLink's id: the content address
+    tree = get_object_tree(message)
+    md = message.metadata
+    node = Node(node_id=md.dst_node_id if direction == "down" else md.src_node_id)
+    run_id = md.run_id
+    if direction == "down":
+        total = (PullMessagesRequest(node=node).ByteSize()
+                 + PullMessagesResponse(messages_list=[header],
+                                        message_object_trees=[tree]).ByteSize()
+                 + ConfirmMessageReceivedRequest(node=node, run_id=run_id,
+                                                 message_object_id=message.object_id).ByteSize()
+                 + ConfirmMessageReceivedResponse().ByteSize())
+        for oid, n in objects.items():
+            total += (PullObjectRequest(node=node, run_id=run_id, object_id=oid).ByteSize()
+                      + PullObjectResponse(object_found=True, object_available=True).ByteSize()
+                      + _field_nbytes(n))
+        return total
+    total = (PushMessagesRequest(node=node, messages_list=[header], message_object_trees=[tree],
+                                 clientapp_runtime_list=[0.0]).ByteSize()
+             + PushMessagesResponse(reconnect=Reconnect(reconnect=RECONNECT_S),
+                                    results={message.object_id: 0},
+                                    objects_to_push=list(objects),
+                                    session_id=SESSION_ID).ByteSize())
+    for oid, n in objects.items():
+        total += (PushObjectRequest(node=node, run_id=run_id, object_id=oid,
+                                    session_id=SESSION_ID).ByteSize()
+                  + PushObjectResponse(stored=True).ByteSize() + _field_nbytes(n))
+    return total
 
 
 def set_meter_round(grid: Grid, server_round: int) -> None:
@@ -117,7 +200,7 @@ class MeteredGrid(ForwardingGrid):
 
     def _record(self, message: Message, direction: str) -> None:
         md = message.metadata
-        nbytes = message_nbytes(message)
+        nbytes = transfer_nbytes(message, direction)
         node = md.dst_node_id if direction == "down" else md.src_node_id
         tag = message_tag(message)
         self.entries.append(MeterEntry(self.round, direction, node, md.message_type, tag, nbytes))

@@ -13,7 +13,7 @@ from flwr.app import ArrayRecord, Message
 
 from flower_gd.codecs import Codec, InferencePayload, encode_payload
 from flower_gd.flower_internals import ensure_serverapp_identity
-from flower_gd.metering import MIB, message_nbytes, object_nbytes
+from flower_gd.metering import MIB, object_nbytes, transfer_nbytes
 from flower_gd.models import build_model, count_parameters
 from flower_gd.tables import Table
 
@@ -48,7 +48,7 @@ def paper_payload_table(num_classes: int = 10) -> Table:
     """Table IV as published against what Flower sends for the same inference list.
 
     Each payload is encoded by the project's codec into a Flower message and sized by the
-    meter, as a real exchange would be.
+    meter (every Fleet API body that delivers it to a node), as a real exchange would be.
     """
     ensure_serverapp_identity()  # the sizing messages are built as the ServerApp would
     header = ["dataset", "common samples", "published (\"MiB\")", "float32 data (bytes)",
@@ -59,7 +59,7 @@ def paper_payload_table(num_classes: int = 10) -> Table:
         # raw float32, the paper's format (a constant array would otherwise deflate)
         content = encode_payload(InferencePayload(scores, 1, "probs"), Codec(compress=False))
         message = Message(content=content, dst_node_id=2, message_type="train.gossip")
-        nbytes = message_nbytes(message)
+        nbytes = transfer_nbytes(message, "down")
         body.append([name, str(n), f"{published:.2f}", str(scores.nbytes), str(nbytes),
                      f"{nbytes / MIB:.3f}"])
     return header, body

@@ -6,7 +6,10 @@ POST per call with a serialized protobuf request as its body (`/v1/fleet/push-ob
 `/v1/fleet/pull-messages`, `/v1/fleet/send-node-heartbeat`, ...). Each direction of each
 connection is parsed as HTTP/1.1 messages, so every byte is filed under the call it belongs
 to (the request's path; responses follow their requests in order) and as either HTTP
-framing (start line, headers, chunk sizes) or body (the protobuf message).
+framing (start line, headers, chunk sizes) or body (the protobuf message). A poll that
+brings no message (a `pull-messages` call whose response lists none) is filed, request and
+response, as `idle` instead of `body`: the SuperNodes poll all the time, whether or not
+there is anything to fetch.
 """
 
 from __future__ import annotations
@@ -16,18 +19,33 @@ import threading
 from collections import defaultdict, deque
 from typing import Any
 
+from flwr.proto.fleet_pb2 import PullMessagesResponse
+
 HEAD_END = b"\r\n\r\n"
+POLL_PATH = "/v1/fleet/pull-messages"
+
+
+class _Call:
+    """One request on a connection: its path and, once read, its body's size."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.body = path, 0
 
 
 class _Stream:
     """Parses one direction of one connection as it streams past."""
 
-    def __init__(self, proxy: WireProxy, direction: str, paths: deque[str]) -> None:
-        self.proxy, self.direction, self.paths = proxy, direction, paths
+    def __init__(self, proxy: WireProxy, direction: str, calls: deque[_Call]) -> None:
+        self.proxy, self.direction, self.calls = proxy, direction, calls
         self.buffer = bytearray()
         self.state = "head"  # head | body | chunk-size | chunk-data | chunk-end
         self.left = 0  # body or chunk bytes still to come
-        self.path = "?"
+        self.call = _Call("?")
+        self.body = bytearray()  # a poll's response, kept until it is complete
+
+    @property
+    def path(self) -> str:
+        return self.call.path
 
     def feed(self, chunk: bytes) -> None:
         with self.proxy.lock:
@@ -38,7 +56,22 @@ class _Stream:
 
     def _take(self, kind: str, nbytes: int) -> None:
         self.proxy.counts[(self.direction, self.path, kind)] += nbytes
+        if kind == "body":
+            if self.direction == "up":
+                self.call.body += nbytes
+            elif self.path == POLL_PATH:
+                self.body += self.buffer[:nbytes]
         del self.buffer[:nbytes]
+
+    def _end_of_message(self) -> None:
+        """A request or response is complete; file an empty poll's bytes as idle."""
+        if self.direction == "down" and self.path == POLL_PATH:
+            if not PullMessagesResponse.FromString(bytes(self.body)).messages_list:
+                counts = self.proxy.counts
+                for direction, nbytes in (("up", self.call.body), ("down", len(self.body))):
+                    counts[(direction, self.path, "body")] -= nbytes
+                    counts[(direction, self.path, "idle")] += nbytes
+            self.body.clear()
 
     def _step(self) -> bool:
         """Consume the next piece (a head, body bytes, a chunk line) if it is all here."""
@@ -48,7 +81,11 @@ class _Stream:
                 self._take("body", n)
                 self.left -= n
             if self.left == 0:
-                self.state = "head" if self.state == "body" else "chunk-end"
+                if self.state == "body":
+                    self.state = "head"
+                    self._end_of_message()
+                else:
+                    self.state = "chunk-end"
                 return True
             return bool(n)
         line_end = self.buffer.find(b"\r\n")
@@ -71,6 +108,7 @@ class _Stream:
                 return False
             self._take("framing", 2)
             self.state = "head"
+            self._end_of_message()
             return True
         end = self.buffer.find(HEAD_END)
         if end < 0:
@@ -79,17 +117,19 @@ class _Stream:
         start, *fields = head.split("\r\n")
         headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
         if self.direction == "up":  # "POST /v1/fleet/push-object HTTP/1.1"
-            self.path = start.split(" ")[1] if " " in start else "?"
-            self.paths.append(self.path)
+            self.call = _Call(start.split(" ")[1] if " " in start else "?")
+            self.calls.append(self.call)
             self.proxy.calls[self.path] += 1
         else:  # a response answers the oldest request still waiting on this connection
-            self.path = self.paths.popleft() if self.paths else "?"
+            self.call = self.calls.popleft() if self.calls else _Call("?")
         self._take("framing", end + len(HEAD_END))
         if headers.get("transfer-encoding", "").lower() == "chunked":
             self.state = "chunk-size"
         else:
             self.left = int(headers.get("content-length", "0") or 0)
             self.state = "body" if self.left else "head"
+            if not self.left:
+                self._end_of_message()
         return True
 
 
@@ -146,7 +186,7 @@ class WireProxy:
             except OSError:  # the SuperLink is not up yet: the SuperNode will dial again
                 client.close()
                 continue
-            waiting: deque[str] = deque()  # request paths awaiting their response
+            waiting: deque[_Call] = deque()  # requests awaiting their response
             for src, dst, direction in ((client, upstream, "up"), (upstream, client, "down")):
                 stream = _Stream(self, direction, waiting)
                 threading.Thread(target=_pump, args=(src, dst, stream), daemon=True).start()

@@ -12,9 +12,11 @@ from flower_gd.codecs import Codec, InferencePayload, encode_payload
 from flower_gd.metering import (
     RELAY_CONFIG_KEY,
     RELAY_FROM_KEY,
+    SESSION_ID,
     MeteredGrid,
-    message_nbytes,
+    content_nbytes,
     message_tag,
+    transfer_nbytes,
 )
 
 pytestmark = pytest.mark.usefixtures("task_identity")
@@ -40,9 +42,43 @@ def test_message_size_grows_by_exactly_the_payload_bytes():
     small, large = _payload_message(1000), _payload_message(1250)
     # 250 more rows of 10 float32 = 10000 bytes; the length fields keep their width
     # (40128 -> 50128), so everything else is byte-for-byte the same size.
-    assert message_nbytes(large) - message_nbytes(small) == 250 * 10 * 4
+    assert content_nbytes(large) - content_nbytes(small) == 250 * 10 * 4
     # the float32 payload dominates: overhead of the whole tree is under 1 KiB
-    assert 0 < message_nbytes(small) - 1000 * 10 * 4 < 1024
+    assert 0 < content_nbytes(small) - 1000 * 10 * 4 < 1024
+    for direction in ("down", "up"):
+        assert (transfer_nbytes(large, direction) - transfer_nbytes(small, direction)
+                == 250 * 10 * 4)
+
+
+def _varint(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def test_each_object_costs_its_fleet_api_calls_by_hand():
+    """One more record in a message = one more object: its content plus, by hand from
+    Flower's protos, its entry in the object tree and the calls that move it."""
+    node, run, oid = 2**40, 12345, 1 + 1 + 64  # an object id field: tag, length, 64 hex
+
+    def message(records: int) -> Message:
+        m = Message(content=RecordDict({f"r{i}": ConfigRecord({"x": i}) for i in range(records)}),
+                    dst_node_id=node, message_type="train.x")
+        m.metadata.__dict__["_run_id"] = run
+        m.metadata.__dict__["_src_node_id"] = node  # as a reply from that node would say
+        return m
+
+    one, two = message(1), message(2)
+    new = content_nbytes(two) - content_nbytes(one)  # the record and its id in the RecordDict
+    record = len(ConfigRecord({"x": 1}).deflate())
+    tree_entry = 1 + 1 + oid  # ObjectTree child: tag, length, (object id, no children)
+    node_field = 1 + 1 + (1 + _varint(node))  # Node message inside a request
+    run_field = 1 + _varint(run)
+    content_field = 1 + _varint(record)  # tag and length before the object's bytes
+    pull = node_field + run_field + oid + (2 + 2) + content_field  # request + found, available
+    push = node_field + run_field + oid + (2 + len(SESSION_ID)) + 2 + content_field  # + stored
+    assert transfer_nbytes(two, "down") - transfer_nbytes(one, "down") == new + tree_entry + pull
+    # up: the SuperLink also lists the object among those it wants pushed
+    assert (transfer_nbytes(two, "up") - transfer_nbytes(one, "up")
+            == new + tree_entry + oid + push)
 
 
 def test_tags():
@@ -97,7 +133,7 @@ def test_metered_grid_counts_both_legs_and_the_relay_once_as_p2p():
     meter.set_round(3)
     msg = _payload_message(100, dst=7)
     msg.content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: 8})
-    size = message_nbytes(msg)
+    size = transfer_nbytes(msg, "down")
     replies = list(meter.send_and_receive([msg], timeout=5))
     assert len(replies) == 1
     wire = [e for e in meter.entries if e.kind == "wire"]
@@ -105,7 +141,7 @@ def test_metered_grid_counts_both_legs_and_the_relay_once_as_p2p():
     assert [(e.direction, e.node_id, e.tag, e.round) for e in wire] == [
         ("down", 7, "scores", 3), ("up", 7, "control", 3)]
     assert wire[0].nbytes == size
-    assert wire[1].nbytes == message_nbytes(replies[0])
+    assert wire[1].nbytes == transfer_nbytes(replies[0], "up")
     # the relayed payload crosses a direct link once: received by 7, sent by 8
     assert sorted((e.direction, e.node_id, e.peer_id, e.nbytes) for e in p2p) == [
         ("down", 7, 8, size), ("up", 8, 7, size)]
@@ -121,7 +157,7 @@ def test_a_relay_of_several_payloads_splits_its_bytes_by_payload_size():
     msg.content[key] = small.content["inference"]
     msg.content[meta_key] = small.content["inference-meta"]
     msg.content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: [8, 9]})
-    size = message_nbytes(msg)
+    size = transfer_nbytes(msg, "down")
     list(meter.send_and_receive([msg], timeout=5))
     down = {e.peer_id: e.nbytes for e in meter.entries if e.kind == "p2p" and e.direction == "down"}
     up = {e.node_id: e.nbytes for e in meter.entries if e.kind == "p2p" and e.direction == "up"}
