@@ -38,7 +38,8 @@ def local_phase(node: Node, content: RecordDict | None = None) -> RecordDict:
                             node.outgoing_codec)
     upload["metrics"] = MetricRecord({
         "partition-id": float(node.partition_id), "train-loss": loss, "disc-loss": disc_loss,
-        "mean-confidence": float(confidence.mean()), "wall-s": t.seconds})
+        "mean-confidence": float(confidence.mean()), "wall-s": t.seconds,
+        **node.local_phase_metrics()})
     return upload
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from flower_gd.byzantine import attack_codec, byzantine_partitions, corrupt_scor
 from flower_gd.codecs import Codec
 from flower_gd.config import RunConfig
 from flower_gd.federation import FederatedData, federated_data
+from flower_gd.local_phase import CACHE_DIR, LocalPhaseCache, array_digest, key_of, optim_parts
 from flower_gd.models import build_model
 from flower_gd.node_store import NodeStore, Snapshot
 from flower_gd.training import (
@@ -46,6 +47,8 @@ class Node:
     run_dir: str
     server_round: int | None = None  # the round of the message being handled (None: latest)
     state_dir: str | None = None  # node-config `state-dir`: keep state here, not in run-dir
+    # local-phase results this step used: part ("classifier", "discriminator") -> (key, reused)
+    local_phase: dict[str, tuple[str, bool]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_message(cls, message: Message, context: Context, cfg: RunConfig) -> Node:
@@ -136,21 +139,75 @@ class Node:
             return attack_codec(self.codec, self.cfg.byzantine_attack)
         return self.codec
 
+    @cached_property
+    def local_phase_cache(self) -> LocalPhaseCache:
+        """Shared local-phase results: beside the sweep's run directories, or in the
+        SuperNode's `state-dir`."""
+        root = Path(self.state_dir) if self.state_dir else Path(self.run_dir).parent
+        return LocalPhaseCache(root / CACHE_DIR)
+
+    def _model_parts(self) -> dict[str, object]:
+        """What a freshly initialised model of this node depends on."""
+        return {"family": self.model_name, "pretrained": self.cfg.pretrained,
+                "input-shape": self.data.dataset.input_shape,
+                "classes": self.data.dataset.num_classes, "init-seed": self.seed(0)}
+
+    def classifier_key(self) -> str:
+        """Content address of this node's local model: its private data, model, epochs,
+        optimiser and seeds."""
+        x, y = self.data.private(self.partition_id)
+        return key_of({"part": "classifier", **self._model_parts(), "data": array_digest(x, y),
+                       "epochs": self.cfg.local_epochs, "optim": optim_parts(self.optim),
+                       "train-seed": self.seed(0)})
+
+    def discriminator_key(self) -> str:
+        """Content address of this node's discriminator output: private and common data,
+        model, epochs, optimiser and seeds."""
+        x_private, _ = self.data.private(self.partition_id)
+        return key_of({"part": "discriminator", **self._model_parts(), "classes": 1,
+                       "data": array_digest(x_private),
+                       "common": array_digest(self.data.common_x),
+                       "epochs": self.cfg.disc_epochs, "optim": optim_parts(self.optim),
+                       "train-seed": self.seed(1)})
+
     def fit_private(self) -> tuple[torch.nn.Module, float]:
-        """The local phase every method shares: a fresh model trained on PD_i."""
+        """The local phase every method shares: a fresh model trained on PD_i (computed
+        once per content address, see `flower_gd.local_phase`)."""
         model = self.new_model()
         x, y = self.data.private(self.partition_id)
+        key = self.classifier_key()
+        cached = self.local_phase_cache.load_model(key, model)
+        self.local_phase["classifier"] = (key, cached is not None)
+        if cached is not None:
+            return cached
         loss = train_hard(model, x, y, self.cfg.local_epochs, self.optim, self.seed(0))
+        self.local_phase_cache.save(key, loss, model=model)
         return model, loss
 
     def fit_discriminator(self) -> tuple[np.ndarray, float]:
         """A fresh discriminator d_i trained on PD_i (label 1) against X_c (label 0); returns
         d_i(x) on X_c in [0, 1] and the last epoch's loss (DLAD, gossip-adaptive)."""
         x_private, _ = self.data.private(self.partition_id)
+        key = self.discriminator_key()
+        cached = self.local_phase_cache.load_confidence(key)
+        self.local_phase["discriminator"] = (key, cached is not None)
+        if cached is not None:
+            return cached
         disc = self.new_model(num_outputs=1)
         loss = train_discriminator(disc, x_private, self.data.common_x, self.cfg.disc_epochs,
                                    self.optim, self.seed(1))
-        return sigmoid(infer(disc, self.data.common_x)[:, 0]), loss
+        confidence = sigmoid(infer(disc, self.data.common_x)[:, 0])
+        self.local_phase_cache.save(key, loss, confidence=confidence)
+        return confidence, loss
+
+    def local_phase_metrics(self) -> dict[str, float]:
+        """For the round-0 reply: which local phase this node started from (the first 48
+        bits of the classifier's key, exact in a float), how many parts (classifier,
+        discriminator) it has and how many of them were reused."""
+        key, _ = self.local_phase["classifier"]
+        return {"local-phase-key": float(int(key[:12], 16)),
+                "local-phase-parts": float(len(self.local_phase)),
+                "local-phase-reused": float(sum(hit for _, hit in self.local_phase.values()))}
 
     def soft_scores(self, model: torch.nn.Module) -> np.ndarray:
         """softmax(model(x) / T) on X_c, T = `temperature`: a distillation target."""

@@ -54,6 +54,23 @@ def row(run: SavedRun, shared: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def local_phase_groups(runs: list[SavedRun]) -> list[str]:
+    """One line per set of runs whose nodes all started from the same local-phase results."""
+    groups: dict[tuple[tuple[str, str], ...], list[SavedRun]] = {}
+    for run in runs:
+        keys = run.summary.get("local-phase") or {}
+        if keys:
+            groups.setdefault(tuple(sorted((p, v["key"]) for p, v in keys.items())), []).append(run)
+    lines = []
+    for members in groups.values():
+        if len(members) > 1:
+            computed = [r.path.name for r in members
+                        if any(v["reused"] < v["parts"] for v in r.summary["local-phase"].values())]
+            lines.append(f"- {', '.join(r.path.name for r in members)} (computed by: "
+                         f"{', '.join(computed) or 'an earlier run'})")
+    return lines
+
+
 def write_report(root: Path, with_models: bool = True) -> str:
     """Write results.md / results.csv under `root`; return the Markdown text.
 
@@ -82,6 +99,10 @@ def write_report(root: Path, with_models: bool = True) -> str:
          model_family_table(runs, shared)),
     ]
     parts += [f"## {title}\n\n" + markdown(*table) for title, table in optional if table[1]]
+    if shared_local := local_phase_groups(everything):
+        parts.append("## Runs that started from the same local phase\n\n"
+                     "Same seed and partition, bit-identical local models (computed once, "
+                     "`flower_gd/local_phase.py`):\n\n" + "\n".join(shared_local))
     if with_models:
         parts.append("## The paper's payloads against what Flower sends (Table IV)\n\n"
                      + markdown(*paper_payload_table()))

@@ -343,6 +343,14 @@ class RunRecorder:
             "final-all-nodes": _stats([m["accuracy"] for m in self.metrics[last].values()
                                        if "accuracy" in m]),
             "byzantine-partitions": sorted(self.byzantine),
+            # which local phase each node started from (flower_gd.local_phase): runs whose
+            # keys agree started from bit-identical local models
+            "local-phase": {
+                str(self.partition_of_id[n]): {"key": f"{int(m['local-phase-key']):012x}",
+                                               "parts": int(m.get("local-phase-parts", 1)),
+                                               "reused": int(m.get("local-phase-reused", 0))}
+                for n, m in sorted(self.metrics.get(0, {}).items())
+                if "local-phase-key" in m and n in self.partition_of_id},
             "faults": {
                 "lost-messages": self._lost_before + (len(self.faults.lost)
                                                       if self.faults is not None else 0),

@@ -36,7 +36,8 @@ def local_phase(node: Node, content: RecordDict | None = None) -> dict[str, floa
         node.store.commit(0, model, {LIST: scores}, {"counter": 1})
     return {"partition-id": node.partition_id,
             "num-examples": len(node.data.parts[node.partition_id]), "train-loss": loss,
-            "label-accuracy": label_accuracy(node, hard_labels(scores)), "wall-s": t.seconds}
+            "label-accuracy": label_accuracy(node, hard_labels(scores)), "wall-s": t.seconds,
+            **node.local_phase_metrics()}
 
 
 def share(node: Node, content: RecordDict | None = None) -> RecordDict:

@@ -44,7 +44,8 @@ def local_phase(node: Node, content: RecordDict | None = None) -> dict[str, floa
     return {"partition-id": node.partition_id,
             "num-examples": len(node.data.parts[node.partition_id]), "train-loss": loss,
             "disc-loss": disc_loss, "median-weight": float(np.median(weights)),
-            "label-accuracy": label_accuracy(node, hard_labels(belief)), "wall-s": t.seconds}
+            "label-accuracy": label_accuracy(node, hard_labels(belief)), "wall-s": t.seconds,
+            **node.local_phase_metrics()}
 
 
 def push_sum_split(weights: np.ndarray, fanouts: list[int]) -> np.ndarray:

@@ -198,3 +198,20 @@ def test_paper_payload_table_measures_what_flower_sends():
     # the measured message is the float32 data plus Flower's object tree (under 2 KiB),
     # about half the published 3.46 "MiB"
     assert 0 < int(mnist["Flower message (bytes)"]) - 48_000 * 10 * 4 < 2048
+
+
+def test_the_report_names_runs_that_shared_a_local_phase():
+    from pathlib import Path
+
+    from flower_gd.report import local_phase_groups
+    from flower_gd.tables import SavedRun
+
+    def run(name, keys, reused, parts=1):
+        phase = {str(p): {"key": k, "parts": parts, "reused": reused} for p, k in enumerate(keys)}
+        return SavedRun(Path(name), {"local-phase": phase}, {}, [])
+
+    runs = [run("local_s0", ["a", "b"], 0), run("gossip_s0", ["a", "b"], 1),
+            run("dlad_s0", ["a", "b"], 1, parts=2),  # trained its discriminators itself
+            run("gossip_s1", ["c", "d"], 0), run("fedavg_s0", [], 0)]
+    assert local_phase_groups(runs) == [
+        "- local_s0, gossip_s0, dlad_s0 (computed by: local_s0, dlad_s0)"]
