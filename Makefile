@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
+.PHONY: demo test bench bench-speed bench-speed-fmnist bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -111,6 +111,16 @@ bench-faults: $(STAMP)
 deploy-demo: $(STAMP)
 	rm -rf results/deploy
 	$(PY) -m flower_gd.deploy --nodes 3 --rounds 2 --tls --auth --intruder --out results/deploy
+
+# Where a run's time goes: one niid1 cell per method, wall against the nodes' own work, and
+# the training loop against a plain PyTorch loop; results/speed/<dataset>/results.md.
+bench-speed: $(STAMP)
+	rm -rf results/speed/digits
+	$(PY) -m flower_gd.speed --dataset digits --out results/speed
+
+bench-speed-fmnist: $(STAMP) fashion-mnist
+	rm -rf results/speed/fashion-mnist
+	$(PY) -m flower_gd.speed --dataset fashion-mnist --out results/speed
 
 # The meter against the wire: gossip, gossip-adaptive, DLAD and FedAvg deployed on loopback
 # (3 SuperNodes, 2 rounds, digits), every SuperNode dialling the SuperLink through a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from logging import WARNING
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
@@ -23,6 +24,7 @@ def handle(message: Message, context: Context) -> Message:
     A node that `drop-nodes` has killed answers with an error and touches nothing; a step
     that rejects a peer's payload keeps the node's state and reports `payload-rejected`.
     """
+    started = time.perf_counter()
     cfg = RunConfig.from_mapping(context.run_config)  # parsed once per message
     node = Node.from_message(message, context, cfg)
     down = unavailable_reply(message, node)
@@ -40,6 +42,8 @@ def handle(message: Message, context: Context) -> Message:
         reply = {"payload-rejected": 1.0}
     if not isinstance(reply, RecordDict):
         reply = RecordDict({"metrics": MetricRecord({k: float(v) for k, v in reply.items()})})
+    # on disk, not in the reply: timing must not change what crosses the wire
+    node.store.log_busy(message_type, node.server_round, time.perf_counter() - started)
     return Message(content=reply, reply_to=message)
 
 

@@ -30,7 +30,7 @@ from torch import nn
 
 import flower_gd
 
-CACHE_DIR = "local-phase"  # beside the run directories of a sweep (its output dir)
+CACHE_DIR = ".local-phase"  # hidden, beside the run directories of a sweep (its output dir)
 MODEL_FILE, CONFIDENCE_FILE, LOSS_FILE = "model.pt", "confidence.npy", "loss.json"
 # the project's packages: any change to their source is a change of the computation
 SOURCE_ROOTS = ("flower_gd", "strategies", "baselines")

@@ -160,6 +160,7 @@ class RunRecorder:
         self._cum: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # up, down, p2p
         self._round_start = time.perf_counter()
         self._t0 = time.perf_counter()
+        self._started_at = time.time()  # when the ServerApp began this run (unix seconds)
         self._elapsed_before = 0.0  # wall seconds of the run before a resume
         self._written_entries = 0
         self._written_lost = 0
@@ -340,6 +341,7 @@ class RunRecorder:
                 "messages": len(wire),
             },
             "wall-s": round(self._elapsed_before + time.perf_counter() - self._t0, 2),
+            "started-at": round(self._started_at, 3),
             "final-all-nodes": _stats([m["accuracy"] for m in self.metrics[last].values()
                                        if "accuracy" in m]),
             "byzantine-partitions": sorted(self.byzantine),

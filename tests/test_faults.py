@@ -87,7 +87,7 @@ TINY = {"num-nodes": 4, "num-server-rounds": 2, "local-epochs": 1, "common-limit
 
 def _run(tmp_path, **overrides):
     summary = run_experiment({**TINY, "output-dir": str(tmp_path), **overrides})
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
     rows = list(csv.DictReader((run_dir / "rounds.csv").open()))
     return summary, rows, run_dir
 

@@ -71,7 +71,7 @@ def test_flwr_run_dot_runs_gossip_and_writes_results(flwr_env, tmp_path):
                 f'test-limit=40 output-dir="{out}"'],
         cwd=ROOT, env=flwr_env, capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    (run_dir,) = out.iterdir()
+    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
     assert run_dir.name == ("gossip_digits_iid_cnn_common-limit=60_local-epochs=1_num-nodes=3_"
                             "num-server-rounds=1_test-limit=40_s0")
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -29,7 +29,7 @@ def _fleet_weight(run_dir, latest):
 ])
 def test_the_fleets_weight_is_conserved_per_sample(tmp_path, faults, evidence):
     summary = run_experiment({**TINY, **faults, "output-dir": str(tmp_path)})
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
     start, end = _fleet_weight(run_dir, latest=False), _fleet_weight(run_dir, latest=True)
     np.testing.assert_allclose(end, start, rtol=1e-6)
     # not vacuous: messages were lost, or payloads refused, along the way

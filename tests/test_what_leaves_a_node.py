@@ -19,7 +19,7 @@ SERVERLESS = [name for name, m in methods.REGISTRY.items() if "scores" in m.shar
 @pytest.mark.parametrize("method", ["gossip", "gossip-adaptive", "dlad", "fedavg"])
 def test_only_what_the_registry_says_a_method_shares_leaves_a_node(tmp_path, method):
     run_experiment({**TINY, "method": method, "output-dir": str(tmp_path)})
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
     messages = list(csv.DictReader((run_dir / "messages.csv").open()))
     up = [m for m in messages if m["direction"] == "up" and m["kind"] == "wire"]
     assert up, "no message was metered"

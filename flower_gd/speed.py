@@ -1,0 +1,166 @@
+"""Where a run's time goes: the harness against the nodes' own work and against plain PyTorch.
+
+Usage: ``python -m flower_gd.speed [--dataset digits|fashion-mnist] [--out results/speed]``
+
+Runs one cell per method (niid1, the demo's settings for each method) one after the other in
+this process, as a Hydra sweep does, each in its own output directory (so each computes its
+own local phase), and reports per cell:
+
+- `wall-s`: seconds from calling the experiment to its return (the process's share);
+- `node-busy-s`: seconds the nodes spent in their ClientApp, summed over every message
+  (each node logs it to disk, `NodeStore.log_busy`; nothing is added to the messages);
+- `ratio`: wall / (node busy / cores), 1.0 when the cores do nothing but node work (the
+  server's own work, DLAD's distillation, FedAvg's averaging, counts as overhead here);
+- `to-first-round-s`: from the call until the ServerApp starts its run (Ray, workers, app
+  loading), and `round0-overhead-s`: round 0's wall minus its node work spread on the cores
+  (the workers' first messages: imports, data loading);
+- for the first cell, whether Ray was started by it (`cold`).
+
+Then the training loop: samples per second of `train_hard` against a plain PyTorch loop
+(same model, arrays, batches, optimiser and epochs, one thread as a simulated node has) on
+one node's private data. Results: `<out>/summary.json` and `<out>/results.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from flower_gd.config import RunConfig, load_defaults, merge_overrides
+from flower_gd.experiment import run_experiment
+from flower_gd.node import Node
+from flower_gd.node_store import NodeStore
+from flower_gd.results import code_version
+from flower_gd.tables import markdown
+from flower_gd.training import train_hard
+
+CELLS: dict[str, dict[str, Any]] = {  # one cell per method: the demo's / bench's settings
+    "local": {"method": "local"},
+    "gossip": {"method": "gossip"},
+    "gossip-adaptive": {"method": "gossip-adaptive", "gossip-peers": 2, "round-epochs": 2},
+    "dlad": {"method": "dlad"},
+    "fedavg": {"method": "fedavg", "num-server-rounds": 20, "round-epochs": 1},
+}
+DATASETS: dict[str, dict[str, Any]] = {
+    "digits": {},
+    "fashion-mnist": {"dataset": "fashion-mnist", "common-limit": 6000, "test-limit": 5000},
+}
+
+
+def node_busy(run_dir: Path) -> dict[str, float]:
+    """Seconds the nodes spent handling messages: in total and in round 0."""
+    total = round0 = 0.0
+    for node_dir in sorted((run_dir / "nodes").glob("node-*")):
+        store = NodeStore(run_dir, int(node_dir.name.removeprefix("node-")))
+        for server_round, _, seconds in store.busy():
+            total += seconds
+            round0 += seconds if server_round in ("", "0") else 0.0
+    return {"total": total, "round0": round0}
+
+
+def measure_cell(name: str, overrides: dict[str, Any], out: Path, cores: int) -> dict[str, Any]:
+    """Run one cell and set its wall time beside its nodes' work."""
+    called = time.time()
+    summary = run_experiment({**overrides, "output-dir": str(out / name), "run-name": name})
+    wall = time.time() - called
+    run_dir = out / name / name
+    with (run_dir / "rounds.csv").open() as fh:
+        round0_wall = next(float(r["round_wall_s"]) for r in csv.DictReader(fh)
+                           if r["round"] == "0")
+    busy = node_busy(run_dir)
+    return {
+        "cell": name, "wall-s": round(wall, 2), "node-busy-s": round(busy["total"], 2),
+        "ratio": round(wall / (busy["total"] / cores), 2) if busy["total"] else None,
+        "to-first-round-s": round(summary["started-at"] - called, 2),
+        "round0-overhead-s": round(round0_wall - busy["round0"] / cores, 2),
+        "final-median": summary["final"]["median"],
+    }
+
+
+def _plain_loop(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, epochs: int,
+                lr: float, momentum: float, weight_decay: float, batch_size: int,
+                seed: int) -> None:
+    """The machine's limit: a textbook loop over the same batches, nothing else."""
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    sgd = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                          weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    model.train()
+    for _ in range(epochs):
+        order = torch.from_numpy(rng.permutation(len(xt)))
+        for start in range(0, len(xt), batch_size):
+            idx = order[start:start + batch_size]
+            sgd.zero_grad()
+            F.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            sgd.step()
+
+
+def training_loop(overrides: dict[str, Any], epochs: int, repeats: int = 3) -> dict[str, Any]:
+    """Samples per second of `train_hard` and of the plain loop, best of `repeats`."""
+    torch.set_num_threads(1)  # as a simulated node (1 CPU)
+    cfg = RunConfig.from_mapping(merge_overrides(load_defaults(), {**overrides,
+                                                                   "partition-scheme": "iid"}))
+    node = Node(cfg, 0, cfg.num_nodes, "/nonexistent")
+    x, y = node.data.private(0)
+    o = node.optim
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        for name in ("train_hard", "plain"):
+            model = node.new_model()
+            start = time.perf_counter()
+            if name == "train_hard":
+                train_hard(model, x, y, epochs, o, seed=0)
+            else:
+                _plain_loop(model, x, y, epochs, o.lr, o.momentum, o.weight_decay, o.batch_size, 0)
+            seconds = time.perf_counter() - start
+            best[name] = min(best.get(name, float("inf")), seconds)
+    samples = len(y) * epochs
+    return {"samples": samples, "train-hard-samples-per-s": round(samples / best["train_hard"]),
+            "plain-samples-per-s": round(samples / best["plain"]),
+            "slowdown": round(best["train_hard"] / best["plain"], 3)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+    parser.add_argument("--out", type=Path, default=Path("results/speed"))
+    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
+    args = parser.parse_args(argv)
+    cores = os.cpu_count() or 1
+    out = args.out / args.dataset
+    base = {**DATASETS[args.dataset], "partition-scheme": "niid1"}
+    rows = []
+    for i, name in enumerate(args.cells):
+        row = measure_cell(name, {**base, **CELLS[name]}, out / "runs", cores)
+        row["cold"] = i == 0  # the first run of the process starts Ray and its workers
+        rows.append(row)
+        print(json.dumps(row))
+    cfg = RunConfig.from_mapping(merge_overrides(load_defaults(), base))
+    loop = training_loop(base, cfg.local_epochs)
+    report = {"dataset": args.dataset, "cores": cores, "cells": rows, "training-loop": loop,
+              "code-version": code_version()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(report, indent=1))
+    header = ["cell", "wall (s)", "node busy (s)", "wall / (busy / cores)", "to first round (s)",
+              "round-0 overhead (s)", "first run (Ray starts)"]
+    body = [[r["cell"], str(r["wall-s"]), str(r["node-busy-s"]), str(r["ratio"]),
+             str(r["to-first-round-s"]), str(r["round0-overhead-s"]), "yes" if r["cold"] else ""]
+            for r in rows]
+    text = (markdown(header, body) + f"\n\nTraining loop ({loop['samples']} samples, one thread): "
+            f"train_hard {loop['train-hard-samples-per-s']} samples/s, plain PyTorch loop "
+            f"{loop['plain-samples-per-s']} samples/s, {loop['slowdown']}x.\n")
+    (out / "results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
