@@ -12,8 +12,8 @@ own local phase), and reports per cell:
 - `ratio`: wall / (node busy / cores), 1.0 when the cores do nothing but node work (the
   server's own work, DLAD's distillation, FedAvg's averaging, counts as overhead here);
 - `to-first-round-s`: from the call until the ServerApp starts its run (Ray, workers, app
-  loading), and `round0-overhead-s`: round 0's wall minus its node work spread on the cores
-  (the workers' first messages: imports, data loading);
+  loading), and `first-round-overhead-s`: the first round's wall (round 0, FedAvg's round 1)
+  minus its node work spread on the cores (the workers' first messages: imports, data);
 - for the first cell, whether Ray was started by it (`cold`).
 
 Then the training loop: samples per second of `train_hard` against a plain PyTorch loop
@@ -56,15 +56,15 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 
 
-def node_busy(run_dir: Path) -> dict[str, float]:
-    """Seconds the nodes spent handling messages: in total and in round 0."""
-    total = round0 = 0.0
+def node_busy(run_dir: Path, first_round: int) -> dict[str, float]:
+    """Seconds the nodes spent handling messages: in total and in the first round."""
+    total = first = 0.0
     for node_dir in sorted((run_dir / "nodes").glob("node-*")):
         store = NodeStore(run_dir, int(node_dir.name.removeprefix("node-")))
         for server_round, _, seconds in store.busy():
             total += seconds
-            round0 += seconds if server_round in ("", "0") else 0.0
-    return {"total": total, "round0": round0}
+            first += seconds if server_round == str(first_round) else 0.0
+    return {"total": total, "first": first}
 
 
 def measure_cell(name: str, overrides: dict[str, Any], out: Path, cores: int) -> dict[str, Any]:
@@ -74,14 +74,15 @@ def measure_cell(name: str, overrides: dict[str, Any], out: Path, cores: int) ->
     wall = time.time() - called
     run_dir = out / name / name
     with (run_dir / "rounds.csv").open() as fh:
-        round0_wall = next(float(r["round_wall_s"]) for r in csv.DictReader(fh)
-                           if r["round"] == "0")
-    busy = node_busy(run_dir)
+        rows = list(csv.DictReader(fh))
+    first_round = min(int(r["round"]) for r in rows)  # 0, or 1 for FedAvg (no local phase)
+    first_wall = next(float(r["round_wall_s"]) for r in rows if int(r["round"]) == first_round)
+    busy = node_busy(run_dir, first_round)
     return {
         "cell": name, "wall-s": round(wall, 2), "node-busy-s": round(busy["total"], 2),
         "ratio": round(wall / (busy["total"] / cores), 2) if busy["total"] else None,
         "to-first-round-s": round(summary["started-at"] - called, 2),
-        "round0-overhead-s": round(round0_wall - busy["round0"] / cores, 2),
+        "first-round-overhead-s": round(first_wall - busy["first"] / cores, 2),
         "final-median": summary["final"]["median"],
     }
 
@@ -151,9 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(report, indent=1))
     header = ["cell", "wall (s)", "node busy (s)", "wall / (busy / cores)", "to first round (s)",
-              "round-0 overhead (s)", "first run (Ray starts)"]
+              "first-round overhead (s)", "first run (Ray starts)"]
     body = [[r["cell"], str(r["wall-s"]), str(r["node-busy-s"]), str(r["ratio"]),
-             str(r["to-first-round-s"]), str(r["round0-overhead-s"]), "yes" if r["cold"] else ""]
+             str(r["to-first-round-s"]), str(r["first-round-overhead-s"]), "yes" if r["cold"] else ""]
             for r in rows]
     text = (markdown(header, body) + f"\n\nTraining loop ({loop['samples']} samples, one thread): "
             f"train_hard {loop['train-hard-samples-per-s']} samples/s, plain PyTorch loop "
