@@ -30,11 +30,13 @@ demo: $(STAMP)
 	$(PY) -m flower_gd.report results/demo
 	$(PY) -m flower_gd.plots all results/demo --out figures/demo
 
-# lint (ruff: pyflakes, style, import order) and the type check (mypy) first: CI enforces both
+# lint (ruff: pyflakes, style, import order) and the type check (mypy) first: CI enforces both.
+# Two pytest workers: the deployment tests (one group, one worker) mostly wait on the processes
+# they start while the other worker runs the rest.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 fashion-mnist:
 	@test -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz || \

@@ -154,10 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     header = ["cell", "wall (s)", "node busy (s)", "wall / (busy / cores)", "to first round (s)",
               "first-round overhead (s)", "first run (Ray starts)"]
     body = [[r["cell"], str(r["wall-s"]), str(r["node-busy-s"]), str(r["ratio"]),
-             str(r["to-first-round-s"]), str(r["first-round-overhead-s"]), "yes" if r["cold"] else ""]
-            for r in rows]
-    text = (markdown(header, body) + f"\n\nTraining loop ({loop['samples']} samples, one thread): "
-            f"train_hard {loop['train-hard-samples-per-s']} samples/s, plain PyTorch loop "
+             str(r["to-first-round-s"]), str(r["first-round-overhead-s"]),
+             "yes" if r["cold"] else ""] for r in rows]
+    text = (markdown(header, body)
+            + f"\n\nTraining loop ({loop['samples']} samples, one thread): train_hard "
+            f"{loop['train-hard-samples-per-s']} samples/s, plain PyTorch loop "
             f"{loop['plain-samples-per-s']} samples/s, {loop['slowdown']}x.\n")
     (out / "results.md").write_text(text)
     print(text)

@@ -8,6 +8,10 @@ import pytest
 from flower_gd.deploy import _alive, deploy
 from flower_gd.results import SUMMARY
 
+# one worker runs these one after another (make test runs the suite on two workers):
+# they start many processes each, mostly waiting on them
+pytestmark = pytest.mark.xdist_group("deploy")
+
 TINY = "local-epochs=1 common-limit=60 test-limit=40 round-timeout=180.0 pull-timeout=60.0"
 
 
@@ -15,24 +19,21 @@ def _summary(report: dict) -> dict:
     return json.loads((Path(report["run-dir"]) / SUMMARY).read_text())
 
 
-def test_gossip_runs_on_a_superlink_and_three_supernodes(tmp_path):
-    report = deploy(tmp_path / "dep", nodes=3, rounds=2, extra=TINY)
-    summary = _summary(report)
-    assert report["flwr-run-exit"] == 0 and summary["rounds"] == 2
-    assert summary["faults"]["alive-per-round"]["2"] == [0, 1, 2]
-    assert summary["bytes"]["by-tag"]["scores"] > 0 and summary["bytes"]["by-tag"]["weights"] == 0
-    # each SuperNode kept its state on its own side (node-config state-dir), not the server's
-    for p in range(3):
-        assert list((tmp_path / "dep" / "state" / f"supernode-{p}").rglob("model.pt"))
-    # every process it started is gone: SuperLink, SuperNodes, SuperExecs, app processes
-    assert len(report["pids"]) >= 7 and not any(_alive(p) for p in report["pids"])
-
-
-def test_tls_with_authenticated_supernodes_refuses_an_unregistered_one(tmp_path):
+def test_gossip_runs_over_tls_with_authenticated_supernodes_and_refuses_an_intruder(tmp_path):
+    """One deployment checks it all (each message is a new ClientApp process on a SuperNode,
+    about 5 s each, so every run counts): gossip over TLS between a SuperLink and three
+    registered SuperNodes, state kept on the nodes' side, an unregistered SuperNode refused,
+    every process gone at the end. The insecure path runs in the test below."""
     report = deploy(tmp_path / "dep", nodes=3, rounds=1, tls=True, auth=True, intruder=True,
                     extra=TINY)
     summary = _summary(report)
     assert report["flwr-run-exit"] == 0 and summary["rounds"] == 1
+    assert summary["faults"]["alive-per-round"]["1"] == [0, 1, 2]
+    assert summary["bytes"]["p2p"] > 0  # the round's pulls went through the relay
+    assert summary["bytes"]["by-tag"]["scores"] > 0 and summary["bytes"]["by-tag"]["weights"] == 0
+    # each SuperNode kept its state on its own side (node-config state-dir), not the server's
+    for p in range(3):
+        assert list((tmp_path / "dep" / "state" / f"supernode-{p}").rglob("model.pt"))
     superlink_log = (tmp_path / "dep" / "logs" / "superlink.log").read_text()
     assert "Uvicorn running on https://" in superlink_log  # TLS, not plain HTTP
     assert superlink_log.count("Activated node_id") == 3  # the registered three
@@ -40,17 +41,19 @@ def test_tls_with_authenticated_supernodes_refuses_an_unregistered_one(tmp_path)
     assert report["intruder-exit"] != 0
     assert "ApiError:2004" in superlink_log and "Failed to activate SuperNode" in \
         report["intruder-log"]
-    assert not any(_alive(p) for p in report["pids"])
+    # every process it started is gone: SuperLink, SuperNodes, SuperExecs, app processes
+    assert len(report["pids"]) >= 7 and not any(_alive(p) for p in report["pids"])
 
 
 def test_killing_a_supernode_mid_run_ends_the_run_with_the_others(tmp_path):
-    report = deploy(tmp_path / "dep", nodes=3, rounds=3, kill_node=2, kill_after_round=1,
-                    extra=TINY)
+    # a pull of the dead node fails after pull-timeout: shorter than the others' default
+    report = deploy(tmp_path / "dep", nodes=3, rounds=2, kill_node=2, kill_after_round=1,
+                    extra=TINY.replace("pull-timeout=60.0", "pull-timeout=30.0"))
     summary = _summary(report)
     assert report["killed-after-round"] == 1 and report["flwr-run-exit"] == 0
-    assert summary["rounds"] == 3
+    assert summary["rounds"] == 2
     alive = summary["faults"]["alive-per-round"]
-    assert alive["1"] == [0, 1, 2] and alive["3"] == [0, 1]
+    assert alive["1"] == [0, 1, 2] and alive["2"] == [0, 1]
     assert summary["faults"]["lost-nodes"] == [2]
     assert not any(_alive(p) for p in report["pids"])
 

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# one worker runs these one after another (make test runs the suite on two workers):
+# they start many processes each, mostly waiting on them
+pytestmark = pytest.mark.xdist_group("deploy")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -18,6 +18,9 @@ import pytest
 
 from flower_gd.experiment import run_experiment
 
+# the cells share one sweep directory: one worker runs them in order
+pytestmark = pytest.mark.xdist_group("pinned")
+
 PINNED = json.loads((Path(__file__).with_name("pinned_results.json")).read_text())
 TINY = {"num-nodes": 4, "num-server-rounds": 2, "local-epochs": 10, "disc-epochs": 2,
         "distill-epochs": 10, "common-limit": 300, "test-limit": 100}
