@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench bench-speed bench-speed-fmnist bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
+.PHONY: demo test bench bench-speed bench-speed-fmnist bench-speed-scale bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -123,6 +123,11 @@ bench-speed: $(STAMP)
 bench-speed-fmnist: $(STAMP) fashion-mnist
 	rm -rf results/speed/fashion-mnist
 	$(PY) -m flower_gd.speed --dataset fashion-mnist --out results/speed
+
+# Scale in nodes: gossip-adaptive and DLAD on Fashion-MNIST with 10, 50 and 100 nodes.
+bench-speed-scale: $(STAMP) fashion-mnist
+	rm -rf results/speed/scale
+	$(PY) -m flower_gd.speed --scale 10 50 100 --out results/speed
 
 # The meter against the wire: gossip, gossip-adaptive, DLAD and FedAvg deployed on loopback
 # (3 SuperNodes, 2 rounds, digits), every SuperNode dialling the SuperLink through a

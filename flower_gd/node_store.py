@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from torch import nn
 MODEL_FILE = "model.pt"
 META_FILE = "meta.json"
 REPLY_FILE = "reply.json"  # the metrics a node answered for the round it committed
-BUSY_FILE = "busy.csv"  # round, message type, seconds: the node's time in its ClientApp
+BUSY_FILE = "busy.csv"  # round, message type, seconds in the ClientApp, peak RSS (KiB)
 KEEP_SNAPSHOTS = 2  # the newest two (a resumed round r+1 still finds round r's input) and r0
 
 
@@ -70,18 +71,20 @@ class NodeStore:
         return sorted(found)
 
     def log_busy(self, message_type: str, server_round: int | None, seconds: float) -> None:
-        """Append how long handling one message took (read by `flower_gd.speed`)."""
+        """Append how long handling one message took and the peak resident memory of the
+        process that handled it so far (read by `flower_gd.speed`)."""
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         with (self.root / BUSY_FILE).open("a") as fh:
             fh.write(f"{'' if server_round is None else server_round},{message_type},"
-                     f"{seconds:.6f}\n")
+                     f"{seconds:.6f},{peak_kib}\n")
 
-    def busy(self) -> list[tuple[str, str, float]]:
-        """(round, message type, seconds) of every message this node handled."""
+    def busy(self) -> list[tuple[str, str, float, int]]:
+        """(round, message type, seconds, peak RSS KiB) of every message this node handled."""
         path = self.root / BUSY_FILE
         if not path.is_file():
             return []
         rows = [line.split(",") for line in path.read_text().splitlines() if line]
-        return [(r, t, float(s)) for r, t, s in rows]
+        return [(r, t, float(s), int(m)) for r, t, s, m in rows]
 
     def reply(self, server_round: int) -> dict[str, float] | None:
         """The metrics this node answered for `server_round`, if it completed that round."""

@@ -57,14 +57,17 @@ DATASETS: dict[str, dict[str, Any]] = {
 
 
 def node_busy(run_dir: Path, first_round: int) -> dict[str, float]:
-    """Seconds the nodes spent handling messages: in total and in the first round."""
+    """Seconds the nodes spent handling messages (in total, in the first round) and the
+    largest peak resident memory of a worker process that handled one (MiB)."""
     total = first = 0.0
+    peak = 0
     for node_dir in sorted((run_dir / "nodes").glob("node-*")):
         store = NodeStore(run_dir, int(node_dir.name.removeprefix("node-")))
-        for server_round, _, seconds in store.busy():
+        for server_round, _, seconds, peak_kib in store.busy():
             total += seconds
             first += seconds if server_round == str(first_round) else 0.0
-    return {"total": total, "first": first}
+            peak = max(peak, peak_kib)
+    return {"total": total, "first": first, "peak-mib": peak / 1024}
 
 
 def measure_cell(name: str, overrides: dict[str, Any], out: Path, cores: int) -> dict[str, Any]:
@@ -83,8 +86,33 @@ def measure_cell(name: str, overrides: dict[str, Any], out: Path, cores: int) ->
         "ratio": round(wall / (busy["total"] / cores), 2) if busy["total"] else None,
         "to-first-round-s": round(summary["started-at"] - called, 2),
         "first-round-overhead-s": round(first_wall - busy["first"] / cores, 2),
-        "final-median": summary["final"]["median"],
+        "final-median": summary["final"]["median"], "rounds": summary["rounds"],
+        "worker-peak-rss-mib": round(busy["peak-mib"], 1),
     }
+
+
+# Scale in nodes: Fashion-MNIST iid, one round after the local phase, a smaller common and
+# test set than the bench so that 100 nodes fit in minutes on two cores.
+SCALE = {"dataset": "fashion-mnist", "partition-scheme": "iid", "common-limit": 2000,
+         "test-limit": 1000, "num-server-rounds": 1}
+SCALE_CELLS = {"gossip-adaptive": {"method": "gossip-adaptive"}, "dlad": {"method": "dlad"}}
+
+
+def scale(out: Path, sizes: list[int], cores: int) -> list[dict[str, Any]]:
+    """Wall per node-round and worker memory as the fleet grows (each run computes its own
+    local phase; a node-round is one node's round 0 or round 1)."""
+    rows = []
+    for method, cell in SCALE_CELLS.items():
+        for n in sizes:
+            name = f"{method}-{n}"
+            row = measure_cell(name, {**SCALE, **cell, "num-nodes": n}, out / "scale", cores)
+            node_rounds = n * (row["rounds"] + 1)
+            row.update({"method": method, "nodes": n,
+                        "wall-per-node-round-s": round(row["wall-s"] / node_rounds, 3),
+                        "busy-per-node-round-s": round(row["node-busy-s"] / node_rounds, 3)})
+            rows.append(row)
+            print(json.dumps(row))
+    return rows
 
 
 def _plain_loop(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, epochs: int,
@@ -135,8 +163,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
     parser.add_argument("--out", type=Path, default=Path("results/speed"))
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
+    parser.add_argument("--scale", nargs="+", type=int, metavar="NODES",
+                        help="instead: gossip-adaptive and DLAD on Fashion-MNIST with these "
+                             "fleet sizes (e.g. 10 50 100), results in <out>/scale/")
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
+    if args.scale:
+        rows = scale(args.out, args.scale, cores)
+        (args.out / "scale").mkdir(parents=True, exist_ok=True)
+        (args.out / "scale" / "summary.json").write_text(json.dumps(
+            {"settings": SCALE, "cores": cores, "rows": rows, "code-version": code_version()},
+            indent=1))
+        header = ["method", "nodes", "wall (s)", "wall per node-round (s)",
+                  "node busy per node-round (s)", "wall / (busy / cores)",
+                  "worker peak RSS (MiB)"]
+        text = markdown(header, [[r["method"], str(r["nodes"]), str(r["wall-s"]),
+                                  str(r["wall-per-node-round-s"]),
+                                  str(r["busy-per-node-round-s"]), str(r["ratio"]),
+                                  str(r["worker-peak-rss-mib"])] for r in rows])
+        (args.out / "scale" / "results.md").write_text(text + "\n")
+        print(text)
+        return
     out = args.out / args.dataset
     base = {**DATASETS[args.dataset], "partition-scheme": "niid1"}
     rows = []
