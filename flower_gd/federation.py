@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
 from flower_gd.config import RunConfig
 from flower_gd.data import Dataset, load_dataset
+from flower_gd.local_phase import array_digest
 from flower_gd.partitions import Split, partition_private, split_private_common
 
 
@@ -30,6 +31,12 @@ class FederatedData:
     def common_x(self) -> np.ndarray:
         """Common unlabelled data X_c (n_common, C, H, W), the same on every node."""
         return self.dataset.x_train[self.split.common]
+
+    @cached_property
+    def common_digest(self) -> str:
+        """Digest of X_c (content addresses of the local phase): computed once per process,
+        not once per node and message."""
+        return array_digest(self.common_x)
 
     @property
     def common_y(self) -> np.ndarray:

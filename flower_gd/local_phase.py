@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -63,10 +62,6 @@ def key_of(parts: dict[str, Any]) -> str:
     versions = {"source": source_digest(), "torch": torch.__version__, "numpy": np.__version__}
     text = json.dumps({**parts, **versions}, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def optim_parts(optim: Any) -> dict[str, Any]:
-    return asdict(optim)
 
 
 class LocalPhaseCache:

@@ -67,11 +67,6 @@ def object_nbytes(obj: InflatableObject) -> int:
     return sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
 
 
-def content_nbytes(message: Message) -> int:
-    """Serialized size of a message's objects alone (the sum over its object tree)."""
-    return object_nbytes(message)
-
-
 SESSION_ID = "0" * 36  # the SuperLink's push session id is a str(uuid4())
 RECONNECT_S = 5  # what the SuperLink puts in every PushMessagesResponse
 

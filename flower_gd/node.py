@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from flower_gd.byzantine import attack_codec, byzantine_partitions, corrupt_scor
 from flower_gd.codecs import Codec
 from flower_gd.config import RunConfig
 from flower_gd.federation import FederatedData, federated_data
-from flower_gd.local_phase import CACHE_DIR, LocalPhaseCache, array_digest, key_of, optim_parts
+from flower_gd.local_phase import CACHE_DIR, LocalPhaseCache, array_digest, key_of
 from flower_gd.models import build_model
 from flower_gd.node_store import NodeStore, Snapshot
 from flower_gd.training import (
@@ -157,7 +157,7 @@ class Node:
         optimiser and seeds."""
         x, y = self.data.private(self.partition_id)
         return key_of({"part": "classifier", **self._model_parts(), "data": array_digest(x, y),
-                       "epochs": self.cfg.local_epochs, "optim": optim_parts(self.optim),
+                       "epochs": self.cfg.local_epochs, "optim": asdict(self.optim),
                        "train-seed": self.seed(0)})
 
     def discriminator_key(self) -> str:
@@ -166,8 +166,8 @@ class Node:
         x_private, _ = self.data.private(self.partition_id)
         return key_of({"part": "discriminator", **self._model_parts(), "classes": 1,
                        "data": array_digest(x_private),
-                       "common": array_digest(self.data.common_x),
-                       "epochs": self.cfg.disc_epochs, "optim": optim_parts(self.optim),
+                       "common": self.data.common_digest,
+                       "epochs": self.cfg.disc_epochs, "optim": asdict(self.optim),
                        "train-seed": self.seed(1)})
 
     def fit_private(self) -> tuple[torch.nn.Module, float]:

@@ -14,8 +14,8 @@ from flower_gd.metering import (
     RELAY_FROM_KEY,
     SESSION_ID,
     MeteredGrid,
-    content_nbytes,
     message_tag,
+    object_nbytes,
     transfer_nbytes,
 )
 
@@ -42,9 +42,9 @@ def test_message_size_grows_by_exactly_the_payload_bytes():
     small, large = _payload_message(1000), _payload_message(1250)
     # 250 more rows of 10 float32 = 10000 bytes; the length fields keep their width
     # (40128 -> 50128), so everything else is byte-for-byte the same size.
-    assert content_nbytes(large) - content_nbytes(small) == 250 * 10 * 4
+    assert object_nbytes(large) - object_nbytes(small) == 250 * 10 * 4
     # the float32 payload dominates: overhead of the whole tree is under 1 KiB
-    assert 0 < content_nbytes(small) - 1000 * 10 * 4 < 1024
+    assert 0 < object_nbytes(small) - 1000 * 10 * 4 < 1024
     for direction in ("down", "up"):
         assert (transfer_nbytes(large, direction) - transfer_nbytes(small, direction)
                 == 250 * 10 * 4)
@@ -67,7 +67,7 @@ def test_each_object_costs_its_fleet_api_calls_by_hand():
         return m
 
     one, two = message(1), message(2)
-    new = content_nbytes(two) - content_nbytes(one)  # the record and its id in the RecordDict
+    new = object_nbytes(two) - object_nbytes(one)  # the record and its id in the RecordDict
     record = len(ConfigRecord({"x": 1}).deflate())
     tree_entry = 1 + 1 + oid  # ObjectTree child: tag, length, (object id, no children)
     node_field = 1 + 1 + (1 + _varint(node))  # Node message inside a request
