@@ -133,13 +133,14 @@ class DLAD(NodeRecordingStrategy):
                 if self.recorder is not None:
                     self.recorder.record(server_round, node, {"payload-rejected": 1.0})
         self.require_min(valid, "the DLAD upload")
-        probs = np.stack([p for p, _ in valid.values()])  # (nodes, n_common, C), partition order
-        conf = np.stack([d for _, d in valid.values()])  # (nodes, n_common)
-        target = adaptive_target(probs, conf)
-        model = seeded_model(self.family, self.data.dataset.input_shape[0],
-                             self.data.dataset.num_classes, self.seed)
-        loss = train_soft(model, self.data.common_x, target, self.epochs, self.optim,
-                          self.temperature, self.seed)
+        with self.server_work():
+            probs = np.stack([p for p, _ in valid.values()])  # (nodes, n_common, C)
+            conf = np.stack([d for _, d in valid.values()])  # (nodes, n_common)
+            target = adaptive_target(probs, conf)
+            model = seeded_model(self.family, self.data.dataset.input_shape[0],
+                                 self.data.dataset.num_classes, self.seed)
+            loss = train_soft(model, self.data.common_x, target, self.epochs, self.optim,
+                              self.temperature, self.seed)
         label_acc = float((hard_labels(target) == self.data.common_y).mean())
         return ArrayRecord(model.state_dict()), MetricRecord(
             {"distill-loss": loss, "target-label-accuracy": label_acc})

@@ -91,7 +91,10 @@ class RecordedFedAvg(FedAvg):
             if self.recorder is not None:
                 self.recorder.mark_alive(server_round, node)
                 self.recorder.record(server_round, node, metrics_of(reply))
-        return super().aggregate_train(server_round, replies)
+        if self.recorder is None:
+            return super().aggregate_train(server_round, replies)
+        with self.recorder.server_work():
+            return super().aggregate_train(server_round, replies)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:

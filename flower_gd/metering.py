@@ -50,6 +50,7 @@ from flwr.supercore.inflatable.inflatable_object import (
 )
 
 from flower_gd.codecs import ARRAYS_KEY, PAYLOAD_KEY, PRIVATE_DATA_KEY, payload_keys
+from flower_gd.flower_internals import REPLY_STORED
 from flower_gd.grids import ForwardingGrid
 
 MIB = 2**20  # bytes in a MiB, the unit of every table and figure
@@ -250,10 +251,11 @@ class MeteredGrid(ForwardingGrid):
         deadline = None if timeout is None else time.time() + timeout
         replies: list[Message] = []
         while pending and (deadline is None or time.time() < deadline):
+            REPLY_STORED.clear()  # a reply stored after this line ends the wait below at once
             got = list(self.pull_messages(pending))
             replies.extend(got)
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if pending:
-                time.sleep(0.02)
+                REPLY_STORED.wait(0.02)  # set only in simulation; elsewhere a 20 ms poll
         self._late.update(pending)  # their replies may still come: metered when they do
         return replies

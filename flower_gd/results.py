@@ -8,6 +8,7 @@ recorder from it (rows of the unfinished round are dropped) and the strategy goe
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -16,7 +17,7 @@ import statistics
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -162,6 +163,7 @@ class RunRecorder:
         self._t0 = time.perf_counter()
         self._started_at = time.time()  # when the ServerApp began this run (unix seconds)
         self._elapsed_before = 0.0  # wall seconds of the run before a resume
+        self.server_busy_s = 0.0  # the ServerApp's own computation (server_work)
         self._written_entries = 0
         self._written_lost = 0
         self._lost_before = 0  # lost messages of the run before a resume
@@ -226,6 +228,16 @@ class RunRecorder:
                 del self.nodes[old]
         self.nodes[node_id] = {"node": partition_id, "model": self.model_for(partition_id)}
         self.partition_of_id[node_id] = partition_id
+
+    @contextlib.contextmanager
+    def server_work(self) -> Iterator[None]:
+        """Time the method's own computation on the server (DLAD's distillation, FedAvg's
+        averaging): `server-busy-s` in the summary, what `flower_gd.speed` counts as work."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.server_busy_s += time.perf_counter() - start
 
     def record(self, server_round: int, node_id: int, values: dict[str, float]) -> None:
         """Merge metrics reported by (or about) a node in a round."""
@@ -342,6 +354,7 @@ class RunRecorder:
             },
             "wall-s": round(self._elapsed_before + time.perf_counter() - self._t0, 2),
             "started-at": round(self._started_at, 3),
+            "server-busy-s": round(self.server_busy_s, 3),
             "final-all-nodes": _stats([m["accuracy"] for m in self.metrics[last].values()
                                        if "accuracy" in m]),
             "byzantine-partitions": sorted(self.byzantine),

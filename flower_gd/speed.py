@@ -11,6 +11,9 @@ own local phase), and reports per cell:
   (each node logs it to disk, `NodeStore.log_busy`; nothing is added to the messages);
 - `ratio`: wall / (node busy / cores), 1.0 when the cores do nothing but node work (the
   server's own work, DLAD's distillation, FedAvg's averaging, counts as overhead here);
+- `server-busy-s`: that server work (`RunRecorder.server_work`), which runs while the nodes
+  wait, and `ratio-with-server`: wall / (node busy / cores + server busy), 1.0 when nothing
+  but the method's own computation takes time;
 - `to-first-round-s`: from the call until the ServerApp starts its run (Ray, workers, app
   loading), and `first-round-overhead-s`: the first round's wall (round 0, FedAvg's round 1)
   minus its node work spread on the cores (the workers' first messages: imports, data);
@@ -84,6 +87,9 @@ def measure_cell(name: str, overrides: dict[str, Any], out: Path, cores: int) ->
     return {
         "cell": name, "wall-s": round(wall, 2), "node-busy-s": round(busy["total"], 2),
         "ratio": round(wall / (busy["total"] / cores), 2) if busy["total"] else None,
+        "server-busy-s": summary["server-busy-s"],
+        "ratio-with-server": round(wall / (busy["total"] / cores + summary["server-busy-s"]), 2)
+        if busy["total"] else None,
         "to-first-round-s": round(summary["started-at"] - called, 2),
         "first-round-overhead-s": round(first_wall - busy["first"] / cores, 2),
         "final-median": summary["final"]["median"], "rounds": summary["rounds"],
@@ -198,10 +204,12 @@ def main(argv: list[str] | None = None) -> None:
               "code-version": code_version()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(report, indent=1))
-    header = ["cell", "wall (s)", "node busy (s)", "wall / (busy / cores)", "to first round (s)",
+    header = ["cell", "wall (s)", "node busy (s)", "wall / (busy / cores)", "server busy (s)",
+              "wall / (busy / cores + server)", "to first round (s)",
               "first-round overhead (s)", "first run (Ray starts)"]
     body = [[r["cell"], str(r["wall-s"]), str(r["node-busy-s"]), str(r["ratio"]),
-             str(r["to-first-round-s"]), str(r["first-round-overhead-s"]),
+             str(r["server-busy-s"]), str(r["ratio-with-server"]), str(r["to-first-round-s"]),
+             str(r["first-round-overhead-s"]),
              "yes" if r["cold"] else ""] for r in rows]
     text = (markdown(header, body)
             + f"\n\nTraining loop ({loop['samples']} samples, one thread): train_hard "

@@ -6,6 +6,7 @@ or arrays it is sent) and `evaluate` is the node step that answers.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from collections.abc import Iterable
 from logging import INFO, WARNING
@@ -65,6 +66,10 @@ class NodeRecordingStrategy(Strategy):
         self.recorder = recorder
         self.node_ids: list[int] = []
         self.partition_of: dict[int, int] = {}  # node_id -> partition id
+
+    def server_work(self) -> contextlib.AbstractContextManager[None]:
+        """Time the method's own server computation (see `RunRecorder.server_work`)."""
+        return self.recorder.server_work() if self.recorder else contextlib.nullcontext()
 
     def connect(self, grid: Grid, timeout: float) -> list[int]:
         """Wait for the whole fleet; later messages go to exactly these nodes."""
