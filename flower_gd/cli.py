@@ -28,7 +28,7 @@ def _main(cfg: DictConfig) -> None:
     from flower_gd.experiment import run_experiment
 
     summary = run_experiment(to_run_config(cfg), client_cpus=float(cfg["client-cpus"]),
-                             verbose=bool(cfg.verbose))
+                             verbose=bool(cfg.verbose), reuse_stale=bool(cfg["reuse-stale"]))
     final = summary["final"]
     print(f"{summary['method']} {summary['dataset']} {summary['partition-scheme']}: "
           f"median accuracy {final['median']:.4f} (min {final['min']:.4f}, "

@@ -30,7 +30,7 @@ def preflight(cfg: RunConfig, num_nodes: int) -> None:
 
 
 def run_experiment(overrides: dict[str, Any], client_cpus: float = 1.0,
-                   verbose: bool = False) -> dict[str, Any]:
+                   verbose: bool = False, reuse_stale: bool = False) -> dict[str, Any]:
     """Run (or skip, when finished) one experiment and return its summary.
 
     Parameters
@@ -39,13 +39,16 @@ def run_experiment(overrides: dict[str, Any], client_cpus: float = 1.0,
         Run-config keys (dashed) that differ from pyproject's `[tool.flwr.app.config]`.
     client_cpus : float
         CPUs per simulated node; 1 lets a 2-core machine run two nodes at once.
+    reuse_stale : bool
+        Skip a finished run made by other code instead of re-measuring it (the report
+        marks such runs); by default it is set aside and re-measured.
     """
     # 1. resolve and validate the config
     cfg = resolve_config(overrides)
     from flower_gd.server_app import run_dir_for
 
     run_dir = run_dir_for(cfg)
-    if is_finished(run_dir, cfg.to_mapping()):
+    if is_finished(run_dir, cfg.to_mapping(), reuse_stale=reuse_stale):
         print(f"skip (finished): {run_dir}")
         return json.loads((run_dir / SUMMARY).read_text())
     # 2. data, partition and models must be possible before any worker starts

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-import flower_gd
+from flower_gd.results import source_digest
 
 CACHE_DIR = ".local-phase"  # hidden, beside the run directories of a sweep (its output dir)
 MODEL_FILE, CONFIDENCE_FILE, LOSS_FILE = "model.pt", "confidence.npy", "loss.json"
-# the project's packages: any change to their source is a change of the computation
-SOURCE_ROOTS = ("flower_gd", "strategies", "baselines")
-
-
-@cache
-def source_digest() -> str:
-    """Digest of the project's Python source (every file of its three packages)."""
-    root = Path(flower_gd.__file__).resolve().parent.parent
-    h = hashlib.blake2b(digest_size=16)
-    for package in SOURCE_ROOTS:
-        for path in sorted((root / package).rglob("*.py")):
-            h.update(str(path.relative_to(root)).encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def array_digest(*arrays: np.ndarray) -> str:

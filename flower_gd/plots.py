@@ -40,10 +40,10 @@ from flower_gd.tables import (
     codec_table,
     label_key,
     load_runs,
-    mean_sd,
     ordered,
     partition_key,
     shared_settings,
+    t_interval,
 )
 
 matplotlib.use("Agg")  # batch figures: never open a window
@@ -102,8 +102,17 @@ def fig1_payload_vs_model(runs: list[SavedRun], out: Path) -> list[Path]:
     return _save(fig, out, "fig1_payload_vs_model")
 
 
+def _interval(values: list[float]) -> tuple[float, float]:
+    """Mean and 95% t half-width over seeds (0 for one seed; NaN mean for none)."""
+    if not values:
+        return float("nan"), 0.0
+    mean, half = t_interval(values)
+    return mean, half or 0.0
+
+
 def fig2_final_accuracy(runs: list[SavedRun], out: Path) -> list[Path]:
-    """Final median node accuracy per method and partition (mean ± sd over seeds)."""
+    """Final median node accuracy per method and partition: mean over seeds, error bars the
+    95% t-interval (none for one seed)."""
     paths = []
     hide = shared_settings(runs)
     for dataset in sorted({r.dataset for r in runs}):
@@ -117,7 +126,7 @@ def fig2_final_accuracy(runs: list[SavedRun], out: Path) -> list[Path]:
         width = 0.8 / len(labels)
         x = np.arange(len(partitions))
         for k, m in enumerate(labels):
-            stats = [mean_sd(cells[(m, p)]) if cells[(m, p)] else (np.nan, 0) for p in partitions]
+            stats = [_interval(cells[(m, p)]) for p in partitions]
             ax.bar(x + (k - (len(labels) - 1) / 2) * width, [s[0] for s in stats], width,
                    yerr=[s[1] for s in stats], capsize=2, label=m, color=_color(m))
         ax.set_xticks(x, partitions)
@@ -130,7 +139,8 @@ def fig2_final_accuracy(runs: list[SavedRun], out: Path) -> list[Path]:
 
 
 def _mean_curves(runs: list[SavedRun], hide: dict[str, Any]) -> dict[str, Curve]:
-    """label -> list of (round, mean acc, sd acc, mean cumulative bytes) over seeds."""
+    """label -> list of (round, mean acc, 95% t half-width (0 for one seed), mean cumulative
+    bytes) over seeds."""
     by_method = defaultdict(list)
     for r in runs:
         by_method[r.label(hide)].append(r.curve())
@@ -141,8 +151,8 @@ def _mean_curves(runs: list[SavedRun], hide: dict[str, Any]) -> dict[str, Curve]
         for rnd in rounds:
             accs = [a for c in curves for r_, a, _ in c if r_ == rnd]
             bytes_ = [b for c in curves for r_, _, b in c if r_ == rnd]
-            mu, sd = mean_sd(accs)
-            pts.append((rnd, mu, sd, statistics.fmean(bytes_)))
+            mu, half = _interval(accs)
+            pts.append((rnd, mu, half, statistics.fmean(bytes_)))
         out[m] = pts
     return out
 

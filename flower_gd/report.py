@@ -24,6 +24,7 @@ from flower_gd.tables import (
     load_runs,
     markdown,
     model_family_table,
+    paired_table,
     shared_settings,
 )
 
@@ -87,9 +88,14 @@ def write_report(root: Path, with_models: bool = True) -> str:
                                   [[str(r[k]) for k, _ in COLUMNS] for r in rows]),
         "## Final median node accuracy (Table V analogue)\n\n"
         + markdown(*accuracy_table(runs, shared)),
-        "## Bytes per exchange against the model (Tables II/IV analogue)\n\n"
-        + markdown(*bytes_table(runs, shared)),
     ]
+    for reference, name in (("dlad", "DLAD"), ("gossip", "paper gossip")):
+        header, body = paired_table(runs, reference, shared)
+        if body:
+            parts.append(f"## Paired differences against {name} (points of final median "
+                         "accuracy, same seeds)\n\n" + markdown(header, body))
+    parts.append("## Bytes per exchange against the model (Tables II/IV analogue)\n\n"
+                 + markdown(*bytes_table(runs, shared)))
     optional = [  # each only when some run fills it
         ("Dead nodes and lost messages", fault_table(everything, shared)),
         ("Byzantine nodes: final median accuracy of the honest nodes",
@@ -99,6 +105,13 @@ def write_report(root: Path, with_models: bool = True) -> str:
          model_family_table(runs, shared)),
     ]
     parts += [f"## {title}\n\n" + markdown(*table) for title, table in optional if table[1]]
+    if stale := [r for r in everything if r.stale]:
+        parts.append("## Runs made by other code (†)\n\nKept with `reuse-stale=true`; "
+                     "their code-version differs from this code's (or is missing): "
+                     "re-measure them before reading them as results.\n\n"
+                     + "\n".join(f"- {r.path.name}: commit "
+                                  f"{str(r.config.get('code-version', {}).get('commit'))[:10]}"
+                                  for r in stale))
     if shared_local := local_phase_groups(everything):
         parts.append("## Runs that started from the same local phase\n\n"
                      "Same seed and partition, bit-identical local models (computed once, "

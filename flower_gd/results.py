@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import hashlib
 import json
 import os
 import statistics
@@ -23,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from flower_gd.config import HOUSEKEEPING_KEYS, PROJECT_ROOT, load_defaults, upgrade
+from flower_gd.config import HOUSEKEEPING_KEYS, PROJECT_ROOT, upgrade
 from flower_gd.metering import TAGS, MeteredGrid, MeterEntry
 
 ROUND_COLUMNS = [
@@ -75,33 +76,90 @@ def code_version() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             packages[name] = "absent"
     if commit is None and launched:
-        return {**json.loads(launched), **packages}
+        return {**json.loads(launched), "source": source_digest(), **packages}
     return {"commit": commit or "unknown",
-            "dirty": None if status is None else bool(status), **packages}
+            "dirty": None if status is None else bool(status), "source": source_digest(),
+            **packages}
+
+
+SOURCE_ROOTS = ("flower_gd", "strategies", "baselines")
+
+
+@functools.cache
+def source_digest() -> str:
+    """Digest of the project's Python source (every file of its three packages): what
+    decides whether two runs were made by the same code."""
+    h = hashlib.blake2b(digest_size=16)
+    for package in SOURCE_ROOTS:
+        for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
+            h.update(str(path.relative_to(PROJECT_ROOT)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def config_differs(run_dir: Path, config: dict[str, Any]) -> list[str]:
     """Keys in which `config` differs from the config a run directory saved.
 
-    A key the saved run predates (added to the app later) matches `config`'s default, which
-    is what the run used; where the run lives is not part of what it computed, so a moved
-    or cloned results folder still matches.
+    A key the saved run lacks (it predates the key) is a difference, not a default: the code
+    that made the run may have meant something else by its absence. Where the run lives is
+    not part of what it computed, so a moved or cloned results folder still matches.
     """
     saved = upgrade(json.loads((Path(run_dir) / "config.json").read_text()))
     saved.pop(CODE_VERSION_KEY, None)  # which code made it is not part of the config
-    defaults = load_defaults()
-    saved = {**{k: defaults[k] for k in set(config) - set(saved) if k in defaults}, **saved}
+    missing = object()
     return sorted(k for k in set(saved) | set(config)
-                  if k not in HOUSEKEEPING_KEYS and saved.get(k) != config.get(k))
+                  if k not in HOUSEKEEPING_KEYS
+                  and saved.get(k, missing) != config.get(k, missing))
 
 
-def is_finished(run_dir: Path, config: dict[str, Any] | None = None) -> bool:
+def saved_code_version(run_dir: Path) -> dict[str, Any] | None:
+    """The `code-version` a run directory saved, or None (made before runs recorded it)."""
+    saved = json.loads((Path(run_dir) / "config.json").read_text())
+    version = saved.get(CODE_VERSION_KEY)
+    return version if isinstance(version, dict) else None
+
+
+def made_by_this_code(run_dir: Path) -> bool:
+    """Whether the run was made by the code this process runs: the same source (digest of
+    every Python file of the project) and the same flwr, torch and numpy.
+
+    The commit alone would not do: a commit that changes only the README keeps the runs,
+    and a dirty tree's runs match only the tree they were made by.
+    """
+    saved = saved_code_version(run_dir)
+    if saved is None:
+        return False
+    now = code_version()
+    return all(saved.get(k) == now[k] for k in ("source", "flwr", "torch", "numpy"))
+
+
+STALE_DIR = ".stale"  # where a sweep moves runs made by other code before re-measuring them
+
+
+def set_aside(run_dir: Path) -> Path:
+    """Move a run made by other code to `<parent>/.stale/<name>-<commit>` (never deleted
+    here: its owner decides), so that the sweep re-measures the cell."""
+    run_dir = Path(run_dir)
+    commit = str((saved_code_version(run_dir) or {}).get("commit", "unknown"))[:10]
+    target = run_dir.parent / STALE_DIR / f"{run_dir.name}-{commit}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = run_dir.parent / STALE_DIR / f"{run_dir.name}-{commit}-{n}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.rename(target)
+    return target
+
+
+def is_finished(run_dir: Path, config: dict[str, Any] | None = None,
+                reuse_stale: bool = False) -> bool:
     """A finished run has its summary; a rerun of a sweep skips it.
 
-    With `config`, a finished run counts only if it ran that exact config: a run directory
-    that holds another config raises, so a changed sweep never silently reuses stale cells.
-    A key the saved run predates (added to the app later) matches when `config` holds that
-    key's default, which is what the run used.
+    With `config`, a finished run counts only if it ran that exact config (a run directory
+    that holds another config raises: a changed sweep never silently reuses stale cells)
+    and was made by this code (`made_by_this_code`). A run made by other code is set aside
+    (`set_aside`) and not finished, so the sweep re-measures it; with `reuse_stale` it
+    counts, and the report marks it.
     """
     run_dir = Path(run_dir)
     if not (run_dir / SUMMARY).is_file():
@@ -112,6 +170,10 @@ def is_finished(run_dir: Path, config: dict[str, Any] | None = None) -> bool:
             raise FileExistsError(
                 f"{run_dir} holds a finished run with another config (differs in {differ}); "
                 "set another output-dir or run-name, or delete that directory to rerun")
+        if not reuse_stale and not made_by_this_code(run_dir):
+            moved = set_aside(run_dir)
+            print(f"re-measure: {run_dir} was made by other code; moved to {moved}")
+            return False
     return True
 
 
@@ -190,8 +252,8 @@ class RunRecorder:
         path = self.run_dir / CHECKPOINT
         if not path.is_file() or not (self.run_dir / "config.json").is_file():
             return None
-        if config_differs(self.run_dir, self.config):
-            return None  # another computation: start afresh
+        if config_differs(self.run_dir, self.config) or not made_by_this_code(self.run_dir):
+            return None  # another computation, or other code: start afresh
         point = json.loads(path.read_text())
         last = int(point["round"])
         rows = _read_csv(self.run_dir / "rounds.csv")

@@ -26,7 +26,7 @@ from flower_gd.config import (
     upgrade,
 )
 from flower_gd.metering import LEGACY_TAGS, MIB
-from flower_gd.results import SUMMARY
+from flower_gd.results import SUMMARY, made_by_this_code
 
 PARTITION_ORDER = ["iid", "niid1", "niid2", "niid3", "niid4"]
 ROBUST_KEYS = ("robust-mix", "clip-radius")
@@ -42,10 +42,15 @@ class SavedRun:
     config: dict[str, Any]
     rows: list[dict[str, str]]
     settings: dict[str, Any] = field(default_factory=dict)  # off the defaults, see module doc
+    stale: bool = False  # made by other code than this process's (kept with reuse-stale)
 
     @property
     def method(self) -> str:
         return str(self.config.get("method", self.summary["method"]))
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", self.summary.get("seed", 0)))
 
     def label(self, hide: Iterable[str] = ()) -> str:
         """The method and its settings off the defaults (but those in `hide`), e.g.
@@ -138,16 +143,20 @@ def _upgrade_summary(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_runs(root: Path) -> list[SavedRun]:
-    """Every finished run (a directory with summary.json) under `root`."""
+    """Every finished run (a directory with summary.json) under `root`; hidden folders
+    (the local-phase cache, runs set aside as made by other code) are not runs."""
     runs = []
     defaults = load_defaults()
-    for path in sorted(Path(root).rglob(SUMMARY)):
+    root = Path(root)
+    for path in sorted(root.rglob(SUMMARY)):
         d = path.parent
+        if any(part.startswith(".") for part in d.relative_to(root).parts):
+            continue
         with (d / "rounds.csv").open() as fh:
             rows = list(csv.DictReader(fh))
         config = upgrade(json.loads((d / "config.json").read_text()))
         runs.append(SavedRun(d, _upgrade_summary(json.loads(path.read_text())), config, rows,
-                             methods.settings(config, defaults)))
+                             methods.settings(config, defaults), not made_by_this_code(d)))
     if not runs:
         raise FileNotFoundError(f"no finished runs (summary.json) under {root}")
     return runs
@@ -185,19 +194,43 @@ def partition_key(partition: str) -> int:
     return PARTITION_ORDER.index(partition) if partition in PARTITION_ORDER else 99
 
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+# two-sided 95% quantiles of Student's t by degrees of freedom (n seeds - 1); 1.96 beyond
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131,
+        16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}
+
+
+def t_interval(values: list[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% t-interval over seeds (None for one value)."""
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, None
+    df = len(values) - 1
+    t = T975.get(df) or T975[max(k for k in T975 if k <= df)] if df <= 30 else 1.96
+    return m, t * statistics.stdev(values) / len(values) ** 0.5
+
+
+def format_interval(values: list[float], scale: float = 1.0, digits: int = 4,
+                    signed: bool = False) -> str:
+    """``mean ± half (n)`` with the 95% t-interval's half-width; one value: ``mean (1 seed)``."""
+    m, half = t_interval([v * scale for v in values])
+    sign = "+" if signed else ""
+    if half is None:
+        return f"{m:{sign}.{digits}f} (1 seed)"
+    return f"{m:{sign}.{digits}f} ± {half:.{digits}f} ({len(values)})"
 
 
 def accuracy_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
     """Table V analogue: final median node accuracy, method x partition, per dataset.
 
-    Cells read ``mean`` or ``mean ± sd (n seeds)`` over seeds.
+    Cells read ``mean ± h (n)``: the mean over n seeds and the half-width h of its 95%
+    t-interval; ``(1 seed)`` where there is one run (a smoke test, not a result); a ``†``
+    marks a cell holding a run made by other code (kept with reuse-stale).
     """
     hide = _hidden(runs, shared)
-    cells: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    cells: dict[tuple[str, str, str, str], list[SavedRun]] = defaultdict(list)
     for run in runs:
-        cells[(run.dataset, run.model, run.label(hide), run.partition)].append(run.final_median)
+        cells[(run.dataset, run.model, run.label(hide), run.partition)].append(run)
     partitions = ordered({k[3] for k in cells}, PARTITION_ORDER)
     header = ["dataset", "model", "method", *partitions]
     body = []
@@ -206,13 +239,48 @@ def accuracy_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -
         for label in sorted(labels, key=label_key):
             line = [dataset, model, label]
             for p in partitions:
-                vals = cells.get((dataset, model, label, p))
-                if not vals:
+                group = cells.get((dataset, model, label, p))
+                if not group:
                     line.append("")
                     continue
-                m, sd = mean_sd(vals)
-                line.append(f"{m:.4f}" if len(vals) == 1 else f"{m:.4f} ± {sd:.4f} ({len(vals)})")
+                mark = " †" if any(r.stale for r in group) else ""
+                line.append(format_interval([r.final_median for r in group]) + mark)
             body.append(line)
+    return header, body
+
+
+def paired_table(runs: list[SavedRun], reference: str,
+                 shared: dict[str, Any] | None = None) -> Table:
+    """Each method minus `reference` (a label, e.g. ``dlad``) in final median accuracy,
+    paired by seed (the same seed gives the same split and the same local models), in
+    percentage points: ``mean ± h (n)``, h the 95% t-interval's half-width over the paired
+    differences; ``n.d.`` (not distinguishable) where the interval spans 0."""
+    hide = _hidden(runs, shared)
+    by: dict[tuple[str, str, str, str], dict[int, float]] = defaultdict(dict)
+    for run in runs:
+        by[(run.dataset, run.model, run.label(hide), run.partition)][run.seed] = run.final_median
+    partitions = ordered({k[3] for k in by}, PARTITION_ORDER)
+    header = ["dataset", "model", f"method - {reference} (points)", *partitions]
+    body = []
+    for dataset, model in sorted({k[:2] for k in by}):
+        labels = {k[2] for k in by if k[:2] == (dataset, model)} - {reference}
+        for label in sorted(labels, key=label_key):
+            line = [dataset, model, label]
+            for p in partitions:
+                mine = by.get((dataset, model, label, p), {})
+                ref = by.get((dataset, model, reference, p), {})
+                seeds = sorted(set(mine) & set(ref))
+                if not seeds:
+                    line.append("")
+                    continue
+                diffs = [mine[s] - ref[s] for s in seeds]
+                m, half = t_interval([100 * d for d in diffs])
+                text = format_interval(diffs, scale=100, digits=2, signed=True)
+                if half is not None and m - half <= 0 <= m + half:
+                    text += " n.d."
+                line.append(text)
+            if any(line[3:]):
+                body.append(line)
     return header, body
 
 

@@ -1,6 +1,7 @@
 """Tables and every figure from a small saved-results fixture; a mini-sweep that skips
 finished cells."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +216,47 @@ def test_the_report_names_runs_that_shared_a_local_phase():
             run("gossip_s1", ["c", "d"], 0), run("fedavg_s0", [], 0)]
     assert local_phase_groups(runs) == [
         "- local_s0, gossip_s0, dlad_s0 (computed by: local_s0, dlad_s0)"]
+
+
+def test_t_interval_is_students_over_seeds():
+    from flower_gd.tables import format_interval, t_interval
+
+    mean, half = t_interval([1.0, 2.0, 3.0])  # sd 1, n 3: t(0.975, 2) = 4.303
+    assert mean == 2.0 and half == pytest.approx(4.303 / 3 ** 0.5)
+    assert t_interval([0.5])[1] is None
+    assert format_interval([0.5]) == "0.5000 (1 seed)"
+    assert format_interval([0.01, 0.03], scale=100, digits=2, signed=True) == \
+        f"+2.00 ± {12.706 * 2 ** 0.5 / 2 ** 0.5:.2f} (2)"
+
+
+def test_paired_differences_pair_by_seed_and_say_when_not_distinguishable(tmp_path):
+    from flower_gd.tables import paired_table
+
+    for seed, (gossip, fedavg) in enumerate([(0.60, 0.80), (0.62, 0.81), (0.64, 0.79)]):
+        _saved_run(tmp_path, "gossip", "iid", seed, [0.5, gossip], 40_000, "scores")
+        _saved_run(tmp_path, "fedavg", "iid", seed, [0.4, fedavg], 300_000, "weights")
+        # niid1: gossip above on two seeds, below on one: the interval spans 0
+        _saved_run(tmp_path, "gossip", "niid1", seed, [0.5, 0.5 + 0.02 * (seed != 1)],
+                   40_000, "scores")
+        _saved_run(tmp_path, "fedavg", "niid1", seed, [0.4, 0.51], 300_000, "weights")
+    _saved_run(tmp_path, "fedavg", "niid1", 7, [0.4, 0.9], 300_000, "weights")  # no pair
+    header, body = paired_table(load_runs(tmp_path), "gossip")
+    assert header == ["dataset", "model", "method - gossip (points)", "iid", "niid1"]
+    (fed,) = body
+    # diffs 20, 19, 15 points: mean 18, sd 2.6458, t(2) = 4.303
+    assert fed[3] == f"+18.00 ± {4.303 * 7 ** 0.5 / 3 ** 0.5:.2f} (3)"
+    assert fed[4].endswith("(3) n.d.")  # seed 7 has no gossip run: three pairs, not four
+
+
+def test_a_run_made_by_other_code_is_marked_in_the_report(results):
+    from flower_gd.results import CODE_VERSION_KEY
+
+    (run,) = [d for d in results.iterdir() if d.name.startswith("gossip_iid") and
+              d.name.endswith("_s0")]
+    cfg = json.loads((run / "config.json").read_text())
+    cfg[CODE_VERSION_KEY] = {**cfg[CODE_VERSION_KEY], "source": "0" * 32}
+    (run / "config.json").write_text(json.dumps(cfg))
+    header, body = accuracy_table(load_runs(results))
+    gossip = next(r for r in body if r[2] == "gossip")
+    assert gossip[3].endswith(" †") and not gossip[4].endswith(" †")
+    assert f"- {run.name}: commit" in write_report(results, with_models=False)

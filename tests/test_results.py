@@ -8,10 +8,14 @@ from flower_gd.config import load_defaults
 from flower_gd.results import SUMMARY, RunRecorder, is_finished
 
 
-def _saved(tmp_path, config):
-    run = tmp_path / "run"
+def _saved(tmp_path, config, version=None, name="run"):
+    """A finished run directory as a sweep leaves it, made by `version` (today's code)."""
+    from flower_gd.results import CODE_VERSION_KEY, code_version
+
+    run = tmp_path / name
     run.mkdir()
-    (run / "config.json").write_text(json.dumps(config))
+    saved = {**config, CODE_VERSION_KEY: code_version() if version is None else version}
+    (run / "config.json").write_text(json.dumps(saved))
     (run / SUMMARY).write_text("{}")
     return run
 
@@ -21,13 +25,43 @@ def test_a_moved_results_folder_still_counts(tmp_path):
     assert is_finished(_saved(tmp_path, config), {**config, "output-dir": str(tmp_path)})
 
 
-def test_a_key_added_after_the_run_matches_its_default(tmp_path):
+def test_a_key_the_run_lacks_is_a_difference_not_a_default(tmp_path):
     defaults = load_defaults()
     old = {k: v for k, v in defaults.items() if k not in ("codec", "gossip-peers")}
     run = _saved(tmp_path, old)
-    assert is_finished(run, defaults)
-    with pytest.raises(FileExistsError, match=r"differs in \['codec'\]"):
-        is_finished(run, {**defaults, "codec": "uint8"})
+    with pytest.raises(FileExistsError, match=r"differs in \['codec', 'gossip-peers'\]"):
+        is_finished(run, defaults)
+
+
+def test_a_run_made_by_other_code_is_set_aside_and_remeasured(tmp_path):
+    from flower_gd.results import STALE_DIR, code_version
+
+    config = load_defaults()
+    other = {**code_version(), "source": "0" * 32, "commit": "abcdef1234" + "0" * 30}
+    run = _saved(tmp_path, config, version=other)
+    assert not is_finished(run, config)  # the sweep runs the cell again
+    assert not run.exists()
+    (moved,) = (tmp_path / STALE_DIR).iterdir()  # nothing is lost: the old run is kept aside
+    assert moved.name == "run-abcdef1234" and (moved / SUMMARY).is_file()
+
+
+def test_a_run_without_a_code_version_is_stale_and_reuse_stale_keeps_it(tmp_path):
+    config = load_defaults()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config))  # made before runs said their code
+    (run / SUMMARY).write_text("{}")
+    assert is_finished(run, config, reuse_stale=True) and run.is_dir()
+    assert not is_finished(run, config) and not run.exists()
+
+
+def test_other_package_versions_are_other_code(tmp_path):
+    from flower_gd.results import code_version, made_by_this_code
+
+    config = load_defaults()
+    assert made_by_this_code(_saved(tmp_path, config))
+    older_torch = {**code_version(), "torch": "2.13.0"}
+    assert not made_by_this_code(_saved(tmp_path, config, version=older_torch, name="b"))
 
 
 def test_an_unfinished_run_is_not_finished(tmp_path):
@@ -38,7 +72,7 @@ def test_a_run_records_the_code_that_made_it(tmp_path):
     from flower_gd.results import CODE_VERSION_KEY, code_version
 
     version = code_version()
-    assert set(version) == {"commit", "dirty", "flwr", "torch", "numpy"}
+    assert set(version) == {"commit", "dirty", "source", "flwr", "torch", "numpy"}
     assert len(version["commit"]) == 40 or version["commit"] == "unknown"
     assert version["flwr"].startswith("1.41")
     meter = type("Meter", (), {"entries": []})()
