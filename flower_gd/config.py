@@ -29,6 +29,7 @@ LABEL_SOURCES = ("mixed", "ground-truth")
 INFERENCE_OUTPUTS = ("probs", "logits")
 GOSSIP_BOOKKEEPING = ("push-sum", "accumulate")
 GOSSIP_SHARES = ("belief", "reinfer")
+GOSSIP_WEIGHTINGS = ("ratio", "dlad")
 GOSSIP_STUDENTS = ("local", "fresh")
 ROBUST_MIXES = ("none", "clip")
 
@@ -129,6 +130,7 @@ class RunConfig:
     gossip_peers: int
     gossip_bookkeeping: str
     gossip_share: str
+    gossip_weighting: str
     gossip_student: str
     output_dir: str
     run_name: str
@@ -197,6 +199,7 @@ class RunConfig:
             gossip_peers=_number(cfg, "gossip-peers", 1, integer=True),
             gossip_bookkeeping=_choice(cfg, "gossip-bookkeeping", GOSSIP_BOOKKEEPING),
             gossip_share=_choice(cfg, "gossip-share", GOSSIP_SHARES),
+            gossip_weighting=_choice(cfg, "gossip-weighting", GOSSIP_WEIGHTINGS),
             gossip_student=_choice(cfg, "gossip-student", GOSSIP_STUDENTS),
             output_dir=str(cfg["output-dir"]),
             run_name=str(cfg["run-name"]),

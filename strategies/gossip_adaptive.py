@@ -32,14 +32,28 @@ EXPECT = Expect(kind="probs", sample_weights=True)
 
 
 # ======================================================================== node side
+def initial_weights(confidence: np.ndarray, weighting: str) -> np.ndarray:
+    """W_i per common sample from the discriminator's d_i(x) (`gossip-weighting`).
+
+    `ratio`: W = d / (1 - d) (the density ratio p_private / p_common; push-sum tends to
+    sum_i r_i B_i / sum_i r_i with r = d/(1-d)); `dlad`: W = d, whose push-sum limit is
+    DLAD's per-sample target sum_i d_i B_i / sum_i d_i exactly.
+    """
+    if weighting == "ratio":
+        return density_ratio(confidence)
+    if weighting == "dlad":
+        return np.clip(confidence.astype(np.float64), 0.0, 1.0)
+    raise ValueError(f"gossip-weighting={weighting!r}: choose ratio or dlad")
+
+
 def local_phase(node: Node, content: RecordDict | None = None) -> dict[str, float]:
     """Train M_i on PD_i and a discriminator d_i (PD_i vs X_c); B_i = softmax(M_i(X_c)/T),
-    W_i = d_i / (1 - d_i) on X_c."""
+    W_i from d_i on X_c (`initial_weights`)."""
     with Timer() as t:
         model, loss = node.fit_private()
         confidence, disc_loss = node.fit_discriminator()
         belief = node.soft_scores(model)
-        weights = density_ratio(confidence)
+        weights = initial_weights(confidence, node.cfg.gossip_weighting)
         node.store.commit(0, model, {BELIEF: belief, SAMPLE_WEIGHTS: weights}, {"counter": 1})
     return {"partition-id": node.partition_id,
             "num-examples": len(node.data.parts[node.partition_id]), "train-loss": loss,
@@ -143,7 +157,8 @@ class GossipAdaptive(PullRelay):
 
     Each node i keeps a belief B_i (a class distribution per common sample) and a weight
     W_i (per sample), initialised from its own model, B_i = softmax(M_i(x)/T), and its own
-    discriminator d_i (private data vs X_c), W_i = d_i/(1 - d_i). Each round it pulls
+    discriminator d_i (private data vs X_c): W_i = d_i/(1 - d_i) (`gossip-weighting =
+    ratio`) or W_i = d_i (`dlad`). Each round it pulls
     (B_j, W_j) from `gossip-peers` random peers and mixes per sample
 
     .. math:: B_i \leftarrow \frac{W_i B_i + \sum_j W_j B_j}{W_i + \sum_j W_j},
@@ -154,8 +169,10 @@ class GossipAdaptive(PullRelay):
     bookkeeping (`gossip-bookkeeping`) a pulled node first splits its weight among itself
     and its pullers (the relay's delivery receipts say how many), so the fleet's weight
     mass per sample is conserved and every B_i tends to the fleet's W-weighted average
-    per sample, sum_i W_i B_i / sum_i W_i, with W as initialised (d/(1-d), not DLAD's
-    d_i / sum_j d_j). With `reinfer`, the node sends its model's re-inferred list instead
+    per sample, sum_i W_i B_i / sum_i W_i, with W as initialised: with `ratio` that weights
+    node i by r_i / sum_j r_j, r = d/(1-d), which is not DLAD's d_i / sum_j d_j; with
+    `dlad` it is DLAD's per-sample target exactly (tests/test_push_sum.py checks both
+    limits). With `reinfer`, the node sends its model's re-inferred list instead
     of the mixed belief. With `robust-mix = clip` each peer's belief is first clipped
     toward B_i (self-centered clipping, per sample).
 
@@ -193,7 +210,8 @@ METHOD = Method(
     shares=frozenset({"scores"}),
     reads=RELAY_KEYS | {"local-epochs", "disc-epochs", "num-server-rounds", "round-epochs",
                         "temperature", "codec", "codec-topk", "robust-mix", "clip-radius",
-                        "gossip-peers", "gossip-bookkeeping", "gossip-share", "gossip-student"},
+                        "gossip-peers", "gossip-bookkeeping", "gossip-share", "gossip-student",
+                        "gossip-weighting"},
     color="#ff7f0e",
     check=check,
 )

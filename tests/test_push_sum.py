@@ -41,3 +41,44 @@ def test_the_fleets_weight_is_conserved_per_sample(tmp_path, faults, evidence):
         refused = sum(int(r.split(",")[header.index("payload_rejected")]) for r in rows[1:])
         assert refused > 0
     assert json.loads((run_dir / "summary.json").read_text())["rounds"] == 3
+
+
+def _push_sum_rounds(beliefs, weights, peers, rounds, rng):
+    """Synchronous rounds of gossip-adaptive's push-sum with the node-side functions: each
+    node pulls `peers` random others; a pulled node splits its W among itself and its
+    pullers (`push_sum_split`), every puller mixes what it got (`weighted_mix`)."""
+    from flower_gd.distill import weighted_mix
+
+    n = len(beliefs)
+    for _ in range(rounds):
+        pulls = [rng.choice([j for j in range(n) if j != i], peers, replace=False)
+                 for i in range(n)]
+        pullers = np.bincount(np.concatenate(pulls), minlength=n)
+        split = [ga.push_sum_split(w, [int(p)] if p else [])
+                 for w, p in zip(weights, pullers, strict=True)]
+        mixed = [weighted_mix(beliefs[i], split[i], [beliefs[j] for j in pulls[i]],
+                              [split[j] for j in pulls[i]]) for i in range(n)]
+        beliefs, weights = [b for b, _ in mixed], [w for _, w in mixed]
+    return beliefs, weights
+
+
+@pytest.mark.parametrize("weighting", ["ratio", "dlad"])
+def test_each_weighting_tends_to_its_closed_form_limit(weighting):
+    """`ratio` tends to sum_i r_i B_i / sum_i r_i (r = d/(1-d)); `dlad` tends to DLAD's
+    per-sample target sum_i d_i B_i / sum_i d_i, computed by DLAD's own `adaptive_target`."""
+    from flower_gd.distill import adaptive_target
+
+    rng = np.random.default_rng(3)
+    nodes, samples, classes = 8, 50, 10
+    beliefs = rng.dirichlet(np.ones(classes), size=(nodes, samples))
+    d = rng.uniform(0.02, 0.98, size=(nodes, samples))
+    weights = [ga.initial_weights(d[i], weighting) for i in range(nodes)]
+    final, final_w = _push_sum_rounds(list(beliefs), weights, peers=2, rounds=80, rng=rng)
+    w0 = d / (1 - d) if weighting == "ratio" else d
+    closed = np.einsum("in,inc->nc", w0 / w0.sum(0), beliefs)
+    for b in final:
+        np.testing.assert_allclose(b, closed, atol=1e-7)
+    np.testing.assert_allclose(sum(final_w), w0.sum(0), rtol=1e-9)  # mass conserved
+    dlad = adaptive_target(beliefs, d).astype(np.float64)
+    agree = np.abs(final[0] - dlad).max() < 1e-5  # float32 target: 1e-5, not 1e-7
+    assert agree == (weighting == "dlad")  # and the ratio limit is another point
