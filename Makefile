@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench bench-speed bench-speed-fmnist bench-speed-scale bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
+.PHONY: demo test bench bench-stall bench-speed bench-speed-fmnist bench-speed-scale bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,20 @@ bench-byzantine: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd -m app.method=gossip,dlad app.byzantine-nodes=3 app.partition-scheme=iid $(BENCH)
 	$(PY) -m flower_gd -m $(FEDAVG) app.byzantine-nodes=3 app.partition-scheme=iid $(BENCH)
 	$(PY) -m flower_gd.report results/bench
+
+# Small private sets: do the defaults leave nodes at chance? `local` (every gossip and DLAD
+# node's local phase) and FedAvg on digits (about 26 private images per node) and on
+# Fashion-MNIST with 50 and 200 per node, one pass per epoch against at least 10 steps per
+# epoch (min-epoch-steps), seeds 0-2. The report counts collapsed and diverged nodes per run.
+STALL := app.output-dir=results/stall app.seed=0,1,2 app.min-epoch-steps=1,10
+STALL_FMNIST := app.dataset=fashion-mnist app.private-fraction=0.00926,0.037 \
+  app.common-limit=2000 app.test-limit=2000
+bench-stall: $(STAMP) fashion-mnist
+	$(PY) -m flower_gd -m app.method=local app.partition-scheme=iid,niid1 $(STALL)
+	$(PY) -m flower_gd -m $(FEDAVG) app.partition-scheme=iid,niid1 $(STALL)
+	$(PY) -m flower_gd -m app.method=local $(STALL_FMNIST) $(STALL)
+	$(PY) -m flower_gd -m $(FEDAVG) $(STALL_FMNIST) $(STALL)
+	$(PY) -m flower_gd.report results/stall
 
 # Dead nodes and lost messages on the embedded digits (iid, 10 nodes): each method without
 # faults, with 3 nodes dying at round 2, and with 20% of all messages lost.

@@ -87,15 +87,20 @@ class CentralTraining(NodeRecordingStrategy):
                 xs.append(upload["x"].numpy())
                 ys.append(upload["y"].numpy())
             x, y = np.concatenate(xs), np.concatenate(ys)
-        else:
-            x, y = self.data.dataset.x_train, self.data.dataset.y_train
+        else:  # every training sample but the validation set
+            keep = np.setdiff1d(np.arange(len(self.data.dataset.y_train)), self.data.split.val)
+            x, y = self.data.dataset.x_train[keep], self.data.dataset.y_train[keep]
         model = seeded_model(self.family, x.shape[1], self.data.dataset.num_classes, self.seed)
         loss = train_hard(model, x, y, self.epochs, self.optim, self.seed)
         acc, test_loss = evaluate(model, *self.data.test)
+        val: dict[str, float] = {}
+        if len(self.data.split.val):
+            val_acc, val_loss, top = evaluate(model, *self.data.val, top_share=True)
+            val = {"val-accuracy": val_acc, "val-loss": val_loss, "top-share": top}
         if self.recorder is not None:
             self.recorder.add_node(SERVER_NODE_ID, -1)
             self.recorder.record(server_round, SERVER_NODE_ID, {
-                "accuracy": acc, "loss": test_loss, "train-loss": loss})
+                "accuracy": acc, "loss": test_loss, "train-loss": loss, **val})
         return ArrayRecord(model.state_dict()), MetricRecord(
             {"accuracy": acc, "loss": test_loss, "num-examples": len(y)})
 

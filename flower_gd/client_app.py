@@ -14,6 +14,7 @@ from flower_gd.codecs import PayloadError
 from flower_gd.config import RunConfig
 from flower_gd.faults import unavailable_reply
 from flower_gd.node import Node
+from flower_gd.training import refused_steps
 
 app = ClientApp()
 
@@ -35,12 +36,15 @@ def handle(message: Message, context: Context) -> Message:
     if step is None:
         raise ValueError(f"method={cfg.method} has no node step for {message_type!r}")
     try:
-        reply = step(node, message.content)
+        with refused_steps() as refused:
+            reply = step(node, message.content)
     except PayloadError as err:
         log(WARNING, "node %s rejected a payload in round %s: %s; keeping its state",
             node.partition_id, node.server_round, err)
         reply = {"payload-rejected": 1.0}
     if not isinstance(reply, RecordDict):
+        if refused.count:  # only then: a healthy node's reply stays as it was
+            reply = {**reply, "diverged-steps": float(refused.count)}
         reply = RecordDict({"metrics": MetricRecord({k: float(v) for k, v in reply.items()})})
     # on disk, not in the reply: timing must not change what crosses the wire
     node.store.log_busy(message_type, node.server_round, time.perf_counter() - started)

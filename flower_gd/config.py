@@ -108,6 +108,8 @@ class RunConfig:
     partition_scheme: str
     dirichlet_alpha: float
     private_fraction: float
+    val_fraction: float
+    val_limit: int
     common_limit: int
     test_limit: int
     model: str
@@ -119,6 +121,7 @@ class RunConfig:
     distill_epochs: int
     disc_epochs: int
     batch_size: int
+    min_epoch_steps: int
     lr: float
     momentum: float
     weight_decay: float
@@ -177,6 +180,8 @@ class RunConfig:
             partition_scheme=_choice(cfg, "partition-scheme", PARTITION_SCHEMES),
             dirichlet_alpha=_number(cfg, "dirichlet-alpha", 1e-6),
             private_fraction=_number(cfg, "private-fraction", 1e-6, 0.999),
+            val_fraction=_number(cfg, "val-fraction", 0.0, 0.5),
+            val_limit=_number(cfg, "val-limit", 0, integer=True),
             common_limit=_number(cfg, "common-limit", 0, integer=True),
             test_limit=_number(cfg, "test-limit", 0, integer=True),
             model=",".join(models),
@@ -188,6 +193,7 @@ class RunConfig:
             distill_epochs=_number(cfg, "distill-epochs", 1, integer=True),
             disc_epochs=_number(cfg, "disc-epochs", 1, integer=True),
             batch_size=_number(cfg, "batch-size", 1, integer=True),
+            min_epoch_steps=_number(cfg, "min-epoch-steps", 1, integer=True),
             lr=_number(cfg, "lr", 0.0),
             momentum=_number(cfg, "momentum", 0.0, 1.0),
             weight_decay=_number(cfg, "weight-decay", 0.0),

@@ -44,6 +44,12 @@ class FederatedData:
         return self.dataset.y_train[self.split.common]
 
     @property
+    def val(self) -> tuple[np.ndarray, np.ndarray]:
+        """Validation images and labels: held out of the training set, for every choice."""
+        idx = self.split.val
+        return self.dataset.x_train[idx], self.dataset.y_train[idx]
+
+    @property
     def test(self) -> tuple[np.ndarray, np.ndarray]:
         return self.dataset.x_test[self.test_idx], self.dataset.y_test[self.test_idx]
 
@@ -56,9 +62,10 @@ def _dataset(name: str, data_dir: str, download: bool) -> Dataset:
 @lru_cache(maxsize=4)
 def _federated(dataset: str, data_dir: str, download: bool, seed: int, private_fraction: float,
                common_limit: int, test_limit: int, scheme: str, alpha: float,
-               num_nodes: int) -> FederatedData:
+               num_nodes: int, val_fraction: float, val_limit: int) -> FederatedData:
     ds = _dataset(dataset, data_dir, download)
-    split = split_private_common(ds.y_train, private_fraction, seed, common_limit)
+    split = split_private_common(ds.y_train, private_fraction, seed, common_limit,
+                                 val_fraction, val_limit)
     parts = partition_private(ds.y_train, split.private, scheme, num_nodes, seed,
                               ds.num_classes, alpha)
     test_idx = np.arange(len(ds.y_test))
@@ -75,4 +82,4 @@ def federated_data(cfg: RunConfig, num_nodes: int) -> FederatedData:
     """
     return _federated(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed, cfg.private_fraction,
                       cfg.common_limit, cfg.test_limit, cfg.partition_scheme,
-                      cfg.dirichlet_alpha, num_nodes)
+                      cfg.dirichlet_alpha, num_nodes, cfg.val_fraction, cfg.val_limit)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,23 +25,33 @@ EXPECTED_LOCAL_SHARE = {"iid": 1.0, "niid1": 0.2, "niid2": 0.6, "niid3": 0.4, "n
 
 @dataclass(frozen=True)
 class Split:
-    """Indices into the training set: private (labelled, partitioned) and common (unlabelled)."""
+    """Indices into the training set: private (labelled, partitioned), common (unlabelled)
+    and validation (labelled, never trained on: every choice of settings is made on it)."""
 
     private: np.ndarray
     common: np.ndarray
+    val: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def split_private_common(labels: np.ndarray, private_fraction: float, seed: int,
-                         common_limit: int = 0) -> Split:
-    """Split the training set into private and common data, per class, without duplicates.
+                         common_limit: int = 0, val_fraction: float = 0.0,
+                         val_limit: int = 0) -> Split:
+    """Split the training set into validation, private and common data, per class, with no
+    index in two of them.
 
-    `private_fraction` of every class is private (paper: 20%); the rest is common data, whose
-    labels are never used for training. `common_limit` > 0 subsamples the common data.
+    `val_fraction` of every class is held out for validation first (`val_limit` > 0
+    subsamples it); of the rest, `private_fraction` of every class is private (paper: 20%)
+    and the remainder is common data, whose labels are never used for training.
+    `common_limit` > 0 subsamples the common data. With `val_fraction` = 0 the private and
+    common sets are those of a split without validation.
     """
     rng = np.random.default_rng(seed)
-    private, common = [], []
+    private, common, val = [], [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
+        v = int(round(val_fraction * len(idx)))
+        val.append(idx[:v])
+        idx = idx[v:]
         k = int(round(private_fraction * len(idx)))
         private.append(idx[:k])
         common.append(idx[k:])
@@ -49,7 +59,10 @@ def split_private_common(labels: np.ndarray, private_fraction: float, seed: int,
     comm = rng.permutation(np.concatenate(common))
     if common_limit and common_limit < len(comm):
         comm = comm[:common_limit]
-    return Split(private=np.sort(priv), common=np.sort(comm))
+    held = np.concatenate(val).astype(np.int64)
+    if val_limit and val_limit < len(held):  # own stream: the other sets do not move
+        held = np.random.default_rng(seed + 3).permutation(held)[:val_limit]
+    return Split(private=np.sort(priv), common=np.sort(comm), val=np.sort(held))
 
 
 def class_sets(scheme: str, num_nodes: int, num_classes: int) -> list[frozenset[int]]:

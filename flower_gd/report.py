@@ -33,6 +33,8 @@ COLUMNS = [
     ("model", "model"), ("seed", "seed"), ("nodes", "nodes"), ("rounds", "rounds"),
     ("local_median", "median acc. after local phase"),
     ("final_median", "final median acc."), ("final_min", "min"), ("final_max", "max"),
+    ("final_val_median", "final median val. acc."),
+    ("collapsed", "collapsed nodes"), ("diverged", "diverged nodes"),
     ("payload_bytes", "payload per exchange (bytes)"), ("wire_mib", "wire total (MiB)"),
     ("p2p_mib", "p2p total (MiB)"), ("wall_s", "wall (s)"),
 ]
@@ -49,6 +51,8 @@ def row(run: SavedRun, shared: dict[str, Any]) -> dict[str, Any]:
         "local_median": "–" if local is None else round(local, 4),
         "final_median": round(s["final"]["median"], 4),
         "final_min": round(s["final"]["min"], 4), "final_max": round(s["final"]["max"], 4),
+        "final_val_median": round(s["final-val"]["median"], 4) if "final-val" in s else "–",
+        "collapsed": s.get("collapsed-nodes", "–"), "diverged": s.get("diverged-nodes", "–"),
         "payload_bytes": int(run.bytes["payload-per-exchange"]),
         "wire_mib": round(run.wire_bytes / MIB, 3),
         "p2p_mib": round(run.bytes["p2p"] / MIB, 3), "wall_s": s["wall-s"],

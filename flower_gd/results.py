@@ -28,7 +28,8 @@ from flower_gd.config import HOUSEKEEPING_KEYS, PROJECT_ROOT, upgrade
 from flower_gd.metering import TAGS, MeteredGrid, MeterEntry
 
 ROUND_COLUMNS = [
-    "round", "node", "node_id", "model", "accuracy", "loss", "train_loss", "label_accuracy",
+    "round", "node", "node_id", "model", "accuracy", "loss", "val_accuracy", "val_loss",
+    "top_share", "diverged_steps", "train_loss", "label_accuracy",
     "bytes_up", "bytes_down", "p2p_bytes_up", "p2p_bytes_down", "scores_bytes",
     "weights_bytes", "data_bytes", "control_bytes", "cum_bytes_up", "cum_bytes_down",
     "cum_p2p_bytes",
@@ -37,6 +38,9 @@ ROUND_COLUMNS = [
 ]
 MESSAGE_COLUMNS = ["round", "direction", "node_id", "message_type", "tag", "nbytes", "kind",
                    "peer_id"]
+# a node whose most frequent answer covers this share of the validation set has collapsed
+# onto one class (a healthy 10-class model answers its top class for 10-30% of samples)
+COLLAPSE_SHARE = 0.9
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.json"
 
@@ -340,7 +344,10 @@ class RunRecorder:
             rows.append({
                 "round": server_round, "node": info["node"], "node_id": node_id,
                 "model": info["model"], "accuracy": m.get("accuracy", ""),
-                "loss": m.get("loss", ""), "train_loss": m.get("train-loss", ""),
+                "loss": m.get("loss", ""), "val_accuracy": m.get("val-accuracy", ""),
+                "val_loss": m.get("val-loss", ""), "top_share": m.get("top-share", ""),
+                "diverged_steps": int(m.get("diverged-steps", 0)),
+                "train_loss": m.get("train-loss", ""),
                 "label_accuracy": m.get("label-accuracy", ""),
                 "bytes_up": b["bytes_up"], "bytes_down": b["bytes_down"],
                 "p2p_bytes_up": b["p2p_bytes_up"], "p2p_bytes_down": b["p2p_bytes_down"],
@@ -376,6 +383,10 @@ class RunRecorder:
                     if "accuracy" in m and self.partition_of_id.get(n) not in self.byzantine]
 
         final = accs(last)
+        honest_last = {n: m for n, m in self.metrics[last].items()
+                       if self.partition_of_id.get(n) not in self.byzantine}
+        diverged = {self.partition_of_id.get(n, n) for r in rounds
+                    for n, m in self.metrics[r].items() if m.get("diverged-steps", 0) > 0}
         alive = {r: sorted(self.partition_of_id[n] for n in self.alive[r]
                            if n in self.partition_of_id) for r in rounds}
         per_round = {r: statistics.median(accs(r) or [float("nan")]) for r in rounds}
@@ -396,6 +407,14 @@ class RunRecorder:
             "num-nodes": self.config.get("num-nodes"),
             "rounds": last,
             "final": _stats(final),
+            # the same nodes on the validation set: what every choice of settings reads
+            "final-val": _stats([m["val-accuracy"] for m in honest_last.values()
+                                 if "val-accuracy" in m]),
+            # nodes whose last model answers one class for >= COLLAPSE_SHARE of the
+            # validation set, and nodes that refused a NaN/inf training step in any round
+            "collapsed-nodes": sum(m.get("top-share", 0.0) >= COLLAPSE_SHARE
+                                   for m in honest_last.values()),
+            "diverged-nodes": len(diverged),
             "median-accuracy-per-round": per_round,
             "median-accuracy-per-model": {k: statistics.median(v) for k, v in by_model.items()},
             "bytes": {

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -20,11 +24,35 @@ class OptimConfig:
     momentum: float
     weight_decay: float
     batch_size: int
+    min_epoch_steps: int = 1  # an epoch is at least this many steps (passes repeat)
 
     @classmethod
     def of(cls, cfg: RunConfig) -> OptimConfig:
-        """The run config's `lr`, `momentum`, `weight-decay` and `batch-size`."""
-        return cls(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size)
+        """The run config's `lr`, `momentum`, `weight-decay`, `batch-size` and
+        `min-epoch-steps`."""
+        return cls(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.min_epoch_steps)
+
+
+@dataclass
+class RefusedSteps:
+    """Optimiser steps refused because the loss or the gradient was NaN or infinite."""
+
+    count: int = 0
+
+
+_REFUSED: contextvars.ContextVar[RefusedSteps | None] = contextvars.ContextVar(
+    "refused_steps", default=None)
+
+
+@contextlib.contextmanager
+def refused_steps() -> Iterator[RefusedSteps]:
+    """Count the steps every training loop inside the block refuses (see `_fit`)."""
+    counter = RefusedSteps()
+    token = _REFUSED.set(counter)
+    try:
+        yield counter
+    finally:
+        _REFUSED.reset(token)
 
 
 def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
@@ -33,9 +61,30 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
         yield order[start:start + batch_size]
 
 
+def _epoch_batches(n: int, opt: OptimConfig, rng: np.random.Generator):
+    """One epoch's batches: passes over n samples until `opt.min_epoch_steps` batches of
+    two or more samples (the ones `_fit` trains on) have been given."""
+    given = 0
+    while True:
+        for idx in _batches(n, opt.batch_size, rng):
+            given += int(len(idx) >= 2 or n < 2)
+            yield idx
+        if given >= opt.min_epoch_steps or given == 0:
+            return
+
+
 def _fit(model: nn.Module, x: np.ndarray, targets: np.ndarray, epochs: int, opt: OptimConfig,
          seed: int, loss_fn, sgd: torch.optim.Optimizer | None = None) -> float:
-    """Run `epochs` of SGD; returns the mean loss of the last epoch."""
+    """Run `epochs` of SGD; returns the mean loss of the last epoch's accepted steps.
+
+    A step whose loss or gradient is NaN or infinite is refused: the parameters (and the
+    optimiser's momentum) stay as they were, and the refusal is counted (`refused_steps`).
+    A model that diverges therefore keeps its last finite state instead of turning to NaN.
+
+    An epoch is one pass over `x` in a fresh order, repeated until it has taken at least
+    `opt.min_epoch_steps` steps: on a tiny private set (a few dozen images, one batch) an
+    epoch would otherwise be a single step.
+    """
     if len(x) == 0:
         raise ValueError("cannot train on an empty dataset")
     rng = np.random.default_rng(seed)
@@ -47,17 +96,24 @@ def _fit(model: nn.Module, x: np.ndarray, targets: np.ndarray, epochs: int, opt:
     last = 0.0
     for _ in range(epochs):
         total, count = 0.0, 0
-        for idx in _batches(len(x), opt.batch_size, rng):
+        for idx in _epoch_batches(len(x), opt, rng):
             if len(idx) < 2 and len(x) >= 2:  # BatchNorm cannot train on a batch of one
                 continue
             it = torch.from_numpy(idx)
             sgd.zero_grad(set_to_none=True)
             loss = loss_fn(model(xt[it]), tt[it])
+            value = float(loss.detach())
             loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+            if not (np.isfinite(value) and torch.isfinite(norm)):
+                refused = _REFUSED.get()
+                if refused is not None:
+                    refused.count += 1
+                continue
             sgd.step()
-            total += float(loss.detach()) * len(idx)
+            total += value * len(idx)
             count += len(idx)
-        last = total / max(count, 1)
+        last = total / count if count else float("nan")
     return last
 
 
@@ -110,13 +166,23 @@ def infer(model: nn.Module, x: np.ndarray, batch_size: int = 1000) -> np.ndarray
     return torch.cat(outs).float().numpy()
 
 
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy loss on a labelled set."""
+@overload
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]: ...
+@overload
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, top_share: Literal[True]
+             ) -> tuple[float, float, float]: ...
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, top_share: bool = False
+             ) -> tuple[float, ...]:
+    """Accuracy and mean cross-entropy loss on a labelled set; with `top_share`, also the
+    share of `x` given the most frequent predicted class."""
     logits = torch.from_numpy(infer(model, x))
     yt = torch.from_numpy(y.astype(np.int64))
     loss = float(F.cross_entropy(logits, yt))
-    acc = float((logits.argmax(1) == yt).float().mean())
-    return acc, loss
+    pred = logits.argmax(1)
+    acc = float((pred == yt).float().mean())
+    if not top_share:
+        return acc, loss
+    return acc, loss, float(torch.bincount(pred).max()) / max(len(pred), 1)
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

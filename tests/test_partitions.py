@@ -34,6 +34,31 @@ def test_split_is_fixed_by_seed_and_common_limit_subsamples():
     assert set(limited.common) <= set(a.common)
 
 
+def test_validation_is_held_out_of_private_and_common_and_fixed_by_seed():
+    split = split_private_common(LABELS, 0.2, seed=4, val_fraction=0.1)
+    assert np.bincount(LABELS[split.val]).tolist() == [10] * 10  # per class
+    assert len(np.intersect1d(split.val, split.private)) == 0
+    assert len(np.intersect1d(split.val, split.common)) == 0
+    assert len(split.val) + len(split.private) + len(split.common) == len(LABELS)
+    assert np.bincount(LABELS[split.private]).tolist() == [18] * 10  # 20% of the rest
+    again = split_private_common(LABELS, 0.2, seed=4, val_fraction=0.1)
+    np.testing.assert_array_equal(split.val, again.val)
+    other = split_private_common(LABELS, 0.2, seed=5, val_fraction=0.1)
+    assert not np.array_equal(split.val, other.val)
+    limited = split_private_common(LABELS, 0.2, seed=4, val_fraction=0.1, val_limit=30)
+    assert len(limited.val) == 30 and set(limited.val) <= set(split.val)
+    np.testing.assert_array_equal(limited.private, split.private)  # the limit moves nothing else
+
+
+def test_no_validation_leaves_the_split_as_it_was():
+    """val-fraction = 0 gives the private and common sets of a split without validation."""
+    plain = split_private_common(LABELS, 0.2, seed=6)
+    none = split_private_common(LABELS, 0.2, seed=6, val_fraction=0.0)
+    np.testing.assert_array_equal(plain.private, none.private)
+    np.testing.assert_array_equal(plain.common, none.common)
+    assert len(none.val) == 0
+
+
 @pytest.mark.parametrize("scheme, expected", [
     ("niid1", [{0, 1}, {2, 3}, {4, 5}, {6, 7}, {8, 9}]),
     ("niid2", [{0, 1, 2, 3, 4, 5}, {0, 1, 2, 3, 4, 6}, {0, 1, 2, 3, 4, 7}, {0, 1, 2, 3, 4, 8},

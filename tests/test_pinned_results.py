@@ -6,7 +6,10 @@ later ones starting from the local phase the first one computed (sharing it must
 machine: x86_64, torch 2.14.1 CPU, flwr 1.41). Who pulls from whom and how many messages of
 each type cross the wire must match exactly. Accuracies matched exactly on the machine that
 recorded them; another CPU can round differently in the last bits, which can flip a test
-image, so each node's accuracy may differ by at most two test images (of 100).
+image, so each node's accuracy may differ by at most two test images (of 100). The cells
+run without a validation set (`val-fraction=0`), which leaves the private and common sets
+as they were before validation was carved out, and with one pass per epoch
+(`min-epoch-steps=1`), the training loop as it was.
 """
 
 import csv
@@ -23,7 +26,9 @@ pytestmark = pytest.mark.xdist_group("pinned")
 
 PINNED = json.loads((Path(__file__).with_name("pinned_results.json")).read_text())
 TINY = {"num-nodes": 4, "num-server-rounds": 2, "local-epochs": 10, "disc-epochs": 2,
-        "distill-epochs": 10, "common-limit": 300, "test-limit": 100}
+        "distill-epochs": 10, "common-limit": 300, "test-limit": 100,
+        # the split the pins were recorded with (no validation set), one pass per epoch
+        "val-fraction": 0.0, "min-epoch-steps": 1}
 CELLS = {"gossip": {"method": "gossip"},
          "gossip-adaptive": {"method": "gossip-adaptive", "gossip-peers": 2},
          "dlad": {"method": "dlad"}}

@@ -80,3 +80,27 @@ def test_a_run_records_the_code_that_made_it(tmp_path):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved[CODE_VERSION_KEY] == version and saved["method"] == "gossip"
     assert rec.resumed is None
+
+
+def test_the_summary_counts_collapsed_and_diverged_nodes_and_reads_validation(tmp_path):
+    import csv
+
+    meter = type("Meter", (), {"entries": [], "collect_late": lambda self: 0})()
+    rec = RunRecorder(tmp_path / "run", {"method": "gossip"}, meter, lambda p: "cnn")
+    for node in range(4):
+        rec.add_node(100 + node, node)
+    rec.record(0, 101, {"accuracy": 0.5, "diverged-steps": 3.0})  # refused steps in round 0
+    for node, (acc, val, top) in enumerate([(0.8, 0.82, 0.2), (0.7, 0.71, 0.3),
+                                            (0.1, 0.1, 0.97), (0.1, 0.11, 0.9)]):
+        rec.record(1, 100 + node, {"accuracy": acc, "val-accuracy": val, "top-share": top})
+    rec.end_round(0)
+    rec.end_round(1)
+    summary = rec.finalize()
+    assert summary["collapsed-nodes"] == 2  # top-share >= 0.9: one class for the val set
+    assert summary["diverged-nodes"] == 1
+    assert summary["final-val"]["median"] == pytest.approx((0.71 + 0.11) / 2)
+    assert summary["final"]["median"] == pytest.approx((0.7 + 0.1) / 2)
+    with (tmp_path / "run" / "rounds.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["diverged_steps"] for r in rows if r["round"] == "0"] == ["0", "3", "0", "0"]
+    assert [r["top_share"] for r in rows if r["round"] == "1"][2] == "0.97"

@@ -42,3 +42,32 @@ def test_one_step_moves_the_weights_by_the_hand_computed_gradient():
     grad_z = tau * (_softmax(X @ W.T / tau) - TARGET) / len(X)
     expected = W - lr * grad_z.T @ X
     np.testing.assert_allclose(model.weight.detach().numpy(), expected, rtol=1e-5)
+
+
+def test_a_nan_step_is_refused_and_counted_and_the_model_keeps_its_state():
+    from flower_gd.training import refused_steps, train_hard
+
+    model = _linear()
+    x = np.array([[1.0, 0.0], [np.nan, 1.0]], dtype=np.float32)  # one batch, NaN loss
+    y = np.array([0, 1])
+    opt = OptimConfig(lr=0.1, momentum=0.9, weight_decay=0.0, batch_size=2)
+    with refused_steps() as refused:
+        loss = train_hard(model, x, y, epochs=3, opt=opt)
+    assert refused.count == 3 and np.isnan(loss)  # every step refused: no accepted loss
+    np.testing.assert_array_equal(model.weight.detach().numpy(), W.astype(np.float32))
+    with refused_steps() as refused:  # finite data: nothing refused, the weights move
+        train_hard(model, X, np.array([0, 2]), epochs=1, opt=opt)
+    assert refused.count == 0
+    assert not np.array_equal(model.weight.detach().numpy(), W.astype(np.float32))
+
+
+def test_an_infinite_gradient_is_refused_too():
+    from flower_gd.training import refused_steps, train_soft
+
+    model = _linear()
+    big = np.array([[3e38, 3e38], [0.5, -1.0]], dtype=np.float32)  # overflows in the graph
+    opt = OptimConfig(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=2)
+    with refused_steps() as refused:
+        train_soft(model, big, TARGET, epochs=1, opt=opt)
+    assert refused.count == 1
+    assert np.isfinite(model.weight.detach().numpy()).all()
