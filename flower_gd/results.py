@@ -71,7 +71,8 @@ def code_version() -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     # dirty: uncommitted changes to what computes the numbers (docs and results aside)
-    status = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS) \
+    # (an untracked .py file there counts: the source digest includes it)
+    status = git("status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS) \
         if commit else None
     packages = {}
     for name in ("flwr", "torch", "numpy"):

@@ -260,3 +260,38 @@ def test_a_run_made_by_other_code_is_marked_in_the_report(results):
     gossip = next(r for r in body if r[2] == "gossip")
     assert gossip[3].endswith(" †") and not gossip[4].endswith(" †")
     assert f"- {run.name}: commit" in write_report(results, with_models=False)
+
+
+def _set_val(root: Path, val: float) -> None:
+    """Give every run under `root` without one a final median validation accuracy."""
+    for summary_path in root.glob("*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        if "final-val" not in summary or summary["final-val"]["median"] != summary[
+                "final-val"]["median"]:
+            summary["final-val"] = {"median": val}
+            summary_path.write_text(json.dumps(summary))
+
+
+def test_selection_reads_validation_never_test_and_needs_every_cell(tmp_path):
+    from flower_gd.select import main as select_main
+    from flower_gd.select import overrides, select
+
+    def add(val, test, partitions=("iid", "niid1"), **extra):
+        for p in partitions:
+            for seed in (0, 1):
+                _saved_run(tmp_path, "gossip-adaptive", p, seed, [0.5, test], 40_000,
+                           "scores", **extra)
+        _set_val(tmp_path, val)
+
+    add(0.60, 0.90)  # the defaults: best on test, worse on validation
+    add(0.70, 0.50, **{"gossip-peers": 2})
+    add(0.95, 0.95, partitions=("iid",), **{"round-epochs": 2})  # skipped niid1: no contest
+    sel = select(load_runs(tmp_path))["gossip-adaptive"]
+    assert sel["chosen"] == "gossip-adaptive gossip-peers=2"
+    assert sel["test-of-chosen"].startswith("0.5000")
+    skipped = next(c for c in sel["candidates"] if "round-epochs" in c["label"])
+    assert not skipped["complete"]
+    assert overrides({"gossip-adaptive": sel}, "gossip-adaptive") == \
+        "app.gossip-peers=2"
+    select_main([str(tmp_path)])
+    assert (tmp_path / "selection.md").read_text().count("**chosen**") == 1

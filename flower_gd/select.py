@@ -1,0 +1,134 @@
+"""Choose a method's setting on the validation split, never on the test set.
+
+Usage::
+
+    python -m flower_gd.select RESULTS_DIR            # writes selection.json and selection.md
+    python -m flower_gd.select RESULTS_DIR --overrides gossip-adaptive   # app.k=v ... (for make)
+
+Every setting of a method measured under RESULTS_DIR (a label: the method and its keys off
+the defaults) is scored by its mean final median *validation* accuracy over every partition
+and seed it was run with; only settings measured on the same (partition, seed) cells as the
+most complete one compete, so no setting wins by skipping a hard partition. The winner's
+test accuracy is reported beside it, never used. Runs made by other code do not count.
+Settings every candidate shares (the sweep's data settings) are not part of the choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from flower_gd.tables import (
+    PARTITION_ORDER,
+    SavedRun,
+    format_interval,
+    load_runs,
+    markdown,
+    ordered,
+    shared_settings,
+)
+
+SELECTION = "selection.json"
+
+
+def _val(run: SavedRun) -> float | None:
+    val = run.summary.get("final-val", {}).get("median")
+    return None if val is None or val != val else float(val)  # NaN: no validation set
+
+
+def select(runs: list[SavedRun]) -> dict[str, Any]:
+    """Per method: every candidate setting's validation score and the chosen one."""
+    of_method: dict[str, list[SavedRun]] = defaultdict(list)
+    for run in runs:
+        if run.clean and not run.stale and _val(run) is not None:
+            of_method[run.method].append(run)
+    out: dict[str, Any] = {}
+    for method, mine in sorted(of_method.items()):
+        shared = shared_settings(mine)  # what every candidate has: the sweep's, not a choice
+        labels: dict[str, list[SavedRun]] = defaultdict(list)
+        for run in mine:
+            labels[run.label(shared)].append(run)
+        cells = {label: {(r.partition, r.seed) for r in group} for label, group in labels.items()}
+        widest = max(cells.values(), key=len)
+        candidates: list[dict[str, Any]] = []
+        for label, group in sorted(labels.items()):
+            complete = cells[label] >= widest
+            vals = [_val(r) or 0.0 for r in group if (r.partition, r.seed) in widest]
+            candidates.append({
+                "label": label, "settings": {k: v for k, v in group[0].settings.items()
+                                             if k not in shared},
+                "cells": len(vals), "complete": complete,
+                "val-mean": statistics.fmean(vals),
+                "val-per-partition": {p: statistics.fmean(
+                    _val(r) or 0.0 for r in group if r.partition == p and
+                    (r.partition, r.seed) in widest)
+                    for p in ordered({r.partition for r in group}, PARTITION_ORDER)},
+                "val": format_interval(vals),
+            })
+        eligible = [c for c in candidates if c["complete"]]
+        best = max(eligible, key=lambda c: c["val-mean"])
+        chosen = [r for r in labels[best["label"]] if (r.partition, r.seed) in widest]
+        out[method] = {
+            "chosen": best["label"], "settings": best["settings"],
+            "on": sorted(f"{p}/s{s}" for p, s in widest),
+            "test-of-chosen": format_interval([r.final_median for r in chosen]),
+            "candidates": sorted(candidates, key=lambda c: -c["val-mean"]),
+        }
+    return out
+
+
+def overrides(selection: dict[str, Any], method: str) -> str:
+    """The chosen setting as Hydra overrides (``app.key=value ...``; the method itself and
+    what every candidate shared are the caller's), for make."""
+    if method not in selection:
+        raise SystemExit(f"no selection for method {method!r}: run `make bench-study` first")
+    pairs = []
+    for key, value in sorted(selection[method]["settings"].items()):
+        value = str(value).lower() if isinstance(value, bool) else value
+        pairs.append(f"app.{key}={value}")
+    return " ".join(pairs)
+
+
+def write_selection(root: Path) -> str:
+    """Write `selection.json` and `selection.md` under `root`; return the Markdown."""
+    selection = select(load_runs(root))
+    (Path(root) / SELECTION).write_text(json.dumps(selection, indent=1, sort_keys=True))
+    parts = []
+    for method, sel in selection.items():
+        rows = [[c["label"], str(c["cells"]), c["val"], "yes" if c["complete"] else "no",
+                 "**chosen**" if c["label"] == sel["chosen"] else ""]
+                for c in sel["candidates"]]
+        parts.append(
+            f"### {method}\n\nChosen: `{sel['chosen']}` by mean final median validation "
+            f"accuracy over {len(sel['on'])} (partition, seed) cells; its test accuracy "
+            f"over the same cells: {sel['test-of-chosen']}.\n\n"
+            + markdown(["setting", "cells", "validation accuracy (mean ± 95% CI)",
+                        "on every cell", ""], rows))
+    text = "\n\n".join(parts) + "\n"
+    (Path(root) / "selection.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--overrides", metavar="METHOD",
+                        help="print the chosen setting of METHOD as Hydra overrides")
+    args = parser.parse_args(argv)
+    if args.overrides:
+        path = args.root / SELECTION
+        if not path.is_file():
+            sys.exit(f"{path} is missing: run `make bench-study` (or "
+                     f"`python -m flower_gd.select {args.root}`) first")
+        print(overrides(json.loads(path.read_text()), args.overrides))
+        return
+    print(write_selection(args.root))
+
+
+if __name__ == "__main__":
+    main()
