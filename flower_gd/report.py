@@ -13,6 +13,7 @@ from typing import Any
 
 from flower_gd.config import format_setting
 from flower_gd.metering import MIB
+from flower_gd.select import select, write_selection
 from flower_gd.sizes import model_size_table, paper_payload_table
 from flower_gd.tables import (
     SavedRun,
@@ -93,11 +94,29 @@ def write_report(root: Path, with_models: bool = True) -> str:
         "## Final median node accuracy (Table V analogue)\n\n"
         + markdown(*accuracy_table(runs, shared)),
     ]
+    selection = select(runs)
+    chosen_names = {n for sel in selection.values() for n in sel["runs"]}
+    tuned = any(len(sel["candidates"]) > 1 for sel in selection.values())
+    compared = [r for r in runs if r.path.name in chosen_names] if tuned else runs
+    hide = {k: None for r in compared for k in r.settings} if tuned else shared
+    if tuned:
+        write_selection(root)
+        said_chosen = "\n".join(
+            f"- {m}: `{sel['chosen']}` (validation "
+            f"{next(c['val'] for c in sel['candidates'] if c['label'] == sel['chosen'])})"
+            for m, sel in selection.items())
+        parts.append("## Each method at its setting chosen on validation\n\n"
+                     "Chosen by mean final median validation accuracy over every (partition, "
+                     "seed) cell (`flower_gd/select.py`, `selection.md`):\n\n" + said_chosen
+                     + "\n\nTest accuracy of the chosen settings:\n\n"
+                     + markdown(*accuracy_table(compared, hide)))
     for reference, name in (("dlad", "DLAD"), ("gossip", "paper gossip")):
-        header, body = paired_table(runs, reference, shared)
+        header, body = paired_table(compared, reference, hide)
         if body:
             parts.append(f"## Paired differences against {name} (points of final median "
-                         "accuracy, same seeds)\n\n" + markdown(header, body))
+                         "accuracy, same seeds{})\n\n".format(
+                             ", each method at its chosen setting" if tuned else "")
+                         + markdown(header, body))
     parts.append("## Bytes per exchange against the model (Tables II/IV analogue)\n\n"
                  + markdown(*bytes_table(runs, shared)))
     optional = [  # each only when some run fills it

@@ -88,15 +88,21 @@ def code_version() -> dict[str, Any]:
 
 
 SOURCE_ROOTS = ("flower_gd", "strategies", "baselines")
+# modules that only read finished runs (tables, figures, the choice on validation): a change
+# to them changes no run, so they are not part of a run's code
+READ_ONLY = ("flower_gd/report.py", "flower_gd/tables.py", "flower_gd/plots.py",
+             "flower_gd/select.py")
 
 
 @functools.cache
 def source_digest() -> str:
-    """Digest of the project's Python source (every file of its three packages): what
-    decides whether two runs were made by the same code."""
+    """Digest of the project's Python source (every file of its three packages but the
+    READ_ONLY ones): what decides whether two runs were made by the same code."""
     h = hashlib.blake2b(digest_size=16)
     for package in SOURCE_ROOTS:
         for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
+            if str(path.relative_to(PROJECT_ROOT)) in READ_ONLY:
+                continue
             h.update(str(path.relative_to(PROJECT_ROOT)).encode())
             h.update(path.read_bytes())
     return h.hexdigest()

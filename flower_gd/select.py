@@ -77,6 +77,7 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
             "chosen": best["label"], "settings": best["settings"],
             "on": sorted(f"{p}/s{s}" for p, s in widest),
             "test-of-chosen": format_interval([r.final_median for r in chosen]),
+            "runs": sorted(r.path.name for r in labels[best["label"]]),
             "candidates": sorted(candidates, key=lambda c: -c["val-mean"]),
         }
     return out

@@ -295,3 +295,23 @@ def test_selection_reads_validation_never_test_and_needs_every_cell(tmp_path):
         "app.gossip-peers=2"
     select_main([str(tmp_path)])
     assert (tmp_path / "selection.md").read_text().count("**chosen**") == 1
+
+
+def test_the_report_compares_each_method_at_its_setting_chosen_on_validation(tmp_path):
+    for seed in (0, 1, 2):
+        for lr, test in ((0.05, 0.9), (0.02, 0.6)):  # 0.02 wins on validation (below)
+            _saved_run(tmp_path, "gossip", "iid", seed, [0.5, test], 40_000, "scores", lr=lr)
+        _saved_run(tmp_path, "dlad", "iid", seed, [0.5, 0.5 + 0.01 * seed], 50_000, "scores")
+        _set_val(tmp_path, 0.0)  # the runs just written: dlad's validation
+        for summary_path in tmp_path.glob("gossip_*/summary.json"):
+            summary = json.loads(summary_path.read_text())
+            summary["final-val"] = {"median": 0.7 if "lr0.02" in summary_path.parent.name
+                                    else 0.5}
+            summary_path.write_text(json.dumps(summary))
+    text = write_report(tmp_path, with_models=False)
+    assert "- gossip: `gossip lr=0.02`" in text
+    chosen = text.split("## Each method at its setting chosen on validation")[1]
+    assert "| digits | cnn | gossip | 0.6000 ± 0.0000 (3) |" in chosen  # test of the chosen
+    paired = text.split("## Paired differences against DLAD")[1]
+    assert "| digits | cnn | gossip | +9.00 ± " in paired  # 0.6 - (0.5, 0.51, 0.52)
+    assert (tmp_path / "selection.md").is_file()
