@@ -100,7 +100,7 @@ def write_report(root: Path, with_models: bool = True) -> str:
     compared = [r for r in runs if r.path.name in chosen_names] if tuned else runs
     hide = {k: None for r in compared for k in r.settings} if tuned else shared
     if tuned:
-        write_selection(root)
+        write_selection(root, selection)
         said_chosen = "\n".join(
             f"- {m}: `{sel['chosen']}` (validation "
             f"{next(c['val'] for c in sel['candidates'] if c['label'] == sel['chosen'])})"

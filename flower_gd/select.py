@@ -95,9 +95,11 @@ def overrides(selection: dict[str, Any], method: str) -> str:
     return " ".join(pairs)
 
 
-def write_selection(root: Path) -> str:
-    """Write `selection.json` and `selection.md` under `root`; return the Markdown."""
-    selection = select(load_runs(root))
+def write_selection(root: Path, selection: dict[str, Any] | None = None) -> str:
+    """Write `selection.json` and `selection.md` under `root` (`selection`: one `select`
+    already made of its runs, else made here); return the Markdown."""
+    if selection is None:
+        selection = select(load_runs(root))
     (Path(root) / SELECTION).write_text(json.dumps(selection, indent=1, sort_keys=True))
     parts = []
     for method, sel in selection.items():

@@ -206,7 +206,10 @@ def t_interval(values: list[float]) -> tuple[float, float | None]:
     if len(values) < 2:
         return m, None
     df = len(values) - 1
-    t = T975.get(df) or T975[max(k for k in T975 if k <= df)] if df <= 30 else 1.96
+    if df > 30:
+        t = 1.96
+    else:  # between tabulated degrees of freedom, the next lower one's (wider) quantile
+        t = T975[max(k for k in T975 if k <= df)]
     return m, t * statistics.stdev(values) / len(values) ** 0.5
 
 
@@ -214,10 +217,14 @@ def format_interval(values: list[float], scale: float = 1.0, digits: int = 4,
                     signed: bool = False) -> str:
     """``mean ± half (n)`` with the 95% t-interval's half-width; one value: ``mean (1 seed)``."""
     m, half = t_interval([v * scale for v in values])
+    return _formatted(m, half, len(values), digits, signed)
+
+
+def _formatted(m: float, half: float | None, n: int, digits: int, signed: bool) -> str:
     sign = "+" if signed else ""
     if half is None:
         return f"{m:{sign}.{digits}f} (1 seed)"
-    return f"{m:{sign}.{digits}f} ± {half:.{digits}f} ({len(values)})"
+    return f"{m:{sign}.{digits}f} ± {half:.{digits}f} ({n})"
 
 
 def accuracy_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
@@ -275,7 +282,7 @@ def paired_table(runs: list[SavedRun], reference: str,
                     continue
                 diffs = [mine[s] - ref[s] for s in seeds]
                 m, half = t_interval([100 * d for d in diffs])
-                text = format_interval(diffs, scale=100, digits=2, signed=True)
+                text = _formatted(m, half, len(diffs), digits=2, signed=True)
                 if half is not None and m - half <= 0 <= m + half:
                     text += " n.d."
                 line.append(text)
