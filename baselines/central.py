@@ -21,7 +21,7 @@ from flower_gd.models import seeded_model
 from flower_gd.node import Node
 from flower_gd.results import RunRecorder
 from flower_gd.strategy_base import NodeRecordingStrategy, partition_of_reply
-from flower_gd.training import OptimConfig, evaluate, train_hard
+from flower_gd.training import OptimConfig, held_out_metrics, train_hard
 
 UPLOAD = "query.private_data"
 SERVER_NODE_ID = 0  # the row of the server's own model in rounds.csv (partition -1)
@@ -92,17 +92,14 @@ class CentralTraining(NodeRecordingStrategy):
             x, y = self.data.dataset.x_train[keep], self.data.dataset.y_train[keep]
         model = seeded_model(self.family, x.shape[1], self.data.dataset.num_classes, self.seed)
         loss = train_hard(model, x, y, self.epochs, self.optim, self.seed)
-        acc, test_loss = evaluate(model, *self.data.test)
-        val: dict[str, float] = {}
-        if len(self.data.split.val):
-            val_acc, val_loss, top = evaluate(model, *self.data.val, top_share=True)
-            val = {"val-accuracy": val_acc, "val-loss": val_loss, "top-share": top}
+        held_out = held_out_metrics(model, self.data.test, self.data.val)
         if self.recorder is not None:
             self.recorder.add_node(SERVER_NODE_ID, -1)
-            self.recorder.record(server_round, SERVER_NODE_ID, {
-                "accuracy": acc, "loss": test_loss, "train-loss": loss, **val})
+            self.recorder.record(server_round, SERVER_NODE_ID,
+                                 {**held_out, "train-loss": loss})
         return ArrayRecord(model.state_dict()), MetricRecord(
-            {"accuracy": acc, "loss": test_loss, "num-examples": len(y)})
+            {"accuracy": held_out["accuracy"], "loss": held_out["loss"],
+             "num-examples": len(y)})
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:

@@ -20,7 +20,7 @@ from flower_gd.models import build_model
 from flower_gd.node_store import NodeStore, Snapshot
 from flower_gd.training import (
     OptimConfig,
-    evaluate,
+    held_out_metrics,
     infer,
     sigmoid,
     softmax,
@@ -219,17 +219,8 @@ class Node:
         return softmax(logits) if self.cfg.inference_output == "probs" else logits
 
     def test_metrics(self, model: torch.nn.Module) -> dict[str, float]:
-        """Accuracy and loss on the test set and on the validation set, and the share of
-        the validation set given the model's most frequent answer (`top-share`, near 1 for
-        a model that collapsed onto one class)."""
-        x, y = self.data.test
-        acc, loss = evaluate(model, x, y)
-        out = {"accuracy": acc, "loss": loss}
-        xv, yv = self.data.val
-        if len(yv):
-            val_acc, val_loss, top_share = evaluate(model, xv, yv, top_share=True)
-            out.update({"val-accuracy": val_acc, "val-loss": val_loss, "top-share": top_share})
-        return out
+        """Test and validation metrics of `model` (`training.held_out_metrics`)."""
+        return held_out_metrics(model, self.data.test, self.data.val)
 
 
 class Timer:

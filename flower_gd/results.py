@@ -130,18 +130,20 @@ def saved_code_version(run_dir: Path) -> dict[str, Any] | None:
     return version if isinstance(version, dict) else None
 
 
-def made_by_this_code(run_dir: Path) -> bool:
+def made_by_this_code(run_dir: Path, saved: dict[str, Any] | None = None) -> bool:
     """Whether the run was made by the code this process runs: the same source (digest of
     every Python file of the project) and the same flwr, torch and numpy.
 
     The commit alone would not do: a commit that changes only the README keeps the runs,
-    and a dirty tree's runs match only the tree they were made by.
+    and a dirty tree's runs match only the tree they were made by. `saved` is the run's
+    config.json when the caller has read it already.
     """
-    saved = saved_code_version(run_dir)
-    if saved is None:
+    version = (saved.get(CODE_VERSION_KEY) if saved is not None
+               else saved_code_version(run_dir))
+    if not isinstance(version, dict):
         return False
     now = code_version()
-    return all(saved.get(k) == now[k] for k in ("source", "flwr", "torch", "numpy"))
+    return all(version.get(k) == now[k] for k in ("source", "flwr", "torch", "numpy"))
 
 
 STALE_DIR = ".stale"  # where a sweep moves runs made by other code before re-measuring them
@@ -175,16 +177,19 @@ def is_finished(run_dir: Path, config: dict[str, Any] | None = None,
     run_dir = Path(run_dir)
     if not (run_dir / SUMMARY).is_file():
         return False
-    if config is not None:
-        differ = config_differs(run_dir, config)
-        if differ:
-            raise FileExistsError(
-                f"{run_dir} holds a finished run with another config (differs in {differ}); "
-                "set another output-dir or run-name, or delete that directory to rerun")
-        if not reuse_stale and not made_by_this_code(run_dir):
-            moved = set_aside(run_dir)
-            print(f"re-measure: {run_dir} was made by other code; moved to {moved}")
-            return False
+    if config is None:
+        return True
+    # which code made it comes first: a run by other code is re-measured whatever its
+    # config was (that code may have named or meant its keys otherwise)
+    if not reuse_stale and not made_by_this_code(run_dir):
+        moved = set_aside(run_dir)
+        print(f"re-measure: {run_dir} was made by other code; moved to {moved}")
+        return False
+    differ = config_differs(run_dir, config)
+    if differ:
+        raise FileExistsError(
+            f"{run_dir} holds a finished run with another config (differs in {differ}); "
+            "set another output-dir or run-name, or delete that directory to rerun")
     return True
 
 

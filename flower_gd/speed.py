@@ -123,20 +123,30 @@ def scale(out: Path, sizes: list[int], cores: int) -> list[dict[str, Any]]:
 
 def _plain_loop(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, epochs: int,
                 lr: float, momentum: float, weight_decay: float, batch_size: int,
-                seed: int) -> None:
-    """The machine's limit: a textbook loop over the same batches, nothing else."""
+                min_epoch_steps: int, seed: int) -> int:
+    """The machine's limit: a textbook loop taking the same steps as `train_hard` (passes
+    over the data until `min_epoch_steps` batches per epoch), nothing else; returns the
+    number of samples it trained on."""
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     sgd = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                           weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     model.train()
+    samples = 0
     for _ in range(epochs):
-        order = torch.from_numpy(rng.permutation(len(xt)))
-        for start in range(0, len(xt), batch_size):
-            idx = order[start:start + batch_size]
-            sgd.zero_grad()
-            F.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            sgd.step()
+        steps = 0
+        while steps < min_epoch_steps or steps == 0:
+            order = torch.from_numpy(rng.permutation(len(xt)))
+            for start in range(0, len(xt), batch_size):
+                idx = order[start:start + batch_size]
+                if len(idx) < 2 and len(xt) >= 2:  # as train_hard: no BatchNorm step on one
+                    continue
+                sgd.zero_grad()
+                F.cross_entropy(model(xt[idx]), yt[idx]).backward()
+                sgd.step()
+                steps += 1
+                samples += len(idx)
+    return samples
 
 
 def training_loop(overrides: dict[str, Any], epochs: int, repeats: int = 3) -> dict[str, Any]:
@@ -148,6 +158,7 @@ def training_loop(overrides: dict[str, Any], epochs: int, repeats: int = 3) -> d
     x, y = node.data.private(0)
     o = node.optim
     best: dict[str, float] = {}
+    samples = 0
     for _ in range(repeats):
         for name in ("train_hard", "plain"):
             model = node.new_model()
@@ -155,10 +166,10 @@ def training_loop(overrides: dict[str, Any], epochs: int, repeats: int = 3) -> d
             if name == "train_hard":
                 train_hard(model, x, y, epochs, o, seed=0)
             else:
-                _plain_loop(model, x, y, epochs, o.lr, o.momentum, o.weight_decay, o.batch_size, 0)
+                samples = _plain_loop(model, x, y, epochs, o.lr, o.momentum, o.weight_decay,
+                                      o.batch_size, o.min_epoch_steps, 0)
             seconds = time.perf_counter() - start
             best[name] = min(best.get(name, float("inf")), seconds)
-    samples = len(y) * epochs
     return {"samples": samples, "train-hard-samples-per-s": round(samples / best["train_hard"]),
             "plain-samples-per-s": round(samples / best["plain"]),
             "slowdown": round(best["train_hard"] / best["plain"], 3)}

@@ -154,9 +154,11 @@ def load_runs(root: Path) -> list[SavedRun]:
             continue
         with (d / "rounds.csv").open() as fh:
             rows = list(csv.DictReader(fh))
-        config = upgrade(json.loads((d / "config.json").read_text()))
+        saved = json.loads((d / "config.json").read_text())
+        config = upgrade(dict(saved))
         runs.append(SavedRun(d, _upgrade_summary(json.loads(path.read_text())), config, rows,
-                             methods.settings(config, defaults), not made_by_this_code(d)))
+                             methods.settings(config, defaults),
+                             not made_by_this_code(d, saved)))
     if not runs:
         raise FileNotFoundError(f"no finished runs (summary.json) under {root}")
     return runs

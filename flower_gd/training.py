@@ -104,7 +104,8 @@ def _fit(model: nn.Module, x: np.ndarray, targets: np.ndarray, epochs: int, opt:
             loss = loss_fn(model(xt[it]), tt[it])
             value = float(loss.detach())
             loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+            norm = torch.nn.utils.get_total_norm(  # reads the gradients, scales nothing
+                [p.grad for p in model.parameters() if p.grad is not None])
             if not (np.isfinite(value) and torch.isfinite(norm)):
                 refused = _REFUSED.get()
                 if refused is not None:
@@ -183,6 +184,19 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, top_share: bool = F
     if not top_share:
         return acc, loss
     return acc, loss, float(torch.bincount(pred).max()) / max(len(pred), 1)
+
+
+def held_out_metrics(model: nn.Module, test: tuple[np.ndarray, np.ndarray],
+                     val: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+    """Accuracy and loss on the test set and on the validation set, and the share of the
+    validation set given the model's most frequent answer (`top-share`, near 1 for a model
+    that collapsed onto one class). No validation set: test metrics only."""
+    acc, loss = evaluate(model, *test)
+    out = {"accuracy": acc, "loss": loss}
+    if len(val[1]):
+        val_acc, val_loss, top_share = evaluate(model, *val, top_share=True)
+        out.update({"val-accuracy": val_acc, "val-loss": val_loss, "top-share": top_share})
+    return out
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

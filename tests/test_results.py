@@ -45,6 +45,22 @@ def test_a_run_made_by_other_code_is_set_aside_and_remeasured(tmp_path):
     assert moved.name == "run-abcdef1234" and (moved / SUMMARY).is_file()
 
 
+def test_a_stale_run_is_remeasured_even_when_its_config_differs(tmp_path):
+    """Code comes first: an older run whose keys differ (older code named them otherwise)
+    is set aside and re-measured, not an error that stops the sweep."""
+    from flower_gd.results import STALE_DIR, code_version
+
+    defaults = load_defaults()
+    old = {k: v for k, v in defaults.items() if k != "codec"}
+    run = _saved(tmp_path, old, version={**code_version(), "source": "1" * 32})
+    assert not is_finished(run, defaults) and not run.exists()
+    assert len(list((tmp_path / STALE_DIR).iterdir())) == 1
+    # the same run kept on purpose (reuse-stale) must still match the config
+    run = _saved(tmp_path, old, version={**code_version(), "source": "1" * 32}, name="kept")
+    with pytest.raises(FileExistsError, match=r"differs in \['codec'\]"):
+        is_finished(run, defaults, reuse_stale=True)
+
+
 def test_a_run_without_a_code_version_is_stale_and_reuse_stale_keeps_it(tmp_path):
     config = load_defaults()
     run = tmp_path / "run"
