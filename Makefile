@@ -17,6 +17,8 @@ install: $(STAMP)
 
 # FedAvg gets as many epochs on private data as the local phase: 20 rounds of one epoch.
 FEDAVG := app.method=fedavg app.num-server-rounds=20 app.round-epochs=1
+# Distributed distillation pulls two peers per round, as gossip-adaptive does.
+DD := app.method=dist-distill app.gossip-peers=2
 
 # gossip-adaptive's peers and epochs per round (2, 2): chosen by an earlier study on niid1
 # test accuracy, one seed (not re-chosen on validation yet); the demo uses them as they are.
@@ -30,8 +32,9 @@ DEMO_SEEDS ?= 0,1,2
 DEMO := app.partition-scheme=iid,niid1 app.output-dir=results/demo app.seed=$(DEMO_SEEDS) \
   app.lr=0.05,0.02
 demo: $(STAMP)
-	$(PY) -m flower_gd -m app.method=local,gossip,dlad,central $(DEMO)
+	$(PY) -m flower_gd -m app.method=local,gossip,dlad,fedmd,ds-fl,central $(DEMO)
 	$(PY) -m flower_gd -m $(GA_BEST) $(DEMO)
+	$(PY) -m flower_gd -m $(DD) $(DEMO)
 	$(PY) -m flower_gd -m $(FEDAVG) $(DEMO)
 	$(PY) -m flower_gd.report results/demo
 	$(PY) -m flower_gd.plots all results/demo --out figures/demo
@@ -62,6 +65,9 @@ SELECTION := results/bench/selection.json
 chosen = $(shell $(PY) -m flower_gd.select results/bench --overrides $(1))
 GA_CHOSEN = $(GA_BASE) $(call chosen,gossip-adaptive)
 DLAD_CHOSEN = app.method=dlad $(call chosen,dlad)
+FEDMD_CHOSEN = app.method=fedmd $(call chosen,fedmd)
+DSFL_CHOSEN = app.method=ds-fl $(call chosen,ds-fl)
+DD_CHOSEN = $(DD) $(call chosen,dist-distill)
 FEDAVG_CHOSEN = $(FEDAVG) $(call chosen,fedavg)
 $(SELECTION):
 	@echo "$(SELECTION) is missing: run make bench-study first (it chooses on validation)"
@@ -75,13 +81,18 @@ bench: bench-study
 
 # The candidates, each on every partition and seed (the chosen ones are the bench's cells):
 # gossip-adaptive's student (local, fresh) x weighting (ratio, dlad); DLAD's server
-# distillation epochs (10, 20); FedAvg's learning rate (0.05, 0.02). Selection: mean final
-# median validation accuracy over every (partition, seed) cell (flower_gd/select.py).
+# distillation epochs (10, 20); FedAvg's learning rate (0.05, 0.02); FedMD's digest epochs
+# (1, 2); DS-FL's ERA temperature (0.1, 0.05); distributed distillation's weight (1, 5).
+# Selection: mean final median validation accuracy over every (partition, seed) cell
+# (flower_gd/select.py).
 bench-study: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd -m $(GA_BASE) app.gossip-student=local,fresh \
 	  app.gossip-weighting=ratio,dlad $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd -m app.method=dlad app.distill-epochs=10,20 $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd -m $(FEDAVG) app.lr=0.05,0.02 $(PARTITIONS) $(BENCH)
+	$(PY) -m flower_gd -m app.method=fedmd app.digest-epochs=1,2 $(PARTITIONS) $(BENCH)
+	$(PY) -m flower_gd -m app.method=ds-fl app.era-temperature=0.1,0.05 $(PARTITIONS) $(BENCH)
+	$(PY) -m flower_gd -m $(DD) app.distill-weight=1.0,5.0 $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd.select results/bench
 
 # Payload codecs on gossip-adaptive (its float32 cells are in `bench`): uint8 and top-2 on

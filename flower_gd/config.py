@@ -135,6 +135,11 @@ class RunConfig:
     gossip_share: str
     gossip_weighting: str
     gossip_student: str
+    public_per_round: int
+    digest_epochs: int
+    revisit_epochs: int
+    era_temperature: float
+    distill_weight: float
     output_dir: str
     run_name: str
     round_timeout: float
@@ -207,6 +212,11 @@ class RunConfig:
             gossip_share=_choice(cfg, "gossip-share", GOSSIP_SHARES),
             gossip_weighting=_choice(cfg, "gossip-weighting", GOSSIP_WEIGHTINGS),
             gossip_student=_choice(cfg, "gossip-student", GOSSIP_STUDENTS),
+            public_per_round=_number(cfg, "public-per-round", 0, integer=True),
+            digest_epochs=_number(cfg, "digest-epochs", 1, integer=True),
+            revisit_epochs=_number(cfg, "revisit-epochs", 0, integer=True),
+            era_temperature=_number(cfg, "era-temperature", 1e-3),
+            distill_weight=_number(cfg, "distill-weight", 0.0),
             output_dir=str(cfg["output-dir"]),
             run_name=str(cfg["run-name"]),
             round_timeout=_number(cfg, "round-timeout", 1.0),

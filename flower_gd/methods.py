@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from baselines import central, dlad, fedavg, local
+from baselines import central, dlad, ds_fl, fedavg, fedmd, local
 from flower_gd.config import (
     HOUSEKEEPING_KEYS,
     NAME_KEYS,
@@ -24,14 +24,17 @@ from flower_gd.config import (
     upgrade,
 )
 from flower_gd.method import Method
-from strategies import gossip, gossip_adaptive
+from strategies import dist_distill, gossip, gossip_adaptive
 
 # One entry per method, in the order of every table and legend.
 REGISTRY: dict[str, Method] = {m.name: m for m in (
     local.METHOD,
     gossip.METHOD,
     gossip_adaptive.METHOD,
+    dist_distill.METHOD,
     dlad.METHOD,
+    fedmd.METHOD,
+    ds_fl.METHOD,
     fedavg.METHOD,
     central.METHOD,
     central.CENTRAL_ALL,

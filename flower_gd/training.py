@@ -101,21 +101,29 @@ def _fit(model: nn.Module, x: np.ndarray, targets: np.ndarray, epochs: int, opt:
                 continue
             it = torch.from_numpy(idx)
             sgd.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt[it]), tt[it])
-            value = float(loss.detach())
-            loss.backward()
-            norm = torch.nn.utils.get_total_norm(  # reads the gradients, scales nothing
-                [p.grad for p in model.parameters() if p.grad is not None])
-            if not (np.isfinite(value) and torch.isfinite(norm)):
-                refused = _REFUSED.get()
-                if refused is not None:
-                    refused.count += 1
+            value = _step(model, sgd, loss_fn(model(xt[it]), tt[it]))
+            if value is None:
                 continue
-            sgd.step()
             total += value * len(idx)
             count += len(idx)
         last = total / count if count else float("nan")
     return last
+
+
+def _step(model: nn.Module, sgd: torch.optim.Optimizer, loss: torch.Tensor) -> float | None:
+    """Back-propagate `loss` and step, unless the loss or the gradient is NaN or infinite:
+    then nothing changes, the refusal is counted (`refused_steps`) and None is returned."""
+    value = float(loss.detach())
+    loss.backward()
+    norm = torch.nn.utils.get_total_norm(  # reads the gradients, scales nothing
+        [p.grad for p in model.parameters() if p.grad is not None])
+    if not (np.isfinite(value) and torch.isfinite(norm)):
+        refused = _REFUSED.get()
+        if refused is not None:
+            refused.count += 1
+        return None
+    sgd.step()
+    return value
 
 
 def train_hard(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, opt: OptimConfig,
@@ -136,6 +144,51 @@ def train_soft(model: nn.Module, x: np.ndarray, target_probs: np.ndarray, epochs
         return F.kl_div(log_p, target, reduction="batchmean") * temperature ** 2
 
     return _fit(model, x, target_probs.astype(np.float32), epochs, opt, seed, kd)
+
+
+def train_logit_l1(model: nn.Module, x: np.ndarray, target_logits: np.ndarray, epochs: int,
+                   opt: OptimConfig, seed: int = 0) -> float:
+    """Regression of the model's logits onto `target_logits` (n, C) with the mean absolute
+    error (FedMD's digest: its public code fits the consensus logits with an L1 loss)."""
+    return _fit(model, x, target_logits.astype(np.float32), epochs, opt, seed, F.l1_loss)
+
+
+def train_regularized(model: nn.Module, x: np.ndarray, y: np.ndarray, x_ref: np.ndarray,
+                      target_ref: np.ndarray, epochs: int, opt: OptimConfig, weight: float,
+                      seed: int = 0) -> float:
+    """Cross-entropy on labelled (x, y) plus `weight` x KL(target || softmax(model)) on the
+    reference samples: one objective, one step per private batch, each step also taking a
+    reference batch of the same size drawn at random (distributed distillation's
+    distillation-regularized loss). Epochs and refusals as in `train_hard`; returns the
+    mean total loss of the last epoch's accepted steps."""
+    if len(x) == 0 or len(x_ref) == 0:
+        raise ValueError("cannot train on an empty private or reference set")
+    rng = np.random.default_rng(seed)
+    sgd = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
+                          weight_decay=opt.weight_decay)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    rt, tt = torch.from_numpy(x_ref), torch.from_numpy(target_ref.astype(np.float32))
+    model.train()
+    last = 0.0
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for idx in _epoch_batches(len(x), opt, rng):
+            if len(idx) < 2 and len(x) >= 2:  # BatchNorm cannot train on a batch of one
+                continue
+            ref = torch.from_numpy(rng.choice(len(x_ref), size=max(len(idx), 2),
+                                              replace=len(x_ref) < max(len(idx), 2)))
+            sgd.zero_grad(set_to_none=True)
+            it = torch.from_numpy(idx)
+            out = model(torch.cat([xt[it], rt[ref]]))
+            loss = (F.cross_entropy(out[:len(idx)], yt[it]) + weight * F.kl_div(
+                F.log_softmax(out[len(idx):], dim=1), tt[ref], reduction="batchmean"))
+            value = _step(model, sgd, loss)
+            if value is None:
+                continue
+            total += value * len(idx)
+            count += len(idx)
+        last = total / count if count else float("nan")
+    return last
 
 
 def train_discriminator(model: nn.Module, x_pos: np.ndarray, x_neg: np.ndarray, epochs: int,
