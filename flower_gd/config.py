@@ -122,6 +122,7 @@ class RunConfig:
     disc_epochs: int
     batch_size: int
     min_epoch_steps: int
+    grad_clip: float
     lr: float
     momentum: float
     weight_decay: float
@@ -199,6 +200,7 @@ class RunConfig:
             disc_epochs=_number(cfg, "disc-epochs", 1, integer=True),
             batch_size=_number(cfg, "batch-size", 1, integer=True),
             min_epoch_steps=_number(cfg, "min-epoch-steps", 1, integer=True),
+            grad_clip=_number(cfg, "grad-clip", 0.0),
             lr=_number(cfg, "lr", 0.0),
             momentum=_number(cfg, "momentum", 0.0, 1.0),
             weight_decay=_number(cfg, "weight-decay", 0.0),

@@ -25,12 +25,14 @@ class OptimConfig:
     weight_decay: float
     batch_size: int
     min_epoch_steps: int = 1  # an epoch is at least this many steps (passes repeat)
+    grad_clip: float = 0.0  # largest gradient norm a step applies (0: no limit)
 
     @classmethod
     def of(cls, cfg: RunConfig) -> OptimConfig:
-        """The run config's `lr`, `momentum`, `weight-decay`, `batch-size` and
-        `min-epoch-steps`."""
-        return cls(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.min_epoch_steps)
+        """The run config's `lr`, `momentum`, `weight-decay`, `batch-size`,
+        `min-epoch-steps` and `grad-clip`."""
+        return cls(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.min_epoch_steps,
+                   cfg.grad_clip)
 
 
 @dataclass
@@ -101,7 +103,7 @@ def _fit(model: nn.Module, x: np.ndarray, targets: np.ndarray, epochs: int, opt:
                 continue
             it = torch.from_numpy(idx)
             sgd.zero_grad(set_to_none=True)
-            value = _step(model, sgd, loss_fn(model(xt[it]), tt[it]))
+            value = _step(model, sgd, loss_fn(model(xt[it]), tt[it]), opt.grad_clip)
             if value is None:
                 continue
             total += value * len(idx)
@@ -110,18 +112,22 @@ def _fit(model: nn.Module, x: np.ndarray, targets: np.ndarray, epochs: int, opt:
     return last
 
 
-def _step(model: nn.Module, sgd: torch.optim.Optimizer, loss: torch.Tensor) -> float | None:
-    """Back-propagate `loss` and step, unless the loss or the gradient is NaN or infinite:
-    then nothing changes, the refusal is counted (`refused_steps`) and None is returned."""
+def _step(model: nn.Module, sgd: torch.optim.Optimizer, loss: torch.Tensor,
+          grad_clip: float) -> float | None:
+    """Back-propagate `loss`, rescale the gradient to norm `grad_clip` if it is longer
+    (0: never), and step; unless the loss or the gradient is NaN or infinite: then nothing
+    changes, the refusal is counted (`refused_steps`) and None is returned."""
     value = float(loss.detach())
     loss.backward()
-    norm = torch.nn.utils.get_total_norm(  # reads the gradients, scales nothing
-        [p.grad for p in model.parameters() if p.grad is not None])
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     if not (np.isfinite(value) and torch.isfinite(norm)):
         refused = _REFUSED.get()
         if refused is not None:
             refused.count += 1
         return None
+    if grad_clip > 0:
+        torch.nn.utils.clip_grads_with_norm_(params, grad_clip, norm)
     sgd.step()
     return value
 
@@ -182,7 +188,7 @@ def train_regularized(model: nn.Module, x: np.ndarray, y: np.ndarray, x_ref: np.
             out = model(torch.cat([xt[it], rt[ref]]))
             loss = (F.cross_entropy(out[:len(idx)], yt[it]) + weight * F.kl_div(
                 F.log_softmax(out[len(idx):], dim=1), tt[ref], reduction="batchmean"))
-            value = _step(model, sgd, loss)
+            value = _step(model, sgd, loss, opt.grad_clip)
             if value is None:
                 continue
             total += value * len(idx)

@@ -71,3 +71,24 @@ def test_an_infinite_gradient_is_refused_too():
         train_soft(model, big, TARGET, epochs=1, opt=opt)
     assert refused.count == 1
     assert np.isfinite(model.weight.detach().numpy()).all()
+
+
+def test_grad_clip_bounds_each_step_and_zero_leaves_it_alone():
+    """One plain SGD step moves the weights by lr x the gradient, rescaled to norm
+    `grad_clip` when longer: a node whose loss surface is steep cannot blow up in a step
+    (what made a Fashion-MNIST niid1 node's weights reach 1e16 at lr 0.05 before)."""
+    from flower_gd.training import train_hard
+
+    x = np.array([[100.0, -100.0], [-100.0, 100.0]], dtype=np.float32)  # a long gradient
+    y = np.array([2, 1])
+
+    def moved(clip):
+        model = _linear()
+        opt = OptimConfig(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=2,
+                          grad_clip=clip)
+        train_hard(model, x, y, epochs=1, opt=opt)
+        return float(np.linalg.norm(model.weight.detach().numpy() - W))
+
+    assert moved(0.0) > 5.0  # unclipped: the gradient's norm is in the hundreds
+    np.testing.assert_allclose(moved(5.0), 0.1 * 5.0, rtol=1e-4)  # exactly lr x clip
+    assert moved(1e9) == pytest.approx(moved(0.0), rel=1e-6)  # a loose bound changes nothing
