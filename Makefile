@@ -81,8 +81,8 @@ bench: bench-study
 
 # The candidates, each on every partition and seed (the chosen ones are the bench's cells):
 # gossip-adaptive's student (local, fresh) x weighting (ratio, dlad); DLAD's server
-# distillation epochs (10, 20); FedAvg's learning rate (0.05, 0.02); FedMD's digest epochs
-# (1, 2); DS-FL's ERA temperature (0.1, 0.05); distributed distillation's weight (1, 5).
+# distillation epochs (10, 20); FedAvg's learning rate (0.05, 0.02); FedMD's revisit epochs
+# (2, 1); DS-FL's ERA temperature (0.1, 0.02); distributed distillation's weight (1, 5).
 # Selection: mean final median validation accuracy over every (partition, seed) cell
 # (flower_gd/select.py).
 bench-study: $(STAMP) fashion-mnist
@@ -90,8 +90,8 @@ bench-study: $(STAMP) fashion-mnist
 	  app.gossip-weighting=ratio,dlad $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd -m app.method=dlad app.distill-epochs=10,20 $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd -m $(FEDAVG) app.lr=0.05,0.02 $(PARTITIONS) $(BENCH)
-	$(PY) -m flower_gd -m app.method=fedmd app.digest-epochs=1,2 $(PARTITIONS) $(BENCH)
-	$(PY) -m flower_gd -m app.method=ds-fl app.era-temperature=0.1,0.05 $(PARTITIONS) $(BENCH)
+	$(PY) -m flower_gd -m app.method=fedmd app.revisit-epochs=2,1 $(PARTITIONS) $(BENCH)
+	$(PY) -m flower_gd -m app.method=ds-fl app.era-temperature=0.1,0.02 $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd -m $(DD) app.distill-weight=1.0,5.0 $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd.select results/bench
 
