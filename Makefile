@@ -125,11 +125,16 @@ bench-byzantine: $(STAMP) fashion-mnist $(SELECTION)
 STALL := app.output-dir=results/stall app.seed=0,1,2 app.min-epoch-steps=1,10
 STALL_FMNIST := app.dataset=fashion-mnist app.private-fraction=0.00926,0.037 \
   app.common-limit=2000 app.test-limit=2000
+# Then divergence: the bench's Fashion-MNIST niid1 local phase (1080 private images of two
+# classes per node) at lr 0.05 without and with gradient clipping (grad-clip 0, 5).
+STALL_CLIP := app.dataset=fashion-mnist app.partition-scheme=niid1 app.common-limit=6000 \
+  app.test-limit=5000 app.grad-clip=0.0,5.0 app.output-dir=results/stall app.seed=0,1,2
 bench-stall: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd -m app.method=local app.partition-scheme=iid,niid1 $(STALL)
 	$(PY) -m flower_gd -m $(FEDAVG) app.partition-scheme=iid,niid1 $(STALL)
 	$(PY) -m flower_gd -m app.method=local $(STALL_FMNIST) $(STALL)
 	$(PY) -m flower_gd -m $(FEDAVG) $(STALL_FMNIST) $(STALL)
+	$(PY) -m flower_gd -m app.method=local $(STALL_CLIP)
 	$(PY) -m flower_gd.report results/stall
 
 # Dead nodes and lost messages on the embedded digits (iid, 10 nodes): each method without
