@@ -38,6 +38,7 @@ from flower_gd.codecs import (
     encode_payload,
 )
 from flower_gd.config import RunConfig
+from flower_gd.distill import round_subset
 from flower_gd.metering import set_meter_round
 from flower_gd.method import NodeStep, ServerRun
 from flower_gd.node import Node, Timer
@@ -56,20 +57,6 @@ CONSENSUS_KEYS = frozenset({"local-epochs", "num-server-rounds", "public-per-rou
 Digest = Callable[[Node, torch.nn.Module, np.ndarray, np.ndarray], float]
 
 
-def public_subset(num_common: int, size: int, seed: int, server_round: int) -> np.ndarray:
-    """Indices (sorted) of round `server_round`'s public subset: `size` samples of the
-    common data drawn without replacement, fixed by (seed, round); size 0 or >= the
-    common data: all of it."""
-    if size <= 0 or size >= num_common:
-        return np.arange(num_common)
-    rng = np.random.default_rng([seed, server_round, 0x5EED])
-    return np.sort(rng.choice(num_common, size=size, replace=False))
-
-
-def round_subset(cfg: RunConfig, num_common: int, server_round: int) -> np.ndarray:
-    return public_subset(num_common, cfg.public_per_round, cfg.seed, server_round)
-
-
 # ======================================================================== node side
 def local_phase(node: Node, content: RecordDict | None = None) -> dict[str, float]:
     """Round 0: the shared local phase (a model trained on PD_i), kept as round 0's state."""
@@ -85,16 +72,15 @@ def scores_step(kind: str) -> NodeStep:
     """The node's answer to ``query.scores``: its model's `kind` ("logits" or "probs") on
     S_r, as of the end of the previous round (a Byzantine node sends a corrupted list)."""
     def answer(node: Node, content: RecordDict) -> RecordDict:
-        with Timer() as t:
-            model = node.base_snapshot().load_model(node.new_model())
-            idx = round_subset(node.cfg, len(node.data.common_x), node.current_round)
-            logits = infer(model, node.data.common_x[idx])
-            scores = logits if kind == "logits" else softmax(logits)
-            reply = encode_payload(InferencePayload(node.outgoing_scores(scores, kind),
-                                                    node.current_round, kind),
-                                   node.outgoing_codec)
-        reply["metrics"] = MetricRecord({"partition-id": float(node.partition_id),
-                                         "wall-s": t.seconds})
+        model = node.base_snapshot().load_model(node.new_model())
+        idx = round_subset(node.cfg, len(node.data.common_x), node.current_round)
+        logits = infer(model, node.data.common_x[idx])
+        scores = logits if kind == "logits" else softmax(logits)
+        reply = encode_payload(InferencePayload(node.outgoing_scores(scores, kind),
+                                                node.current_round, kind),
+                               node.outgoing_codec)
+        # the step's own time is the digest's `wall-s`; every message's is in busy.csv
+        reply["metrics"] = MetricRecord({"partition-id": float(node.partition_id)})
         return reply
     return answer
 
@@ -135,9 +121,12 @@ class ConsensusServer(NodeRecordingStrategy):
     Subclasses set `kind` (what nodes upload and what the target is: "logits" or "probs")
     and implement `aggregate` (the valid uploads, stacked (nodes, |S_r|, C), to the target
     (|S_r|, C)). Uploads that fail validation are left out (logged); a round needs
-    `min-nodes` valid uploads. Messages a node must honour: ``train.local``,
-    ``query.scores`` and ``train.digest`` (ConfigRecord "config": ``run-dir``,
-    ``server-round``; payload records ``inference`` / ``inference-meta``), ``evaluate``.
+    `min-nodes` valid uploads. A lost or failed message is not re-sent (as for DLAD and
+    FedAvg; the relay methods retry), and a killed run restarts from round 0 (its nodes'
+    local phase clears the earlier attempt's snapshots). Messages a node must honour:
+    ``train.local``, ``query.scores`` and ``train.digest`` (ConfigRecord "config":
+    ``run-dir``, ``server-round``; payload records ``inference`` / ``inference-meta``),
+    ``evaluate``.
     """
 
     kind = "probs"
@@ -186,7 +175,9 @@ class ConsensusServer(NodeRecordingStrategy):
         with self.server_work():
             return self.aggregate(np.stack(list(valid.values()))).astype(np.float32)
 
-    def local_round(self, grid: Grid, timeout: float) -> None:
+    def local_round(self, grid: Grid, timeout: float) -> MetricRecord:
+        """Round 0; later rounds go on with the nodes that finished it (a node without a
+        local model has nothing to send)."""
         set_meter_round(grid, 0)
         replies = grid.send_and_receive([self.message(n, LOCAL, 0) for n in self.node_ids],
                                         timeout=timeout)
@@ -194,7 +185,8 @@ class ConsensusServer(NodeRecordingStrategy):
         for node, reply in got.items():
             self.register(node, partition_of_reply(reply))
         self.require_min(got, "the local phase")
-        self.evaluate_round(grid, 0, timeout)
+        self.node_ids = sorted(got)
+        return self.evaluate_round(grid, 0, timeout)
 
     def exchange_round(self, grid: Grid, server_round: int, timeout: float) -> MetricRecord:
         set_meter_round(grid, server_round)
@@ -218,7 +210,7 @@ class ConsensusServer(NodeRecordingStrategy):
         self.summary()
         result = Result()
         self.connect(grid, timeout)
-        self.local_round(grid, timeout)
+        result.evaluate_metrics_clientapp[0] = self.local_round(grid, timeout)
         with tqdm(range(1, num_rounds + 1), desc=self.label, unit="round") as rounds:
             for r in rounds:
                 metrics = self.exchange_round(grid, r, timeout)

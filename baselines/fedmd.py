@@ -27,8 +27,7 @@ class FedMD(ConsensusServer):
     private data for a few epochs. The scores are logits (the authors' code removes the
     softmax layer) and the digest loss is the mean absolute error between the party's logits
     and the consensus (`train_logit_l1`), `digest-epochs` (their code: 1) with Adam at 1e-3
-    as theirs (an L1 gradient is too small for SGD at a classification rate to move the
-    logits), then `revisit-epochs` on private data (2-10 in their configs).
+    as in their code, then `revisit-epochs` on private data (2-10 in their configs).
 
     Deviations, said plainly: our common data is unlabelled, so the paper's first step
     (transfer learning on the labelled public set) becomes the shared local phase on private
@@ -69,7 +68,7 @@ METHOD = Method(
     run=run,
     steps=node_steps("logits", digest),
     shares=frozenset({"scores"}),
-    reads=CONSENSUS_KEYS,
+    reads=CONSENSUS_KEYS - {"codec-topk"},  # logits: topk is refused
     color="#8c564b",
     check=check,
 )

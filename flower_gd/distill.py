@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from flower_gd.config import RunConfig
 
 
 def mix_inference_lists(il_own: np.ndarray, count_own: int, il_peer: np.ndarray,
@@ -124,3 +129,18 @@ def clip_toward(own: np.ndarray, peer: np.ndarray, radius: float) -> np.ndarray:
     norm = np.abs(diff).sum(axis=1, keepdims=True)  # (n_common, 1)
     scale = np.minimum(1.0, radius / np.maximum(norm, 1e-12))
     return (own64 + scale * diff).astype(np.float32)
+
+
+def public_subset(num_common: int, size: int, seed: int, server_round: int) -> np.ndarray:
+    """Indices (sorted) of round `server_round`'s public subset: `size` samples of the
+    common data drawn without replacement, fixed by (seed, round); size 0 or >= the
+    common data: all of it."""
+    if size <= 0 or size >= num_common:
+        return np.arange(num_common)
+    rng = np.random.default_rng([seed, server_round, 0x5EED])
+    return np.sort(rng.choice(num_common, size=size, replace=False))
+
+
+def round_subset(cfg: RunConfig, num_common: int, server_round: int) -> np.ndarray:
+    """This run's (`public-per-round`, `seed`) subset for `server_round`."""
+    return public_subset(num_common, cfg.public_per_round, cfg.seed, server_round)

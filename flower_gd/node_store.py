@@ -120,6 +120,9 @@ class NodeStore:
         """Write the state after `server_round` as one unit, replacing any earlier attempt.
 
         `carry_model_from` reuses another snapshot's model file when the model did not change.
+        Round 0 (the local phase) starts the run afresh: the later snapshots, saved replies
+        and busy log of an earlier attempt in this directory (a killed run that did not
+        resume) are removed, so no later round can start from them.
         """
         final = self.root / f"r{server_round}"
         tmp = self.root / f"r{server_round}.tmp"
@@ -137,6 +140,10 @@ class NodeStore:
         if final.exists():  # a rerun of this round (resume) replaces its earlier attempt
             shutil.rmtree(final)
         os.replace(tmp, final)
+        if server_round == 0:
+            for later in self.rounds()[1:]:
+                shutil.rmtree(self.root / f"r{later}", ignore_errors=True)
+            (self.root / BUSY_FILE).unlink(missing_ok=True)
         for old in self.rounds()[:-KEEP_SNAPSHOTS]:
             if old != 0:  # the local phase stays: what every later round started from
                 shutil.rmtree(self.root / f"r{old}", ignore_errors=True)

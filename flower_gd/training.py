@@ -120,7 +120,7 @@ def _step(model: nn.Module, sgd: torch.optim.Optimizer, loss: torch.Tensor,
     value = float(loss.detach())
     loss.backward()
     params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    norm = torch.nn.utils.get_total_norm([g for g in (p.grad for p in params) if g is not None])
     if not (np.isfinite(value) and torch.isfinite(norm)):
         refused = _REFUSED.get()
         if refused is not None:
@@ -158,8 +158,7 @@ def train_logit_l1(model: nn.Module, x: np.ndarray, target_logits: np.ndarray, e
     error (FedMD's digest: its public code fits the consensus logits with an L1 loss).
 
     With `adam_lr`, the steps are Adam's at that rate (as the FedMD authors trained) instead
-    of SGD at `opt.lr`: the L1 gradient of one logit is 1 / (batch x classes) whatever the
-    error, so plain SGD at a classification learning rate barely moves the logits."""
+    of SGD at `opt.lr`."""
     optimizer = (torch.optim.Adam(model.parameters(), lr=adam_lr) if adam_lr is not None
                  else None)
     return _fit(model, x, target_logits.astype(np.float32), epochs, opt, seed, F.l1_loss,
@@ -170,10 +169,14 @@ def train_regularized(model: nn.Module, x: np.ndarray, y: np.ndarray, x_ref: np.
                       target_ref: np.ndarray, epochs: int, opt: OptimConfig, weight: float,
                       seed: int = 0) -> float:
     """Cross-entropy on labelled (x, y) plus `weight` x KL(target || softmax(model)) on the
-    reference samples: one objective, one step per private batch, each step also taking a
-    reference batch of the same size drawn at random (distributed distillation's
-    distillation-regularized loss). Epochs and refusals as in `train_hard`; returns the
-    mean total loss of the last epoch's accepted steps."""
+    reference samples, in one objective: each step takes a private batch and a reference
+    batch (distributed distillation's distillation-regularized loss).
+
+    An epoch passes once over the reference set in a fresh order (every received score is
+    used) and at least once over the private data (`_epoch_batches`); the shorter of the
+    two is cycled. Refusals as in `train_hard`; returns the mean total loss of the last
+    epoch's accepted steps.
+    """
     if len(x) == 0 or len(x_ref) == 0:
         raise ValueError("cannot train on an empty private or reference set")
     rng = np.random.default_rng(seed)
@@ -184,16 +187,16 @@ def train_regularized(model: nn.Module, x: np.ndarray, y: np.ndarray, x_ref: np.
     model.train()
     last = 0.0
     for _ in range(epochs):
+        private = [b for b in _epoch_batches(len(x), opt, rng) if len(b) >= 2 or len(x) < 2]
+        reference = [b for b in _batches(len(x_ref), opt.batch_size, rng)
+                     if len(b) >= 2 or len(x_ref) < 2]
         total, count = 0.0, 0
-        for idx in _epoch_batches(len(x), opt, rng):
-            if len(idx) < 2 and len(x) >= 2:  # BatchNorm cannot train on a batch of one
-                continue
-            ref = torch.from_numpy(rng.choice(len(x_ref), size=max(len(idx), 2),
-                                              replace=len(x_ref) < max(len(idx), 2)))
+        for step in range(max(len(private), len(reference))):
+            idx = torch.from_numpy(private[step % len(private)])
+            ref = torch.from_numpy(reference[step % len(reference)])
             sgd.zero_grad(set_to_none=True)
-            it = torch.from_numpy(idx)
-            out = model(torch.cat([xt[it], rt[ref]]))
-            loss = (F.cross_entropy(out[:len(idx)], yt[it]) + weight * F.kl_div(
+            out = model(torch.cat([xt[idx], rt[ref]]))
+            loss = (F.cross_entropy(out[:len(idx)], yt[idx]) + weight * F.kl_div(
                 F.log_softmax(out[len(idx):], dim=1), tt[ref], reduction="batchmean"))
             value = _step(model, sgd, loss, opt.grad_clip)
             if value is None:

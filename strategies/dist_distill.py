@@ -9,8 +9,8 @@ import numpy as np
 from flwr.app import RecordDict
 from flwr.common.logger import log
 
-from baselines.consensus import round_subset
 from flower_gd.codecs import Expect, InferencePayload, PayloadError, encode_payload
+from flower_gd.distill import round_subset
 from flower_gd.method import Method, ServerRun
 from flower_gd.node import Node, Timer
 from flower_gd.training import infer, softmax, train_regularized

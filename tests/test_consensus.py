@@ -10,8 +10,9 @@ from flwr.app import Message, MetricRecord, RecordDict
 from baselines import consensus, ds_fl, fedmd
 from flower_gd.codecs import Codec, InferencePayload, PayloadError, encode_payload
 from flower_gd.config import ConfigError, RunConfig, load_defaults, merge_overrides
+from flower_gd.distill import public_subset
 from flower_gd.node import Node
-from flower_gd.training import OptimConfig, infer, train_logit_l1
+from flower_gd.training import infer, softmax
 
 C = 10
 SMALL = {"num-nodes": 3, "local-epochs": 2, "common-limit": 120, "test-limit": 60,
@@ -36,13 +37,13 @@ def _upload(node_id: int, partition: int, scores, kind: str) -> Message:
 
 
 def test_the_public_subset_is_fixed_by_seed_and_round_and_zero_means_all():
-    a = consensus.public_subset(100, 30, seed=4, server_round=2)
+    a = public_subset(100, 30, seed=4, server_round=2)
     assert len(a) == 30 and len(set(a)) == 30 and (np.diff(a) > 0).all()
-    np.testing.assert_array_equal(a, consensus.public_subset(100, 30, 4, 2))  # both sides agree
-    assert not np.array_equal(a, consensus.public_subset(100, 30, 4, 3))  # afresh each round
-    assert not np.array_equal(a, consensus.public_subset(100, 30, 5, 2))
-    np.testing.assert_array_equal(consensus.public_subset(100, 0, 4, 2), np.arange(100))
-    np.testing.assert_array_equal(consensus.public_subset(100, 500, 4, 2), np.arange(100))
+    np.testing.assert_array_equal(a, public_subset(100, 30, 4, 2))  # both sides agree
+    assert not np.array_equal(a, public_subset(100, 30, 4, 3))  # afresh each round
+    assert not np.array_equal(a, public_subset(100, 30, 5, 2))
+    np.testing.assert_array_equal(public_subset(100, 0, 4, 2), np.arange(100))
+    np.testing.assert_array_equal(public_subset(100, 500, 4, 2), np.arange(100))
 
 
 @pytest.mark.usefixtures("task_identity")
@@ -132,16 +133,29 @@ def test_a_node_answers_on_the_rounds_subset_then_digests_and_revisits(tmp_path,
     start = node.store.snapshot(0).load_model(node.new_model())
     at_round = replace(node, server_round=1)
     reply = steps[consensus.QUERY](at_round, RecordDict())
-    idx = consensus.public_subset(120, 40, node.cfg.seed, 1)
+    idx = public_subset(120, 40, node.cfg.seed, 1)
     from flower_gd.codecs import decode_payload
     sent = decode_payload(reply, (40, C)).scores
     logits = infer(start, node.data.common_x[idx])
     np.testing.assert_allclose(sent, logits if kind == "logits" else
                                np.exp(logits) / np.exp(logits).sum(1, keepdims=True),
                                rtol=1e-4, atol=1e-5)
-    target = np.full((40, C), 1.0 / C, np.float32)
+    # the digest sees this round's subset and the target as sent
+    seen = {}
+    real = (fedmd if method == "fedmd" else ds_fl).digest
+
+    def spy(node_, model, x, target_):
+        seen["x"], seen["target"] = x, target_
+        return real(node_, model, x, target_)
+
+    steps = consensus.node_steps(kind, spy)
+    rng = np.random.default_rng(3)
+    target = (rng.normal(0, 3, (40, C)) if kind == "logits"
+              else rng.dirichlet(np.ones(C), 40)).astype(np.float32)
     metrics = steps[consensus.DIGEST](at_round, encode_payload(
         InferencePayload(target, 1, kind)))
+    np.testing.assert_array_equal(seen["x"], node.data.common_x[idx])
+    np.testing.assert_allclose(seen["target"], target, rtol=1e-6)
     assert np.isfinite(metrics["digest-loss"]) and np.isfinite(metrics["train-loss"])
     after = node.store.snapshot(1).load_model(node.new_model())
     assert any(not torch.equal(a, b) for a, b in zip(start.state_dict().values(),
@@ -155,11 +169,43 @@ def test_a_node_answers_on_the_rounds_subset_then_digests_and_revisits(tmp_path,
     assert node.store.rounds() == [0, 1]
 
 
-def test_the_fedmd_digest_moves_logits_toward_the_consensus(tmp_path):
-    node = _node(tmp_path, "fedmd")
+@pytest.mark.parametrize("method", ["fedmd", "ds-fl"])
+def test_the_digest_alone_moves_the_model_toward_the_target(tmp_path, method):
+    """revisit-epochs 0: what changes the model is the digest, and it goes the right way."""
+    node = replace(_node(tmp_path, method, **{"revisit-epochs": 0}), server_round=1)
     model = node.new_model()
-    x = node.data.common_x[:80]
-    target = infer(model, x) + np.where(np.arange(C) == 3, 4.0, 0.0).astype(np.float32)
-    before = np.abs(infer(model, x) - target).mean()
-    train_logit_l1(model, x, target, 5, OptimConfig(0.05, 0.9, 0.0, 40), seed=0)
-    assert np.abs(infer(model, x) - target).mean() < 0.75 * before
+    x = node.data.common_x[:40]
+    logits = infer(model, x)
+    if method == "fedmd":
+        target = logits + np.where(np.arange(C) == 3, 4.0, 0.0).astype(np.float32)
+    else:
+        target = np.full((40, C), 0.02, np.float32)
+        target[:, 3] = 0.82
+
+    def gap(m):
+        if method == "fedmd":
+            return float(np.abs(infer(m, x) - target).mean())
+        return float(-(target * np.log(softmax(infer(m, x)))).sum(1).mean())
+
+    before = gap(model)
+    (fedmd if method == "fedmd" else ds_fl).digest(node, model, x, target)
+    assert gap(model) < 0.75 * before
+
+
+def test_fedmd_digests_with_the_authors_adam(tmp_path, monkeypatch):
+    """FedMD's digest steps are Adam's at 1e-3 (the authors' code), not the run's SGD."""
+    import flower_gd.training as training
+
+    made = []
+    real = training.torch.optim.Adam
+
+    def adam(params, lr):
+        made.append(lr)
+        return real(params, lr=lr)
+
+    monkeypatch.setattr(training.torch.optim, "Adam", adam)
+    node = replace(_node(tmp_path, "fedmd"), server_round=1)
+    model = node.new_model()
+    x = node.data.common_x[:40]
+    fedmd.digest(node, model, x, infer(model, x) + 1.0)
+    assert made == [1e-3]

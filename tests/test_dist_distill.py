@@ -5,9 +5,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from baselines.consensus import public_subset
 from flower_gd.codecs import PayloadError, decode_payload, encode_payload
 from flower_gd.config import RunConfig, load_defaults, merge_overrides
+from flower_gd.distill import public_subset
 from flower_gd.node import Node
 from flower_gd.training import OptimConfig, infer, softmax, train_regularized
 from strategies import dist_distill

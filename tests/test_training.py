@@ -74,21 +74,56 @@ def test_an_infinite_gradient_is_refused_too():
 
 
 def test_grad_clip_bounds_each_step_and_zero_leaves_it_alone():
-    """One plain SGD step moves the weights by lr x the gradient, rescaled to norm
-    `grad_clip` when longer: a node whose loss surface is steep cannot blow up in a step
-    (what made a Fashion-MNIST niid1 node's weights reach 1e16 at lr 0.05 before)."""
-    from flower_gd.training import train_hard
+    """One plain SGD step moves the parameters by lr x the gradient, rescaled so that the
+    norm over *all* parameters is `grad_clip` when longer: a node whose loss surface is
+    steep cannot blow up in a step (what made a Fashion-MNIST niid1 node's weights reach
+    2e16 at lr 0.05 before). The regularised loop clips the same way."""
+    from flower_gd.training import train_hard, train_regularized
 
     x = np.array([[100.0, -100.0], [-100.0, 100.0]], dtype=np.float32)  # a long gradient
     y = np.array([2, 1])
 
-    def moved(clip):
-        model = _linear()
+    def moved(clip, loop=train_hard):
+        torch.manual_seed(0)
+        model = nn.Linear(2, 3)  # weight and bias: the norm is the total over both
+        start = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
         opt = OptimConfig(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=2,
                           grad_clip=clip)
-        train_hard(model, x, y, epochs=1, opt=opt)
-        return float(np.linalg.norm(model.weight.detach().numpy() - W))
+        if loop is train_hard:
+            train_hard(model, x, y, epochs=1, opt=opt)
+        else:
+            train_regularized(model, x, y, x, np.full((2, 3), 1 / 3, np.float32), 1, opt, 1.0)
+        end = torch.cat([p.detach().flatten() for p in model.parameters()])
+        return float((end - start).norm())
 
     assert moved(0.0) > 5.0  # unclipped: the gradient's norm is in the hundreds
     np.testing.assert_allclose(moved(5.0), 0.1 * 5.0, rtol=1e-4)  # exactly lr x clip
     assert moved(1e9) == pytest.approx(moved(0.0), rel=1e-6)  # a loose bound changes nothing
+    assert moved(0.0, train_regularized) > 5.0
+    np.testing.assert_allclose(moved(5.0, train_regularized), 0.1 * 5.0, rtol=1e-4)
+
+
+def test_the_regularised_loop_uses_every_reference_sample_each_epoch():
+    """Distributed distillation receives scores for the whole reference batch: an epoch
+    passes over all of it, cycling the (smaller) private set."""
+    from flower_gd.training import train_regularized
+
+    seen = []
+
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(1, 3)
+
+        def forward(self, v):
+            seen.append(v[:, 0].detach().clone())
+            return self.lin(v)
+
+    x = np.arange(4, dtype=np.float32)[:, None]  # private: 0..3
+    ref = (100 + np.arange(30, dtype=np.float32))[:, None]  # reference: 100..129
+    opt = OptimConfig(lr=0.01, momentum=0.0, weight_decay=0.0, batch_size=4)
+    train_regularized(Spy(), x, np.array([0, 1, 2, 0]), ref,
+                      np.full((30, 3), 1 / 3, np.float32), 1, opt, 1.0)
+    used = torch.cat(seen)
+    assert set(used[used >= 100].int().tolist()) == set(range(100, 130))
+    assert set(used[used < 100].int().tolist()) == {0, 1, 2, 3}
