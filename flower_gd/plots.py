@@ -2,16 +2,18 @@
 
 Usage::
 
-    python -m flower_gd.plots {fig1,fig2,fig3,fig4,fig5,fig6,all} RESULTS_DIR [--out figures]
+    python -m flower_gd.plots {fig1,fig2,fig3,fig4,fig5,fig6,fig7,all} RESULTS_DIR [--out figures]
 
 fig1: payload per exchange against model bytes, per dataset; fig2: final median accuracy
 per method and partition; fig3: median accuracy per round, one panel per partition;
 fig4: median accuracy against cumulative bytes, all methods; fig5: final accuracy against
 bytes per exchange, one point per payload codec; fig6: accuracy of the honest nodes against
-the number of Byzantine nodes. Runs with attackers or faults appear only in fig6. Figs. 2-4
-show one configuration per method: the one with the default codec measured on the most
-partitions (other variants are in fig5 and the tables). Error bars (fig2) and bands (fig3)
-show the standard deviation over seeds where there are several.
+the number of Byzantine nodes; fig7: final accuracy against the bytes of the whole run, every
+method and codec, the Pareto front marked. Runs with attackers or faults appear only in
+fig6. Figs. 2-4 and 7 show one configuration per method: the one chosen on validation where
+the method was tuned, else the one with the default codec measured on the most partitions
+(other variants are in the tables; codec variants also in fig5 and fig7). Error bars (figs.
+2, 7) and bands (fig3) show the 95% t-interval over seeds where there are several.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from flower_gd import methods
 from flower_gd.config import CODEC_KEYS
 from flower_gd.metering import MIB
+from flower_gd.select import select
 from flower_gd.tables import (
     PARTITION_ORDER,
     SavedRun,
@@ -59,7 +62,8 @@ def _color(label: str) -> str | None:
 def _save(fig: Figure, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure made with a layout keeps it
+        fig.tight_layout()
     for p in paths:
         fig.savefig(p, dpi=150)
     plt.close(fig)
@@ -254,16 +258,96 @@ def fig5_codecs(runs: list[SavedRun], out: Path) -> list[Path]:
 
 
 def main_runs(runs: list[SavedRun]) -> list[SavedRun]:
-    """The runs Figs. 2-4 compare: one configuration per method and dataset, the one with the
-    default codec measured on the most partitions (a design-study or codec variant is left
-    to the tables and Fig. 5); single-family fleets only."""
+    """The runs Figs. 2-4 and 7 compare: one configuration per method and dataset. A method
+    whose settings were tuned (several candidates with validation scores) shows its setting
+    chosen on validation (`flower_gd.select`); any other shows the configuration with the
+    default codec measured on the most partitions (a codec variant is left to the tables and
+    Figs. 5 and 7); single-family fleets only."""
     pool = [r for r in runs if not r.off_default(CODEC_KEYS) and "," not in r.model]
+    chosen_runs = {name for sel in select(pool).values() if len(sel["candidates"]) > 1
+                   for name in sel["runs"]}
+    tuned = {r.method for r in pool if r.path.name in chosen_runs}
     coverage: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for r in pool:
-        coverage[(r.dataset, r.method)][r.label()].add(r.partition)
+        if r.method not in tuned:
+            coverage[(r.dataset, r.method)][r.label()].add(r.partition)
     chosen = {key: max(variants, key=lambda v: (len(variants[v]), -len(v)))
               for key, variants in coverage.items()}
-    return [r for r in pool if r.label() == chosen[(r.dataset, r.method)]]
+    return [r for r in pool if r.path.name in chosen_runs if r.method in tuned] + [
+        r for r in pool if r.method not in tuned and r.label() == chosen[(r.dataset, r.method)]]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (bytes, accuracy) points no other point beats: none sends at most as
+    many bytes for at least the accuracy with one of the two strictly better. Cheapest first."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front: list[int] = []
+    for i in order:
+        if not front or points[i][1] > points[front[-1]][1]:
+            front.append(i)
+    return front
+
+
+def _exchanges_knowledge(method: str) -> bool:
+    """Whether a method shares what the field compares (scores or weights): `local` shares
+    nothing and `central` the data itself; fig7 draws those two as levels, off the front."""
+    shares = methods.REGISTRY[method].shares if method in methods.REGISTRY else frozenset()
+    return bool(shares & {"scores", "weights"})
+
+
+def fig7_pareto(runs: list[SavedRun], out: Path) -> list[Path]:
+    """Final median accuracy against the metered bytes of the whole run (log), one point per
+    method at its chosen setting and per codec variant of it: mean over seeds, error bars
+    the 95% t-interval; the Pareto front (by the means) drawn and its points ringed. The
+    bounds that exchange no knowledge (`local`, `central`) are dotted levels. One panel per
+    partition."""
+    codecs = [r for r in runs if r.off_default(CODEC_KEYS) and "," not in r.model]
+    shown = main_runs(runs) + codecs
+    paths = []
+    hide = shared_settings(shown)
+    for dataset in sorted({r.dataset for r in shown}):
+        sub = [r for r in shown if r.dataset == dataset and r.wire_bytes > 0]
+        partitions = ordered({r.partition for r in sub}, PARTITION_ORDER)
+        if not partitions:
+            continue
+        fig, axes = plt.subplots(1, len(partitions), figsize=(3.8 * len(partitions), 4.4),
+                                 squeeze=False, sharey=True, layout="constrained")
+        for ax, p in zip(axes[0], partitions, strict=True):
+            cells: dict[str, list[SavedRun]] = defaultdict(list)
+            for r in sub:
+                if r.partition == p:
+                    cells[r.label(hide)].append(r)
+            pts = []
+            for label in sorted(cells, key=label_key):
+                mean, half = _interval([r.final_median for r in cells[label]])
+                if not _exchanges_knowledge(cells[label][0].method):  # a bound: a level
+                    ax.axhline(mean, ls=":", lw=1.2, label=label, color=_color(label))
+                    continue
+                x = statistics.fmean(r.wire_bytes for r in cells[label]) / MIB
+                pts.append((x, mean))
+                ax.errorbar(x, mean, yerr=half, fmt="o", ms=4, capsize=2, label=label,
+                            color=_color(label))
+            front = pareto_front(pts)
+            ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="post",
+                    ls="--", lw=1, color="black", label="Pareto front")
+            ax.scatter([pts[i][0] for i in front], [pts[i][1] for i in front], s=90,
+                       facecolors="none", edgecolors="black", lw=1)
+            ax.set_xscale("log")
+            ax.set_title(p)
+            ax.set_xlabel("metered bytes of the run (MiB, log)")
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("final median node accuracy")
+        legend: dict[str, Any] = {}  # label -> handle, over every panel
+        for ax in axes[0]:
+            for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(name, handle)
+        fig.legend(list(legend.values()), list(legend), fontsize=7, loc="outside lower center",
+                   ncol=min(4, len(legend)))
+        fig.suptitle(f"Fig. 7: accuracy against bytes, mean and 95% interval over seeds, "
+                     f"{dataset}")
+        paths += _save(fig, out, f"fig7_pareto_{dataset}")
+    return paths
 
 
 def fig6_byzantine(runs: list[SavedRun], out: Path) -> list[Path]:
@@ -307,7 +391,7 @@ FIGURES: dict[str, Figure_] = {
            "fig1": fig1_payload_vs_model, "fig2": _main_only(fig2_final_accuracy),
            "fig3": _main_only(fig3_accuracy_per_round),
            "fig4": _main_only(fig4_accuracy_vs_bytes), "fig5": fig5_codecs,
-           "fig6": fig6_byzantine}
+           "fig6": fig6_byzantine, "fig7": fig7_pareto}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -149,8 +149,8 @@ def test_every_figure_draws_what_the_saved_runs_hold(variants, tmp_path, figure,
     save = plots._save
 
     def spy(fig, out, name):
-        legends = [t.get_text() for ax in fig.axes if ax.get_legend()
-                   for t in ax.get_legend().get_texts()]
+        boxes = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + fig.legends
+        legends = [t.get_text() for box in boxes for t in box.get_texts()]
         marks = sum(len(ax.lines) + len(ax.patches) for ax in fig.axes)
         drawn.append((name, set(legends), marks))
         return save(fig, out, name)
@@ -171,6 +171,32 @@ def test_every_figure_draws_what_the_saved_runs_hold(variants, tmp_path, figure,
         assert {r.method for r in main} == {"gossip", "gossip-adaptive", "fedavg"}
     elif figure == "fig6":
         assert legends == {"gossip-adaptive (flip)", "gossip-adaptive robust-mix=clip (flip)"}
+    elif figure == "fig7":  # the main runs, every codec variant, and the front
+        shown = plots.main_runs(runs) + [r for r in runs if "codec" in r.settings]
+        assert legends == {r.label(shared_settings(shown)) for r in shown} | {"Pareto front"}
+        assert any("codec=uint8" in label for label in legends)
+
+
+def test_the_pareto_front_keeps_only_points_nothing_beats():
+    #          0: cheap, poor  1: beaten by 0   2: best  3: costlier, no better  4: tie on 2
+    points = [(1.0, 0.50), (2.0, 0.40), (3.0, 0.80), (5.0, 0.80), (3.0, 0.70)]
+    assert plots.pareto_front(points) == [0, 2]
+    assert plots.pareto_front([(1.0, 0.5)]) == [0]
+    assert plots.pareto_front([]) == []
+
+
+def test_figures_show_each_tuned_method_at_its_setting_chosen_on_validation(tmp_path):
+    for seed in (0, 1):
+        for lr in (0.05, 0.02):  # the default lr is measured on the most partitions too
+            _saved_run(tmp_path, "gossip", "iid", seed, [0.5, 0.6], 40_000, "scores", lr=lr)
+        _saved_run(tmp_path, "dlad", "iid", seed, [0.5, 0.6], 50_000, "scores")
+    for summary_path in tmp_path.glob("*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        summary["final-val"] = {"median": 0.7 if "lr0.02" in summary_path.parent.name else 0.5}
+        summary_path.write_text(json.dumps(summary))
+    main = plots.main_runs(load_runs(tmp_path))
+    assert sorted((r.method, r.config["lr"]) for r in main) == [
+        ("dlad", 0.05), ("dlad", 0.05), ("gossip", 0.02), ("gossip", 0.02)]
 
 
 def test_mini_sweep_writes_aggregates_and_a_rerun_skips_finished_cells(tmp_path):
