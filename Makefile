@@ -95,11 +95,14 @@ bench-study: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd -m $(DD) app.distill-weight=1.0,5.0 $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd.select results/bench
 
-# Payload codecs on gossip-adaptive (its float32 cells are in `bench`): uint8 and top-2 on
-# niid1, uint8 on iid too. (float16 and hard labels are one `app.codec=...` away; not measured.)
+# Payload codecs on gossip-adaptive (its float32 cells are in `bench`): hard4 (4-bit labels
+# and 4-bit log-weights, deflated: about 8 bits per common sample all in) on every partition;
+# uint8 and top-2 on niid1. The hard-label floor's reference: paper gossip with hard labels
+# (a majority vote of argmax labels) on every partition. Seeds SEEDS, as `bench`.
 bench-codecs: $(STAMP) fashion-mnist $(SELECTION)
+	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=hard4 $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=uint8,topk app.partition-scheme=niid1 $(BENCH)
-	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=uint8 app.partition-scheme=iid $(BENCH)
+	$(PY) -m flower_gd -m app.method=gossip app.codec=hard $(PARTITIONS) $(BENCH)
 
 # Byzantine peers (issue 5): 1 and 3 of the 10 nodes send label-flipped lists (FedAvg's train
 # on flipped labels), niid1 first, then iid; gossip-adaptive also with the robust mix
@@ -182,16 +185,18 @@ bench-meter: $(STAMP)
 	rm -rf results/meter
 	$(PY) -m flower_gd.meter_check --out results/meter
 
-# Mixed fleets (Table VI analogue) at CPU scale: digits' 8x8 images, 600 common samples,
-# 5 x ResNet-18 + 5 x MobileNetV3-small (add resnet18+densenet121 to the model list for the
-# other fleet: about twice the CPU time). `model` lists families joined by "+" (or ","),
-# assigned to nodes round-robin. FedAvg cannot average different architectures; the config
+# Mixed fleets (Table VI analogue) at CPU scale on Fashion-MNIST: the CNN at two widths and
+# MobileNetV3-small with the small-image stem, assigned round-robin (4 cnn, 3 cnn-wide, 3
+# mobilenet_v3_small of the 10 nodes); iid and niid1, seeds SEEDS. gossip-adaptive also with
+# the teacher-assistant option (each node pulls from the next larger family). `model` lists
+# families joined by "+" (or ","). FedAvg cannot average different architectures; the config
 # refuses it with a clear error.
-FLEETS := app.dataset=digits app.partition-scheme=iid,niid1 app.common-limit=600 \
-  app.model=resnet18+mobilenet_v3_small app.output-dir=results/fleets
-fleets: $(STAMP)
-	$(PY) -m flower_gd -m app.method=gossip,dlad $(FLEETS)
-	$(PY) -m flower_gd -m $(GA_BEST) $(FLEETS)
+FLEETS := app.dataset=fashion-mnist app.common-limit=6000 app.test-limit=5000 \
+  app.partition-scheme=iid,niid1 app.model=cnn+cnn-wide+mobilenet_v3_small \
+  app.output-dir=results/fleets app.seed=$(SEEDS)
+fleets: $(STAMP) fashion-mnist
+	$(PY) -m flower_gd -m app.method=gossip,dlad,fedmd,ds-fl $(FLEETS)
+	$(PY) -m flower_gd -m $(GA_BEST) app.gossip-assist=none,next-larger $(FLEETS)
 	$(PY) -m flower_gd.report results/fleets
 
 # The same fleets at paper scale, for a GPU machine (CIFAR-10 files in data/cifar10 or

@@ -12,13 +12,20 @@ float16   float16                                     2 C
 uint8     probabilities as integers summing to 255    C
 topk      k largest probabilities: uint8 index + uint8 2 k  (the rest spread evenly on decode)
 hard      argmax label, uint8 (one-hot on decode)     1
+hard4     argmax label in 4 bits (C <= 16), and the    1 with weights or confidences,
+          sample's weight or confidence in 4 bits      1/2 without (before deflate)
 ========  ==========================================  =====================================
 
-Confidences and weights travel as float32 with the float32 codec; otherwise confidences as
-uint8 (d * 255) and weights as float16 log W. Every array is then deflated with zlib when
-that saves at least 10% (lossless, flagged in the metadata; a trained model's float32
-probabilities save about 5% and stay raw, near one-hot beliefs deflate). The meter sizes the
-message Flower serializes, so it counts the encoded bytes.
+Confidences and weights travel as float32 with the float32 codec; with hard4 as the low
+4 bits of the sample's byte (confidence round(15 d); weight as the nearest in log W of 15
+levels spanning LOG_WEIGHT_SPAN nats below the payload's largest weight, 0 further below:
+push-sum then conserves weight mass only approximately, each share off by up to a factor
+e^(+-0.29) and the lightest shares dropped);
+otherwise confidences as uint8 (d * 255) and weights as float16 log W. Every array is then
+deflated with zlib when that saves at least 10% (lossless, flagged in the metadata; a
+trained model's float32 probabilities save about 5% and stay raw, near one-hot beliefs and
+hard4's symbols deflate). The meter sizes the message Flower serializes, so it counts the
+encoded bytes.
 """
 
 from __future__ import annotations
@@ -39,9 +46,15 @@ ARRAYS_KEY = "arrays"
 PRIVATE_DATA_KEY = "private-data"
 MAX_COUNTER = 1_000_000
 PROB_TOLERANCE = 1e-3
-CODECS = ("float32", "float16", "uint8", "topk", "hard")
+CODECS = ("float32", "float16", "uint8", "topk", "hard", "hard4")
 # Codecs that only carry probabilities (they quantize values in [0, 1]).
-PROBABILITY_CODECS = ("uint8", "topk", "hard")
+PROBABILITY_CODECS = ("uint8", "topk", "hard", "hard4")
+# hard4: 4-bit symbols; 15 non-zero weight levels spanning LOG_WEIGHT_SPAN nats (e^8 ~ 2981)
+NIBBLE = 16
+LOG_WEIGHT_SPAN = 8.0
+_WEIGHT_STEP = LOG_WEIGHT_SPAN / (NIBBLE - 2)
+MAX_LOG_WEIGHT = float(np.log(1e30))
+MIN_LOG_WEIGHT = -700.0  # exp() of less is 0 in float64: hard4's smallest top log-weight
 # zlib an array only when it saves at least 10% (float32 probabilities save ~5%: not worth it).
 COMPRESS_WHEN = 0.9
 _TOLERANCE = {"float32": PROB_TOLERANCE, "float16": 1e-2}
@@ -119,6 +132,65 @@ def _score_parts(scores: np.ndarray, codec: Codec) -> dict[str, np.ndarray]:
             "topk-value": np.floor(np.clip(values, 0, 1) * 255).astype(np.uint8)}
 
 
+def nibble_weights(weights: np.ndarray) -> tuple[np.ndarray, float]:
+    """hard4's weights: levels 1-15, log-spaced over LOG_WEIGHT_SPAN nats up to the largest
+    weight (nearest level in log W), 0 for weights further below (or 0); and that top log W."""
+    w = np.asarray(weights, dtype=np.float64)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("per-sample weights must be finite and >= 0")
+    if not (w > 0).any():
+        return np.zeros(len(w), np.uint8), 0.0
+    log_w = np.log(np.maximum(w, 1e-300))
+    top = max(float(log_w[w > 0].max()), MIN_LOG_WEIGHT)
+    level = np.round((log_w - (top - LOG_WEIGHT_SPAN)) / _WEIGHT_STEP) + 1
+    level[(w <= 0) | (level < 1)] = 0
+    return np.minimum(level, NIBBLE - 1).astype(np.uint8), top
+
+
+def unnibble_weights(level: np.ndarray, top: float) -> np.ndarray:
+    """The weights hard4's levels stand for (level 0: weight 0)."""
+    level = level.astype(np.float64)
+    return np.where(level > 0, np.exp(top - LOG_WEIGHT_SPAN + (level - 1) * _WEIGHT_STEP), 0.0)
+
+
+def _hard4_parts(payload: InferencePayload, meta: dict) -> dict[str, np.ndarray]:
+    """One byte per sample, label << 4 | side value, where the payload has weights or
+    confidences; two labels per byte where it has neither."""
+    num_classes = payload.scores.shape[1]
+    if num_classes > NIBBLE:
+        raise ValueError(f"codec hard4 packs labels in 4 bits: {num_classes} classes > "
+                         f"{NIBBLE}; use codec hard")
+    if payload.confidence is not None and payload.sample_weights is not None:
+        raise ValueError("codec hard4 carries one 4-bit value per sample: weights or "
+                         "confidences, not both")
+    labels = payload.scores.argmax(axis=1).astype(np.uint8)
+    if payload.sample_weights is not None:
+        side, meta["log-top"] = nibble_weights(payload.sample_weights)
+        meta["side"] = "weights"
+    elif payload.confidence is not None:
+        conf = np.clip(np.asarray(payload.confidence, dtype=np.float64), 0, 1)
+        side, meta["side"] = np.round(conf * (NIBBLE - 1)).astype(np.uint8), "confidence"
+    else:
+        meta["side"] = "none"
+        padded = np.append(labels, np.uint8(0)) if len(labels) % 2 else labels
+        return {"labels4": (padded[0::2] << 4 | padded[1::2]).astype(np.uint8)}
+    return {"symbols": (labels << 4 | side).astype(np.uint8)}
+
+
+def _side_parts(payload: InferencePayload, compact: bool) -> dict[str, np.ndarray]:
+    """Confidences and weights as their own arrays (`compact`: uint8 d and float16 log W)."""
+    parts: dict[str, np.ndarray] = {}
+    if payload.confidence is not None:
+        conf = np.asarray(payload.confidence, dtype=np.float64)
+        parts["confidence"] = (np.round(np.clip(conf, 0, 1) * 255).astype(np.uint8) if compact
+                               else conf.astype(np.float32))
+    if payload.sample_weights is not None:  # on the wire as the "weights" array
+        w = np.asarray(payload.sample_weights, dtype=np.float64)
+        parts["weights"] = (np.log(np.maximum(w, 1e-30)).astype(np.float16) if compact
+                            else w.astype(np.float32))
+    return parts
+
+
 def encode_payload(payload: InferencePayload, codec: Codec | None = None,
                    content: RecordDict | None = None, key: str = PAYLOAD_KEY,
                    meta_key: str = PAYLOAD_META_KEY) -> RecordDict:
@@ -128,16 +200,12 @@ def encode_payload(payload: InferencePayload, codec: Codec | None = None,
         raise ValueError(f"codec {codec.name} quantizes probabilities; it cannot carry logits "
                          "(use inference-output=probs, or codec float32/float16)")
     content = RecordDict() if content is None else content
-    parts = _score_parts(payload.scores, codec)
-    compact = codec.name != "float32"
-    if payload.confidence is not None:
-        conf = np.asarray(payload.confidence, dtype=np.float64)
-        parts["confidence"] = (np.round(np.clip(conf, 0, 1) * 255).astype(np.uint8) if compact
-                               else conf.astype(np.float32))
-    if payload.sample_weights is not None:  # on the wire as the "weights" array
-        w = np.asarray(payload.sample_weights, dtype=np.float64)
-        parts["weights"] = (np.log(np.maximum(w, 1e-30)).astype(np.float16) if compact
-                            else w.astype(np.float32))
+    meta: dict = {"counter": int(payload.counter), "kind": payload.kind, "codec": codec.name}
+    if codec.name == "hard4":  # the side values travel inside the symbols
+        parts = _hard4_parts(payload, meta)
+    else:
+        parts = {**_score_parts(payload.scores, codec),
+                 **_side_parts(payload, compact=codec.name != "float32")}
     arrays, zipped = {}, []
     for name, arr in parts.items():
         raw = np.ascontiguousarray(arr)
@@ -148,7 +216,6 @@ def encode_payload(payload: InferencePayload, codec: Codec | None = None,
         else:
             arrays[name] = Array(raw)
     content[key] = ArrayRecord(arrays)
-    meta: dict = {"counter": int(payload.counter), "kind": payload.kind, "codec": codec.name}
     if codec.name == "topk":
         meta["topk"] = int(min(codec.topk, payload.scores.shape[1]))
     if zipped:
@@ -292,8 +359,62 @@ def decode_sample_weights(content: RecordDict, n: int, key: str = PAYLOAD_KEY,
     if codec not in CODECS:
         raise PayloadError(f"unsupported codec {codec!r}; known: {list(CODECS)}")
     listed = meta.get("zlib", [])
-    zipped = "weights" in (listed if isinstance(listed, list) else [listed])
-    return _sample_weights(content.array_records[key], n, codec != "float32", zipped)
+    zipped = set(listed) if isinstance(listed, list) else {listed}
+    if codec == "hard4":
+        _, level = _hard4_symbols(content.array_records[key], meta, n, zipped)
+        if meta.get("side") != "weights" or level is None:
+            raise PayloadError("payload lacks the weights this receiver needs")
+        return unnibble_weights(level, _log_top(meta))
+    return _sample_weights(content.array_records[key], n, codec != "float32",
+                           "weights" in zipped)
+
+
+def _log_top(meta: ConfigRecord) -> float:
+    top = meta.get("log-top")
+    if isinstance(top, bool) or not isinstance(top, (int, float)) or not \
+            MIN_LOG_WEIGHT <= top <= MAX_LOG_WEIGHT:
+        raise PayloadError(f"hard4 log-top {top!r} is not a log-weight in "
+                           f"[{MIN_LOG_WEIGHT:.1f}, {MAX_LOG_WEIGHT:.1f}]")
+    return float(top)
+
+
+def _hard4_symbols(arrays: ArrayRecord, meta: ConfigRecord, n: int, zipped: set
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """hard4's labels and side levels (None where the payload has no side values)."""
+    side = meta.get("side")
+    if side not in ("weights", "confidence", "none"):
+        raise PayloadError(f"hard4 side {side!r} unknown: weights, confidence or none")
+    name, length = ("labels4", (n + 1) // 2) if side == "none" else ("symbols", n)
+    extra = sorted(set(arrays) - {name})
+    if extra:
+        raise PayloadError(f"payload holds arrays no hard4 payload has: {extra}")
+    raw = _unpack(arrays, name, np.dtype(np.uint8), (length,), name in zipped)
+    if side == "none":
+        if n % 2 and raw[-1] & (NIBBLE - 1):
+            raise PayloadError("hard4 labels4: the pad nibble after the last label is not 0")
+        labels = np.stack([raw >> 4, raw & (NIBBLE - 1)], axis=1).reshape(-1)[:n]
+        return labels, None
+    return raw >> 4, raw & (NIBBLE - 1)
+
+
+def _decode_hard4(arrays: ArrayRecord, meta: ConfigRecord, shape: tuple[int, int],
+                  zipped: set, expect: Expect, counter: int) -> InferencePayload:
+    n, c = shape
+    labels, level = _hard4_symbols(arrays, meta, n, zipped)
+    if (labels >= c).any():
+        raise PayloadError(f"labels out of range [0, {c})")
+    side = meta.get("side")
+    for wanted, needed in ((expect.confidence, "confidence"), (expect.sample_weights, "weights")):
+        if wanted and side != needed:
+            raise PayloadError(f"payload lacks the {needed} this receiver needs")
+    confidence = sample_weights = None
+    if side == "confidence" and level is not None:  # a nibble: in [0, 1] by construction
+        confidence = level.astype(np.float32) / (NIBBLE - 1)
+    elif side == "weights" and level is not None:
+        sample_weights = unnibble_weights(level, _log_top(meta))
+    return InferencePayload(scores=np.eye(c, dtype=np.float32)[labels.astype(np.int64)],
+                            counter=counter, kind="probs", confidence=confidence,
+                            sample_weights=sample_weights)
 
 
 def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: str = PAYLOAD_KEY,
@@ -338,6 +459,8 @@ def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: st
     k = k if isinstance(k, int) else 0
     listed = meta.get("zlib", [])
     zipped = set(listed) if isinstance(listed, list) else {listed}
+    if codec == "hard4":
+        return _decode_hard4(arrays, meta, (n, c), zipped, expect, counter)
     expected = _expected_parts(codec, (n, c), k)
     extra = sorted(set(arrays) - set(expected) - {"confidence", "weights"})
     if extra:

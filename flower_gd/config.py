@@ -23,8 +23,9 @@ PYPROJECT = PROJECT_ROOT / "pyproject.toml"
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cinic10")
 PARTITION_SCHEMES = ("iid", "niid1", "niid2", "niid3", "niid4", "dirichlet")
-MODELS = ("cnn", "resnet18", "densenet121", "mobilenet_v3_small")
+MODELS = ("cnn", "cnn-wide", "resnet18", "densenet121", "mobilenet_v3_small")
 TOPOLOGIES = ("complete", "ring")
+PEER_ASSISTS = ("none", "next-larger")
 LABEL_SOURCES = ("mixed", "ground-truth")
 INFERENCE_OUTPUTS = ("probs", "logits")
 GOSSIP_BOOKKEEPING = ("push-sum", "accumulate")
@@ -132,6 +133,7 @@ class RunConfig:
     codec: str
     codec_topk: int
     gossip_peers: int
+    gossip_assist: str
     gossip_bookkeeping: str
     gossip_share: str
     gossip_weighting: str
@@ -210,6 +212,7 @@ class RunConfig:
             codec=_choice(cfg, "codec", CODECS),
             codec_topk=_number(cfg, "codec-topk", 1, integer=True),
             gossip_peers=_number(cfg, "gossip-peers", 1, integer=True),
+            gossip_assist=_choice(cfg, "gossip-assist", PEER_ASSISTS),
             gossip_bookkeeping=_choice(cfg, "gossip-bookkeeping", GOSSIP_BOOKKEEPING),
             gossip_share=_choice(cfg, "gossip-share", GOSSIP_SHARES),
             gossip_weighting=_choice(cfg, "gossip-weighting", GOSSIP_WEIGHTINGS),

@@ -203,9 +203,11 @@ class Node:
     def local_phase_metrics(self) -> dict[str, float]:
         """For the round-0 reply: which local phase this node started from (the first 48
         bits of the classifier's key, exact in a float), how many parts (classifier,
-        discriminator) it has and how many of them were reused."""
+        discriminator) it has and how many of them were reused; and how many common samples
+        its inference lists cover (what a payload's bits per sample divide by)."""
         key, _ = self.local_phase["classifier"]
-        return {"local-phase-key": float(int(key[:12], 16)),
+        return {"common-samples": float(len(self.data.common_x)),
+                "local-phase-key": float(int(key[:12], 16)),
                 "local-phase-parts": float(len(self.local_phase)),
                 "local-phase-reused": float(sum(hit for _, hit in self.local_phase.values()))}
 

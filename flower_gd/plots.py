@@ -40,7 +40,7 @@ from flower_gd.tables import (
     PARTITION_ORDER,
     SavedRun,
     byzantine_table,
-    codec_table,
+    codec_cells,
     label_key,
     load_runs,
     ordered,
@@ -220,39 +220,40 @@ def fig4_accuracy_vs_bytes(runs: list[SavedRun], out: Path) -> list[Path]:
 
 
 def fig5_codecs(runs: list[SavedRun], out: Path) -> list[Path]:
-    """Final median accuracy against bytes per exchange, one point per codec, per partition."""
-    header, body = codec_table(runs)
-    col = {h: i for i, h in enumerate(header)}
-    if not body:
-        return []
+    """Final median accuracy against bits per common sample (all in, log), one point per
+    codec, mean and 95% interval over seeds; the default codec's interval shaded; per
+    partition. Runs saved before nodes reported `common-samples` have no bits per sample
+    and are left out (the codec table still lists them)."""
+    cells = codec_cells(runs)
     paths = []
-    for dataset in sorted({r[col["dataset"]] for r in body}):
-        rows = [r for r in body if r[col["dataset"]] == dataset]
-        partitions = ordered({r[col["partition"]] for r in rows}, PARTITION_ORDER)
+    for dataset in sorted({c.dataset for c in cells if c.bits is not None}):
+        mine = [c for c in cells if c.dataset == dataset and c.bits is not None]
+        partitions = ordered({c.partition for c in mine}, PARTITION_ORDER)
         fig, axes = plt.subplots(1, len(partitions), figsize=(3.6 * len(partitions), 3.6),
                                  squeeze=False)
         for ax, p in zip(axes[0], partitions, strict=True):
-            for method in sorted({r[col["method"]] for r in rows if r[col["partition"]] == p}):
-                pts = sorted((float(r[col["payload per exchange (bytes)"]]),
-                              float(r[col["final median acc."]]), r[col["codec"]])
-                             for r in rows
-                             if r[col["partition"]] == p and r[col["method"]] == method)
+            here = [c for c in mine if c.partition == p]
+            for method in sorted({c.method for c in here}, key=label_key):
+                pts = sorted((float(c.bits or 0), *_interval(c.accs), c.codec, c.is_default)
+                             for c in here if c.method == method)
                 color = _color(method)
-                ax.plot([q[0] for q in pts], [q[1] for q in pts], marker="o", ms=4,
-                        label=method, color=color)
-                for x, y, codec in pts:
-                    ax.annotate(codec, (x, y), textcoords="offset points", xytext=(3, 4),
+                ax.errorbar([q[0] for q in pts], [q[1] for q in pts], [q[2] for q in pts],
+                            marker="o", ms=4, capsize=2, label=method, color=color)
+                for x, mean, half, codec, is_default in pts:
+                    ax.annotate(codec, (x, mean), textcoords="offset points", xytext=(3, 4),
                                 fontsize=7)
+                    if is_default and half:  # the band a codec should land in
+                        ax.axhspan(mean - half, mean + half, alpha=0.1, color=color)
             ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-            accs = [float(r[col["final median acc."]]) for r in rows if r[col["partition"]] == p]
+            accs = [a for c in here for a in c.accs]
             ax.set_ylim(min(accs) - 0.02, max(accs) + 0.02)  # 2 points of margin: no false drama
             ax.set_title(p)
-            ax.set_xlabel("bytes per exchange (log; k = 1000 B)")
+            ax.set_xlabel("bits per common sample, all in (log)")
         axes[0][0].set_ylabel("final median node accuracy")
         axes[0][-1].legend(fontsize=7)
-        fig.suptitle(f"Fig. 5: accuracy against bytes per codec, {dataset}")
+        fig.suptitle(f"Fig. 5: accuracy against bits per sample per codec, {dataset}")
         paths += _save(fig, out, f"fig5_codecs_{dataset}")
     return paths
 

@@ -34,7 +34,7 @@ ROUND_COLUMNS = [
     "weights_bytes", "data_bytes", "control_bytes", "cum_bytes_up", "cum_bytes_down",
     "cum_p2p_bytes",
     "node_wall_s", "round_wall_s", "alive", "failed_pulls", "lost_messages",
-    "payload_rejected", "byzantine",
+    "payload_rejected", "byzantine", "common_samples",
 ]
 MESSAGE_COLUMNS = ["round", "direction", "node_id", "message_type", "tag", "nbytes", "kind",
                    "peer_id"]
@@ -282,8 +282,9 @@ class RunRecorder:
             node_id, pid = int(r["node_id"]), int(r["node"])
             self.nodes[node_id] = {"node": pid, "model": r["model"]}
             self.partition_of_id[node_id] = pid
-            values = {k: float(r[c]) for k, c in (("accuracy", "accuracy"), ("loss", "loss"))
-                      if r[c] != ""}
+            values = {k: float(r[c]) for k, c in (("accuracy", "accuracy"), ("loss", "loss"),
+                                                  ("common-samples", "common_samples"))
+                      if r.get(c, "") != ""}
             self.metrics[int(r["round"])][node_id] = values
             if r.get("alive") == "1":
                 self.alive[int(r["round"])].add(node_id)
@@ -371,6 +372,7 @@ class RunRecorder:
                 "failed_pulls": int(m.get("failed-pulls", 0)), "lost_messages": lost[node_id],
                 "payload_rejected": int(m.get("payload-rejected", 0)),
                 "byzantine": int(info["node"] in self.byzantine),
+                "common_samples": int(m["common-samples"]) if "common-samples" in m else "",
             })
         with (self.run_dir / "rounds.csv").open("a", newline="") as fh:
             csv.DictWriter(fh, ROUND_COLUMNS).writerows(rows)
@@ -445,6 +447,9 @@ class RunRecorder:
                                          else statistics.median(weights) if weights else 0),
                 "messages": len(wire),
             },
+            # common samples a node's inference list covers (0: the method shares none)
+            "common-samples": int(max((m.get("common-samples", 0.0)
+                                       for m in self.metrics.get(0, {}).values()), default=0)),
             "wall-s": round(self._elapsed_before + time.perf_counter() - self._t0, 2),
             "started-at": round(self._started_at, 3),
             "server-busy-s": round(self.server_busy_s, 3),

@@ -20,7 +20,7 @@ from flower_gd.tables import Table
 # Common-set sizes of the paper's datasets (80% of the training set) and the payload sizes
 # the paper reports for them, in its "MiB" (sys.getsizeof of per-row Python objects).
 PAPER_PAYLOADS = {"MNIST": (48_000, 3.46), "CIFAR-10": (40_000, 2.88), "CINIC-10": (72_000, 5.18)}
-MODEL_FAMILIES = ("cnn", "mobilenet_v3_small", "resnet18", "densenet121")
+MODEL_FAMILIES = ("cnn", "cnn-wide", "mobilenet_v3_small", "resnet18", "densenet121")
 
 
 def model_size_table(in_channels: int = 3, num_classes: int = 10) -> Table:

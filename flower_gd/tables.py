@@ -332,30 +332,92 @@ def codec_of(run: SavedRun) -> str:
     return f"topk{run.config.get('codec-topk', 2)}" if codec == "topk" else codec
 
 
-def codec_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
-    """Accuracy against bytes per codec: each run against the run of the default codec that
-    is equal in every other setting (accuracy difference in points). Only groups measured
-    with more than one codec appear."""
+def bits_per_sample(run: SavedRun) -> float | None:
+    """One exchange's bits per common sample, all in: the payload message as Flower sends
+    it (scores, per-sample weights or confidences, metadata, framing) x 8 / common samples.
+    None where the run shares no inference list or predates the `common-samples` record."""
+    n = int(run.summary.get("common-samples", 0) or 0)
+    per_round = int(run.config.get("public-per-round", 0) or 0)
+    method = methods.REGISTRY.get(run.method)
+    if per_round and method is not None and "public-per-round" in method.reads:
+        n = min(n, per_round)  # fedmd, ds-fl, dist-distill: a subset of X_c per round
+    return 8 * float(run.bytes["payload-per-exchange"]) / n if n else None
+
+
+@dataclass
+class CodecCell:
+    """One codec of one (dataset, method, partition) group, over its seeds, beside the
+    default codec's runs of the same settings."""
+
+    dataset: str
+    method: str
+    partition: str
+    codec: str
+    payload: float  # mean bytes of one exchange
+    bits: float | None  # mean bits per common sample, all in
+    fewer: float  # default payload / this payload
+    accs: list[float]  # final median accuracy per seed
+    diffs: list[float]  # minus the default codec's run of the same seed, per shared seed
+    default_accs: list[float]
+    is_default: bool
+
+
+def codec_cells(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> list[CodecCell]:
+    """Every codec of every group measured with more than one codec, the default included."""
     hide = {*_hidden(runs, shared), *CODEC_KEYS}
-
-    def key(run: SavedRun) -> tuple[str, str, str, str]:
-        return (run.dataset, run.model, run.label(hide), run.partition)
-
-    reference = {key(r): r for r in runs if not r.off_default(CODEC_KEYS)}
-    varied = {key(r) for r in runs if r.off_default(CODEC_KEYS)}
-    header = ["dataset", "method", "partition", "codec", "payload per exchange (bytes)",
-              "x fewer than default", "final median acc.", "vs default (points)"]
-    body = []
+    groups: dict[tuple[str, str, str, str], dict[str, dict[int, SavedRun]]] = defaultdict(
+        lambda: defaultdict(dict))
     for run in runs:
-        ref = reference.get(key(run))
-        if ref is None or key(run) not in varied:
+        if run.bytes["payload-per-exchange"] > 0:
+            key = (run.dataset, run.model, run.label(hide), run.partition)
+            groups[key][codec_of(run)][run.seed] = run
+    default = str(load_defaults()["codec"])
+    cells = []
+    for (dataset, _, label, partition), by_codec in groups.items():
+        ref = by_codec.get(default)
+        if ref is None or len(by_codec) < 2:
             continue
-        payload = run.bytes["payload-per-exchange"]
-        ref_payload = ref.bytes["payload-per-exchange"]
-        body.append([run.dataset, run.label(hide), run.partition, codec_of(run),
-                     f"{payload:.0f}", f"{ref_payload / payload:.1f}", f"{run.final_median:.4f}",
-                     f"{100 * (run.final_median - ref.final_median):+.2f}"])
-    body.sort(key=lambda r: (r[0], label_key(r[1]), partition_key(r[2]), float(r[5])))
+        ref_payload = statistics.fmean(r.bytes["payload-per-exchange"] for r in ref.values())
+        for codec, seeds in by_codec.items():
+            bits = [b for b in map(bits_per_sample, seeds.values()) if b is not None]
+            payload = statistics.fmean(r.bytes["payload-per-exchange"] for r in seeds.values())
+            cells.append(CodecCell(
+                dataset, label, partition, codec, payload,
+                statistics.fmean(bits) if bits else None, ref_payload / payload,
+                [r.final_median for r in seeds.values()],
+                [seeds[s].final_median - ref[s].final_median
+                 for s in sorted(set(seeds) & set(ref))],
+                [r.final_median for r in ref.values()], codec == default))
+    cells.sort(key=lambda c: (c.dataset, label_key(c.method), partition_key(c.partition),
+                              c.fewer))
+    return cells
+
+
+def codec_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
+    """Accuracy against bytes per codec, over seeds: each codec beside the default codec's
+    runs that are equal in every other setting. Bits per common sample all in; accuracy
+    ``mean ± h (n)``; the difference from the default paired by seed (``n.d.`` where its
+    interval spans 0); and whether the codec's mean lies inside the default's 95% interval.
+    Only groups measured with more than one codec appear."""
+    header = ["dataset", "method", "partition", "codec", "bits per common sample",
+              "payload per exchange (bytes)", "x fewer than default", "final median acc.",
+              "vs default (points, paired)", "inside default's interval"]
+    body = []
+    for c in codec_cells(runs, shared):
+        ref_mean, ref_half = t_interval(c.default_accs)
+        mean = statistics.fmean(c.accs)
+        if c.is_default or not c.diffs:
+            versus = inside = "–"
+        else:
+            m, half = t_interval([100 * d for d in c.diffs])
+            versus = _formatted(m, half, len(c.diffs), digits=2, signed=True)
+            if half is not None and m - half <= 0 <= m + half:
+                versus += " n.d."
+            inside = ("–" if ref_half is None
+                      else "yes" if abs(mean - ref_mean) <= ref_half else "no")
+        body.append([c.dataset, c.method, c.partition, c.codec,
+                     "–" if c.bits is None else f"{c.bits:.1f}", f"{c.payload:.0f}",
+                     f"{c.fewer:.1f}", format_interval(c.accs), versus, inside])
     return header, body
 
 

@@ -17,10 +17,11 @@ from flwr.serverapp.strategy import Result
 from tqdm.auto import tqdm
 
 from flower_gd.codecs import PAYLOAD_KEY, PAYLOAD_META_KEY, payload_keys
-from flower_gd.config import TOPOLOGIES
+from flower_gd.config import PEER_ASSISTS, TOPOLOGIES
 from flower_gd.faults import delay_if_slow
 from flower_gd.metering import RELAY_CONFIG_KEY, RELAY_FROM_KEY, set_meter_round
 from flower_gd.method import NodeStep, ServerRun
+from flower_gd.models import parameter_count
 from flower_gd.node import Node
 from flower_gd.results import RunRecorder
 from flower_gd.strategy_base import (
@@ -43,7 +44,7 @@ STEP = "train.gossip"  # the relayed peer payloads: mix them and learn
 FANOUT_KEY = "pullers"
 DELIVERED_KEY = "shared"
 # Run-config keys the relay reads (every method on it lists them among its `reads`).
-RELAY_KEYS = frozenset({"topology", "pull-timeout", "pull-retries"})
+RELAY_KEYS = frozenset({"topology", "pull-timeout", "pull-retries", "gossip-assist"})
 # Tries to get a step through (a lost message fails 1 - (1 - p)^2 of the tries, so at loss
 # p = 0.2 ten tries leave a step undelivered with probability 0.36^10 < 4e-5).
 STEP_ATTEMPTS = 10
@@ -164,17 +165,31 @@ class PullRelay(NodeRecordingStrategy):
         Peers each node pulls per round, in [1, num_nodes - 1].
     pull_timeout, pull_retries, min_nodes
         Fault handling, as above.
+    assist : str
+        ``none``, or ``next-larger``: in a mixed fleet each node pulls only from nodes of
+        the next larger model family (by parameter count) among its candidates, a teacher
+        assistant as in IPKD-TA; nodes of the largest family pull from any candidate. A
+        failed pull is retried within the same family only; in a single-family fleet (or a
+        ring without a larger neighbour) the option changes nothing.
+    family_of : Callable[[int], str] | None
+        A partition's model family (needed by ``next-larger``).
     """
 
     def __init__(self, run_dir: str, num_nodes: int, topology: str = "complete", seed: int = 0,
                  recorder: RunRecorder | None = None, peers: int = 1,
-                 pull_timeout: float = 600.0, pull_retries: int = 1, min_nodes: int = 2) -> None:
+                 pull_timeout: float = 600.0, pull_retries: int = 1, min_nodes: int = 2,
+                 assist: str = "none", family_of: Callable[[int], str] | None = None) -> None:
         if topology not in TOPOLOGIES:
             raise ValueError(f"topology={topology!r}: choose one of {list(TOPOLOGIES)}")
+        if assist not in PEER_ASSISTS or (assist != "none" and family_of is None):
+            raise ValueError(f"assist={assist!r}: choose one of {list(PEER_ASSISTS)} "
+                             "(next-larger needs family_of)")
         if peers < 1 or peers >= num_nodes:
             raise ValueError(f"peers={peers} must be in [1, num_nodes - 1]")
         super().__init__(run_dir, num_nodes, recorder, min_nodes=min_nodes)
         self.topology = topology
+        self.assist = assist
+        self.family_of = family_of
         self.peers_per_round = peers
         self.rng = np.random.default_rng(seed)
         self.pull_timeout = pull_timeout
@@ -189,7 +204,8 @@ class PullRelay(NodeRecordingStrategy):
         cfg = run.cfg
         return {"run_dir": run.run_dir, "num_nodes": cfg.num_nodes, "topology": cfg.topology,
                 "seed": cfg.seed, "recorder": run.recorder, "pull_timeout": cfg.pull_timeout,
-                "pull_retries": cfg.pull_retries, "min_nodes": cfg.min_nodes}
+                "pull_retries": cfg.pull_retries, "min_nodes": cfg.min_nodes,
+                "assist": cfg.gossip_assist, "family_of": cfg.model_for}
 
     def run(self, run: ServerRun, num_rounds: int) -> dict[str, Any]:
         """Run to the end on `run`'s grid; the summary gains the count of failed pulls."""
@@ -197,8 +213,9 @@ class PullRelay(NodeRecordingStrategy):
         return {"failed-pulls": self.failed_pulls}
 
     def summary(self) -> None:
-        log(INFO, "\t├── %s: relay-only ServerApp, topology=%s, %s peer(s) per round",
-            type(self).__name__, self.topology, self.peers_per_round)
+        log(INFO, "\t├── %s: relay-only ServerApp, topology=%s, %s peer(s) per round%s",
+            type(self).__name__, self.topology, self.peers_per_round,
+            "" if self.assist == "none" else f", pulls from the {self.assist} family")
 
     # --- the local phase ------------------------------------------------------------------
     def local_phase(self, grid: Grid, timeout: float) -> MetricRecord:
@@ -224,14 +241,31 @@ class PullRelay(NodeRecordingStrategy):
 
     # --- who pulls from whom --------------------------------------------------------------
     def candidates(self, node: int, node_ids: list[int]) -> list[int]:
-        """The peers `node` may pull from under the topology, in partition order."""
+        """The peers `node` may pull from under the topology (and `assist`), in partition
+        order."""
         by_partition = sorted(node_ids, key=lambda n: self.partition_of.get(n, n))
         if self.topology == "ring":
             pos = by_partition.index(node)
             ring = [by_partition[(pos - 1) % len(by_partition)],
                     by_partition[(pos + 1) % len(by_partition)]]
-            return list(dict.fromkeys(c for c in ring if c != node))
-        return [n for n in by_partition if n != node]
+            found = list(dict.fromkeys(c for c in ring if c != node))
+        else:
+            found = [n for n in by_partition if n != node]
+        return self._assisted(node, found) if self.assist == "next-larger" else found
+
+    def _assisted(self, node: int, candidates: list[int]) -> list[int]:
+        """`next-larger`: the candidates of the smallest family larger than `node`'s own
+        (all of them where no candidate's family is larger)."""
+        family_of = self.family_of
+        assert family_of is not None  # the constructor refuses next-larger without it
+
+        def size(n: int) -> int:
+            return parameter_count(family_of(self.partition_of.get(n, n)))
+        larger = [c for c in candidates if size(c) > size(node)]
+        if not larger:
+            return candidates
+        step = min(size(c) for c in larger)
+        return [c for c in larger if size(c) == step]
 
     def choose_peers(self, node_ids: list[int], k: int = 1) -> dict[int, list[int]]:
         """Pick, for every node, the k distinct peers it pulls from this round (pull gossip)."""

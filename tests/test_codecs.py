@@ -11,6 +11,7 @@ from flower_gd.codecs import (
     PAYLOAD_KEY,
     PAYLOAD_META_KEY,
     Codec,
+    Expect,
     InferencePayload,
     PayloadError,
     decode_payload,
@@ -215,3 +216,106 @@ def test_logits_cannot_use_a_probability_codec():
 def test_unknown_codec_is_refused():
     with pytest.raises(ValueError, match="codec 'zip' unknown"):
         Codec("zip")
+
+
+# ---------------------------------------------------------------- hard4: 4 bits a sample
+def test_hard4_round_trip_keeps_labels_and_each_side_value_within_a_level():
+    from flower_gd.codecs import LOG_WEIGHT_SPAN, NIBBLE
+    probs = _probs(1001)  # odd: the packed label pairs need a pad nibble
+    top = 3.0
+    log_w = np.random.default_rng(1).uniform(top - LOG_WEIGHT_SPAN, top, size=len(probs))
+    log_w[0] = top
+    w = np.exp(log_w)
+    got = decode_payload(encode_payload(InferencePayload(probs, 3, "probs", sample_weights=w),
+                                        Codec("hard4")), probs.shape)
+    np.testing.assert_array_equal(got.scores, np.eye(10)[probs.argmax(1)])
+    half_step = LOG_WEIGHT_SPAN / (NIBBLE - 2) / 2
+    assert np.abs(np.log(got.sample_weights) - log_w).max() <= half_step + 1e-9
+    assert got.sample_weights[0] == pytest.approx(np.exp(top))  # the largest is exact
+    conf = np.random.default_rng(2).uniform(0, 1, size=len(probs))
+    got = decode_payload(encode_payload(InferencePayload(probs, 3, "probs", conf),
+                                        Codec("hard4")), probs.shape)
+    assert np.abs(got.confidence - conf).max() <= 0.5 / 15 + 1e-7
+    assert got.sample_weights is None
+    got = decode_payload(encode_payload(InferencePayload(probs, 3, "probs"), Codec("hard4")),
+                         probs.shape)
+    np.testing.assert_array_equal(got.scores.argmax(1), probs.argmax(1))
+    assert got.confidence is None and got.sample_weights is None
+
+
+def test_hard4_weights_far_below_the_largest_go_as_zero():
+    from flower_gd.codecs import LOG_WEIGHT_SPAN, NIBBLE, nibble_weights, unnibble_weights
+    step = LOG_WEIGHT_SPAN / (NIBBLE - 2)
+    w = np.array([1.0, np.exp(-LOG_WEIGHT_SPAN), np.exp(-LOG_WEIGHT_SPAN - 0.6 * step), 0.0])
+    level, top = nibble_weights(w)
+    assert top == 0.0 and level.tolist() == [15, 1, 0, 0]
+    np.testing.assert_allclose(unnibble_weights(level, top),
+                               [1.0, np.exp(-LOG_WEIGHT_SPAN), 0.0, 0.0])
+    level, top = nibble_weights(np.zeros(3))  # no mass at all: all zero, no log of 0
+    assert level.tolist() == [0, 0, 0] and top == 0.0
+
+
+def test_hard4_bytes_are_one_per_sample_with_side_values_and_half_without():
+    n = 301
+    for kw, size in (({}, (n + 1) // 2), ({"sample_weights": np.ones(n)}, n),
+                     ({"confidence": np.ones(n) / 2}, n)):
+        content = encode_payload(InferencePayload(_probs(n), 1, "probs", **kw),
+                                 Codec("hard4", compress=False))
+        assert encoded_nbytes(content) == size
+
+
+def test_hard4_refuses_what_it_cannot_carry():
+    with pytest.raises(ValueError, match="17 classes > 16"):
+        encode_payload(InferencePayload(_probs(4, 17), 1, "probs"), Codec("hard4"))
+    with pytest.raises(ValueError, match="weights or confidences, not both"):
+        encode_payload(InferencePayload(_probs(4, 3), 1, "probs", np.ones(4), np.ones(4)),
+                       Codec("hard4"))
+
+
+def _hard4(**kw):
+    return encode_payload(InferencePayload(_probs(4, 3), 1, "probs", **kw),
+                          Codec("hard4", compress=False))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: _replace(_hard4(sample_weights=np.ones(4)), "symbols",
+                      np.array([0x0F, 0x1F, 0x3F, 0x2F], np.uint8)), "labels out of range"),
+    (lambda: _replace(_hard4(), "labels4", np.array([0x01, 0xC0], np.uint8)),
+     "labels out of range"),
+    (lambda: _replace(_hard4(), "labels4", np.zeros(3, np.uint8)), "shape"),
+    (lambda: _set_meta(_hard4(sample_weights=np.ones(4)), side="votes"), "side 'votes'"),
+    (lambda: _set_meta(_hard4(sample_weights=np.ones(4)), **{"log-top": float("nan")}),
+     "log-top nan"),
+    (lambda: _set_meta(_hard4(sample_weights=np.ones(4)), **{"log-top": 1e6}), "log-top"),
+    (lambda: _replace(_hard4(sample_weights=np.ones(4)), "weights", np.ones(4, np.float32)),
+     "arrays no hard4 payload has"),
+    (lambda: _hard4(confidence=np.ones(4)), "lacks the weights"),
+])
+def test_every_hard4_error_names_the_problem(make, match):
+    with pytest.raises(PayloadError, match=match):
+        decode_payload(make(), (4, 3), expect=Expect(sample_weights=True))
+
+
+def test_hard4_odd_labels_need_a_zero_pad_nibble_and_tiny_weights_still_decode():
+    content = encode_payload(InferencePayload(_probs(3, 3), 1, "probs"),
+                             Codec("hard4", compress=False))
+    decode_payload(content, (3, 3))
+    packed = content[PAYLOAD_KEY]["labels4"].numpy().copy()
+    packed[-1] |= 0x02
+    with pytest.raises(PayloadError, match="pad nibble"):
+        decode_payload(_replace(content, "labels4", packed), (3, 3))
+    tiny = decode_payload(_hard4(sample_weights=np.full(4, 1e-40)), (4, 3),
+                          expect=Expect(sample_weights=True)).sample_weights
+    np.testing.assert_allclose(tiny, 1e-40, rtol=0.35)  # within a level of what was sent
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        _hard4(sample_weights=np.array([1.0, np.nan, 1.0, 1.0]))
+
+
+def test_hard4_weights_decode_alone_for_push_sum():
+    from flower_gd.codecs import decode_sample_weights
+    w = np.array([2.0, 1.0, 0.5, 0.0])
+    content = _hard4(sample_weights=w)
+    np.testing.assert_allclose(decode_sample_weights(content, 4),
+                               decode_payload(content, (4, 3)).sample_weights)
+    with pytest.raises(PayloadError, match="lacks the weights"):
+        decode_sample_weights(_hard4(), 4)

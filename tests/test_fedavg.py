@@ -37,3 +37,45 @@ def test_fedavg_refuses_mixed_architectures():
     cfg = merge_overrides(load_defaults(), {"method": "fedavg", "model": "cnn,resnet18"})
     with pytest.raises(ConfigError, match="cannot mix|same architecture"):
         methods.load_config(cfg)
+
+
+def test_the_global_model_is_evaluated_once_per_round_for_every_node_that_trained():
+    import contextlib
+    from types import SimpleNamespace
+
+    import torch
+
+    class Recorder:
+        def __init__(self):
+            self.alive = {1: {11, 12}}
+            self.rows, self.ended, self.busy = [], [], 0
+
+        def record(self, rnd, node, metrics):
+            self.rows.append((rnd, node, dict(metrics)))
+
+        def end_round(self, rnd):
+            self.ended.append(rnd)
+
+        @contextlib.contextmanager
+        def server_work(self):
+            self.busy += 1
+            yield
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    data = SimpleNamespace(test=(x, rng.integers(0, 3, 40)), val=(x[:20], rng.integers(0, 3, 20)))
+    model = torch.nn.Linear(4, 3)
+    trained = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        trained.bias.copy_(torch.tensor([0.0, 0.0, 9.0]))  # answers class 2 for everything
+    recorder = Recorder()
+    evaluate_fn = RecordedFedAvg(num_nodes=2, recorder=recorder).global_evaluation(model, data)
+    assert evaluate_fn(0, ArrayRecord(model.state_dict())) is None  # no node took part yet
+    result = evaluate_fn(1, ArrayRecord(trained.state_dict()))
+    share = float((data.test[1] == 2).mean())  # the trained arrays were evaluated, not `model`'s
+    assert result["accuracy"] == pytest.approx(share)
+    assert result["top-share"] == 1.0
+    assert sorted(node for _, node, _ in recorder.rows) == [11, 12]
+    assert all(m == dict(result) for _, _, m in recorder.rows)  # the same global metrics
+    assert recorder.ended == [1] and recorder.busy == 1
+    assert RecordedFedAvg(num_nodes=2).fraction_evaluate == 0.0  # no node evaluates

@@ -7,7 +7,8 @@ import torch
 from flower_gd.models import PretrainedWeightsUnavailable, build_model, count_parameters
 
 
-@pytest.mark.parametrize("name", ["cnn", "resnet18", "densenet121", "mobilenet_v3_small"])
+@pytest.mark.parametrize("name", ["cnn", "cnn-wide", "resnet18", "densenet121",
+                                  "mobilenet_v3_small"])
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_forward_shapes(name, shape):
     model = build_model(name, in_channels=shape[0], num_classes=10).eval()

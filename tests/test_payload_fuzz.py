@@ -41,9 +41,11 @@ def _valid(rng, codec):
     logits = rng.normal(0, 3, size=(N, C))
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
+    confidence, weights = rng.uniform(0, 1, N), rng.uniform(0.01, 9, N)
+    if codec == "hard4":  # one 4-bit side value per sample: weights or confidences
+        confidence, weights = (confidence, None) if rng.integers(2) else (None, weights)
     payload = InferencePayload(probs, int(rng.integers(1, 9)), "probs",
-                               confidence=rng.uniform(0, 1, N),
-                               sample_weights=rng.uniform(0.01, 9, N))
+                               confidence=confidence, sample_weights=weights)
     return encode_payload(payload, Codec(codec, topk=int(rng.integers(1, C + 1)),
                                          compress=bool(rng.integers(2))))
 

@@ -48,3 +48,25 @@ def test_impossible_settings_are_refused():
         PullRelay("/unused", 5, topology="star")
     with pytest.raises(ValueError, match="peers=5"):
         PullRelay("/unused", 5, peers=5)
+
+
+def test_next_larger_pulls_only_from_the_next_larger_family_and_the_largest_from_anyone():
+    from flower_gd.models import parameter_count
+    families = ["cnn", "cnn-wide", "mobilenet_v3_small"]  # round-robin over the 5 partitions
+    assert parameter_count("cnn") < parameter_count("cnn-wide") < parameter_count(
+        "mobilenet_v3_small")
+    relay = PullRelay("/unused", len(IDS), seed=3, peers=1, assist="next-larger",
+                      family_of=lambda p: families[p % 3])
+    relay.partition_of = {node: p for p, node in enumerate(IDS)}
+    family = {node: families[p % 3] for p, node in enumerate(IDS)}
+    seen: dict[int, set[str]] = {n: set() for n in IDS}
+    for _ in range(100):
+        for dst, (src,) in relay.choose_peers(IDS, k=1).items():
+            seen[dst].add(family[src])
+    for node in IDS:
+        want = {"cnn": {"cnn-wide"}, "cnn-wide": {"mobilenet_v3_small"},
+                # the largest family: every other node (partition 2 has no peer of its own)
+                "mobilenet_v3_small": {"cnn", "cnn-wide"}}[family[node]]
+        assert seen[node] == want
+    with pytest.raises(ValueError, match="next-larger needs family_of"):
+        PullRelay("/unused", 5, assist="next-larger")

@@ -27,7 +27,7 @@ class _Meter:
 
 
 def _saved_run(root: Path, method: str, partition: str, seed: int, accs: list[float],
-               payload: int, tag: str, **extra) -> None:
+               payload: int, tag: str, common: int = 0, **extra) -> None:
     """Write one run directory in the real format: config, rounds.csv, messages, summary."""
     cfg = {**load_defaults(), "method": method, "partition-scheme": partition, "seed": seed,
            "num-nodes": 2, "num-server-rounds": len(accs) - 1, **extra}
@@ -46,7 +46,8 @@ def _saved_run(root: Path, method: str, partition: str, seed: int, accs: list[fl
                 if tag == "scores":
                     meter.entries.append(
                         MeterEntry(rnd, "down", node, "train", tag, payload, "p2p", 1))
-            rec.record(rnd, node, {"accuracy": acc + (0.01 if node == 101 else -0.01), "loss": 1.0})
+            rec.record(rnd, node, {"accuracy": acc + (0.01 if node == 101 else -0.01), "loss": 1.0,
+                                   **({"common-samples": float(common)} if common else {})})
         rec.end_round(rnd)
     rec.finalize({"label-leak": False})
 
@@ -66,7 +67,7 @@ def variants(results):
     """Adds codec variants and a mixed fleet of gossip-adaptive to the fixture."""
     for codec, payload, acc in (("float32", 40_000, 0.7), ("uint8", 4_000, 0.69)):
         _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, acc], payload, "scores",
-                   codec=codec, **{"num-server-rounds": 5})
+                   common=600, codec=codec, **{"num-server-rounds": 5})
     _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, 0.7], 40_000, "scores",
                model="cnn,mobilenet_v3_small", **{"num-server-rounds": 5})
     for attackers, robust, acc in ((1, "none", 0.6), (1, "clip", 0.65), (0, "clip", 0.66)):
@@ -106,13 +107,35 @@ def test_codec_and_model_family_tables(variants):
     uint8 = next(r for r in rows if r["codec"] == "uint8")
     # the payload counted here is the last round's message of the saved meter: 4000 vs 40000
     assert uint8["x fewer than default"] == "10.0"
-    assert uint8["vs default (points)"] == "-1.00"
+    assert uint8["vs default (points, paired)"] == "-1.00 (1 seed)"
     assert uint8["method"] == "gossip-adaptive"  # grouped by config values, codec aside
     header, body = model_family_table(runs)
     families = {r[header.index("family")]: r[header.index("final median acc.")] for r in body}
     assert families == {"cnn": "0.7100", "mobilenet_v3_small": "0.6900"}
     text = write_report(variants, with_models=False)
     assert "Payload codecs" in text and "accuracy per model family" in text
+
+
+def test_the_codec_table_pairs_seeds_and_counts_bits_per_common_sample(tmp_path):
+    from flower_gd.tables import codec_table
+
+    # float32 by seed: 0.70, 0.72; hard4: 0.69 (seed 0), 0.72 (seed 1): paired -1, 0 points
+    for codec, payload, accs in (("float32", 240_000, (0.70, 0.72)),
+                                 ("hard4", 3_000, (0.69, 0.72))):
+        for seed, acc in enumerate(accs):
+            _saved_run(tmp_path, "gossip-adaptive", "niid1", seed, [0.5, acc], payload,
+                       "scores", common=6000, codec=codec)
+    header, body = codec_table(load_runs(tmp_path))
+    rows = {r[header.index("codec")]: dict(zip(header, r, strict=True)) for r in body}
+    assert rows["hard4"]["bits per common sample"] == "4.0"  # 8 x 3000 / 6000
+    assert rows["float32"]["bits per common sample"] == "320.0"
+    assert rows["hard4"]["x fewer than default"] == "80.0"
+    assert rows["hard4"]["final median acc."] == "0.7050 ± 0.1906 (2)"
+    # t(1) = 12.706 over the differences (-1, 0): -0.50 ± 6.35; a cross-seed pairing would
+    # give (-3, +2) or (0, -1) instead
+    assert rows["hard4"]["vs default (points, paired)"] == "-0.50 ± 6.35 (2) n.d."
+    assert rows["hard4"]["inside default's interval"] == "yes"
+    assert rows["float32"]["vs default (points, paired)"] == "–"
 
 
 def test_byzantine_runs_have_their_own_table_and_stay_out_of_the_comparison(variants):

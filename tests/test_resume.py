@@ -89,3 +89,5 @@ def test_a_killed_run_resumes_from_its_last_round_and_ends_the_same(tmp_path, un
     assert [r["accuracy"] for r in rows] == [r["accuracy"] for r in whole_rows]
     assert summary["final"] == whole_summary["final"]
     assert summary["bytes"]["wire-up"] + summary["bytes"]["wire-down"] > 0
+    # what the round-0 replies said survives the resume (bits per sample divide by it)
+    assert summary["common-samples"] == whole_summary["common-samples"] > 0
