@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench bench-study-rounds bench-stall bench-speed bench-speed-fmnist bench-speed-scale bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
+.PHONY: demo test bench bench-study-rounds bench-study-rounds-run bench-stall bench-speed bench-speed-fmnist bench-speed-scale bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -101,8 +101,13 @@ bench-study: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd.select results/bench
 
 # gossip-adaptive's second stage: the student and weighting chosen so far, at 1 peer and 1
-# epoch per round (a sub-make: its choice is read when it starts, after the first stage).
+# epoch per round. It first chooses on what is measured now, then runs a sub-make (make
+# expands a recipe's $(shell ...) before its first line runs: the sub-make reads the choice).
 bench-study-rounds: $(STAMP) fashion-mnist
+	$(PY) -m flower_gd.select results/bench > /dev/null
+	$(MAKE) bench-study-rounds-run
+
+bench-study-rounds-run: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd -m app.method=gossip-adaptive app.gossip-peers=1 app.round-epochs=1 \
 	  $(filter-out app.gossip-peers=% app.round-epochs=%,$(call chosen,gossip-adaptive)) \
 	  $(PARTITIONS) $(BENCH)
