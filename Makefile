@@ -157,9 +157,9 @@ bench-stall: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd -m app.method=local $(STALL_CLIP)
 	$(PY) -m flower_gd.report results/stall
 
-# Dead nodes and lost messages on the embedded digits (iid, 10 nodes): each method without
-# faults, with 3 nodes dying at round 2, and with 20% of all messages lost.
-FAULTS := app.partition-scheme=iid app.output-dir=results/faults
+# Dead nodes and lost messages on the embedded digits (iid, 10 nodes, seeds SEEDS): each
+# method without faults, with 3 nodes dying at round 2, and with 20% of all messages lost.
+FAULTS := app.partition-scheme=iid app.output-dir=results/faults app.seed=$(SEEDS)
 DROP3 := 'app.drop-nodes="2@2,5@2,8@2"'
 bench-faults: $(STAMP)
 	$(PY) -m flower_gd -m $(GA_BEST) $(FAULTS)
@@ -225,11 +225,12 @@ fleets-gpu: $(STAMP)
 	$(PY) -m flower_gd -m $(GA_BEST) $(FLEETS_GPU)
 	$(PY) -m flower_gd.report results/fleets-gpu
 
-# Issue 2's measurement: honest gossip and the ground-truth leak, 12000 common samples.
+# Issue 2's measurement: honest gossip and the ground-truth leak, on the bench's data
+# settings (6000 common samples, 5000 test samples), seeds SEEDS.
 fmnist-gossip: $(STAMP) fashion-mnist
-	$(PY) -m flower_gd -m app.dataset=fashion-mnist app.common-limit=12000 \
+	$(PY) -m flower_gd -m app.dataset=fashion-mnist app.common-limit=6000 app.test-limit=5000 \
 	  app.partition-scheme=iid,niid1 app.label-source=mixed,ground-truth \
-	  app.output-dir=results/fmnist-gossip
+	  app.output-dir=results/fmnist-gossip app.seed=$(SEEDS)
 	$(PY) -m flower_gd.report results/fmnist-gossip
 
 clean:
