@@ -39,7 +39,7 @@ from flower_gd.select import select
 from flower_gd.tables import (
     PARTITION_ORDER,
     SavedRun,
-    byzantine_table,
+    byzantine_lines,
     codec_cells,
     label_key,
     load_runs,
@@ -353,26 +353,30 @@ def fig7_pareto(runs: list[SavedRun], out: Path) -> list[Path]:
 
 def fig6_byzantine(runs: list[SavedRun], out: Path) -> list[Path]:
     """Final median accuracy of the honest nodes against the number of Byzantine nodes, one
-    line per method (and robust mix), one panel per dataset and partition."""
-    header, body = byzantine_table(runs)
-    if not body:
+    line per method (and robust mix), one panel per dataset and partition: mean and 95%
+    interval over seeds."""
+    lines = byzantine_lines(runs)
+    if not lines:
         return []
-    counts = [int(h.split()[0]) for h in header[4:]]
-    panels = sorted({(r[0], r[1]) for r in body}, key=lambda k: (k[0], partition_key(k[1])))
+    counts = sorted({n for line in lines for n in line.by_count} | {0})
+    panels = sorted({(ln.dataset, ln.partition) for ln in lines},
+                    key=lambda k: (k[0], partition_key(k[1])))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
     for ax, (dataset, partition) in zip(axes[0], panels, strict=True):
-        for r in body:
-            if (r[0], r[1]) != (dataset, partition):
+        for line in lines:
+            if (line.dataset, line.partition) != (dataset, partition):
                 continue
-            pts = [(n, float(v)) for n, v in zip(counts, r[4:], strict=True) if v]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=f"{r[2]} ({r[3]})")
+            pts = [(n, *t_interval(list(line.by_count[n].values())))
+                   for n in counts if line.by_count.get(n)]
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
+                        yerr=[p[2] or 0.0 for p in pts], marker="o", capsize=3,
+                        color=_color(line.method), label=f"{line.method} ({line.attack})")
         ax.set_title(f"Fig. 6: {dataset} {partition}")
         ax.set_xlabel("Byzantine nodes (of the fleet)")
         ax.set_xticks(counts)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("final median accuracy, honest nodes")
+    axes[0][0].set_ylabel("final median accuracy, honest nodes (mean, 95% interval)")
     axes[0][-1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return _save(fig, out, "fig6_byzantine")

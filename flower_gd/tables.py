@@ -229,6 +229,16 @@ def _formatted(m: float, half: float | None, n: int, digits: int, signed: bool) 
     return f"{m:{sign}.{digits}f} ± {half:.{digits}f} ({n})"
 
 
+def paired_text(diffs: list[float]) -> str:
+    """Paired differences (fractions) as points: ``mean ± h (n)``, ``n.d.`` where the 95%
+    interval spans 0; ``–`` without a shared seed."""
+    if not diffs:
+        return "–"
+    m, half = t_interval([100 * d for d in diffs])
+    text = _formatted(m, half, len(diffs), digits=2, signed=True)
+    return text + " n.d." if half is not None and m - half <= 0 <= m + half else text
+
+
 def accuracy_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
     """Table V analogue: final median node accuracy, method x partition, per dataset.
 
@@ -282,12 +292,7 @@ def paired_table(runs: list[SavedRun], reference: str,
                 if not seeds:
                     line.append("")
                     continue
-                diffs = [mine[s] - ref[s] for s in seeds]
-                m, half = t_interval([100 * d for d in diffs])
-                text = _formatted(m, half, len(diffs), digits=2, signed=True)
-                if half is not None and m - half <= 0 <= m + half:
-                    text += " n.d."
-                line.append(text)
+                line.append(paired_text([mine[s] - ref[s] for s in seeds]))
             if any(line[3:]):
                 body.append(line)
     return header, body
@@ -409,10 +414,7 @@ def codec_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> T
         if c.is_default or not c.diffs:
             versus = inside = "–"
         else:
-            m, half = t_interval([100 * d for d in c.diffs])
-            versus = _formatted(m, half, len(c.diffs), digits=2, signed=True)
-            if half is not None and m - half <= 0 <= m + half:
-                versus += " n.d."
+            versus = paired_text(c.diffs)
             inside = ("–" if ref_half is None
                       else "yes" if abs(mean - ref_mean) <= ref_half else "no")
         body.append([c.dataset, c.method, c.partition, c.codec,
@@ -421,67 +423,108 @@ def codec_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> T
     return header, body
 
 
-def byzantine_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
-    """Final median accuracy of the honest nodes with 0, 1, 3, ... Byzantine nodes, per
-    method (and robust mix), dataset and partition; the 0 column is the run without attackers
-    that is equal in every other setting."""
+@dataclass(frozen=True)
+class ByzantineLine:
+    """One method (and robust mix) under one attack in one (dataset, partition): final median
+    accuracy of the honest nodes by seed, per number of attackers (0: the run without
+    attackers equal in every other setting)."""
+
+    dataset: str
+    partition: str
+    method: str
+    attack: str
+    by_count: dict[int, dict[int, float]]  # attackers -> seed -> accuracy
+
+
+def byzantine_lines(runs: list[SavedRun], shared: dict[str, Any] | None = None
+                    ) -> list[ByzantineLine]:
     hide = {*_hidden(runs, shared), *ATTACK_KEYS}
 
     def group(run: SavedRun) -> tuple[str, str, str]:
         return (run.dataset, run.partition, run.label(hide))
 
     studied = {group(r) for r in runs if r.off_default((*ATTACK_KEYS, *ROBUST_KEYS))}
-    counts = sorted({r.attackers for r in runs if r.attackers})
     attacks = sorted({str(r.config["byzantine-attack"]) for r in runs if r.attackers})
-    cells: dict[tuple[str, str, str, str, int], float] = {}
+    cells: dict[tuple[str, str, str, str], dict[int, dict[int, float]]] = defaultdict(
+        lambda: defaultdict(dict))
     for run in runs:
         if run.faulty or group(run) not in studied:
             continue
         own = [str(run.config["byzantine-attack"])] if run.attackers else attacks
         for attack in own:  # a run without attackers is every attack's 0
-            cells[(*group(run), attack, run.attackers)] = run.final_median
+            cells[(*group(run), attack)][run.attackers][run.seed] = run.final_median
+    keys = sorted(cells, key=lambda k: (k[0], partition_key(k[1]), label_key(k[2]), k[3]))
+    return [ByzantineLine(*k, {n: dict(v) for n, v in cells[k].items()}) for k in keys]
+
+
+def byzantine_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
+    """Final median accuracy of the honest nodes with 0, 1, 3, ... Byzantine nodes, per
+    method (and robust mix), dataset and partition, ``mean ± h (n)`` over seeds; the 0 column
+    is the run without attackers that is equal in every other setting. The last column: the
+    most attackers minus none, paired by seed, in points."""
+    lines = byzantine_lines(runs, shared)
+    counts = sorted({n for line in lines for n in line.by_count} | {0})
     header = ["dataset", "partition", "method", "attack",
-              *(f"{n} attacker(s)" for n in [0, *counts])]
+              *(f"{n} attacker(s)" for n in counts), "most minus none (points, paired)"]
     body = []
-    rows = sorted({k[:4] for k in cells},
-                  key=lambda k: (k[0], partition_key(k[1]), label_key(k[2]), k[3]))
-    for dataset, partition, label, attack in rows:
-        line = [dataset, partition, label, attack]
-        for n in [0, *counts]:
-            v = cells.get((dataset, partition, label, attack, n))
-            line.append("" if v is None else f"{v:.4f}")
-        body.append(line)
+    for line in lines:
+        row = [line.dataset, line.partition, line.method, line.attack]
+        for n in counts:
+            seeds = line.by_count.get(n, {})
+            row.append(format_interval(list(seeds.values())) if seeds else "")
+        most = max(line.by_count)
+        none, worst = line.by_count.get(0, {}), line.by_count[most]
+        row.append(paired_text([worst[s] - none[s] for s in sorted(set(none) & set(worst))])
+                   if most else "–")
+        body.append(row)
     return header, body
 
 
 def fault_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
-    """Each method without faults and under each fault setting: final median accuracy of
-    the nodes alive at the end, nodes alive, failed pulls, lost messages, wire MiB."""
+    """Each method without faults and under each fault setting, over seeds: final median
+    accuracy of the nodes alive at the end (``mean ± h (n)``), its change against the same
+    method without faults paired by seed (points), and the means of nodes alive, failed
+    pulls, lost messages and wire MiB."""
     hide = {*_hidden(runs, shared), *FAULT_KEYS}
 
     def group(run: SavedRun) -> tuple[str, str, str]:
         return (run.dataset, run.partition, run.label(hide))
 
     studied = {group(r) for r in runs if r.faulty}
-    header = ["dataset", "partition", "method", "faults", "final median acc.", "alive at end",
-              "failed pulls", "lost messages", "wire (MiB)"]
-    body = []
+    cells: dict[tuple[str, str, str], dict[str, list[SavedRun]]] = defaultdict(
+        lambda: defaultdict(list))
     for run in runs:
         if group(run) not in studied or run.attackers:
             continue
         fault = " ".join(format_setting(k, v) for k, v in run.settings.items()
                          if k in FAULT_KEYS) or "none"
-        faults = run.summary.get("faults", {})
-        alive = faults.get("alive-per-round", {}).get(str(run.summary["rounds"]), [])
-        body.append([*group(run), fault, f"{run.final_median:.4f}", str(len(alive)),
-                     str(run.summary.get("failed-pulls", 0)), str(faults.get("lost-messages", 0)),
-                     f"{run.wire_bytes / MIB:.2f}"])
-    body.sort(key=lambda r: (r[0], r[1], label_key(r[2]), r[3] != "none", r[3]))
+        cells[group(run)][fault].append(run)
+    header = ["dataset", "partition", "method", "faults", "final median acc.",
+              "vs no faults (points, paired)", "alive at end", "failed pulls",
+              "lost messages", "wire (MiB)"]
+    body = []
+    for key in sorted(cells, key=lambda k: (k[0], partition_key(k[1]), label_key(k[2]))):
+        by_fault = cells[key]
+        clean = {r.seed: r.final_median for r in by_fault.get("none", [])}
+        for fault in sorted(by_fault, key=lambda f: (f != "none", f)):
+            group_runs = by_fault[fault]
+            faults = [r.summary.get("faults", {}) for r in group_runs]
+            alive = [len(f.get("alive-per-round", {}).get(str(r.summary["rounds"]), []))
+                     for f, r in zip(faults, group_runs, strict=True)]
+            versus = "–" if fault == "none" else paired_text(
+                [r.final_median - clean[r.seed] for r in group_runs if r.seed in clean])
+            body.append([
+                *key, fault, format_interval([r.final_median for r in group_runs]), versus,
+                f"{statistics.fmean(alive):.1f}",
+                f"{statistics.fmean(r.summary.get('failed-pulls', 0) for r in group_runs):.1f}",
+                f"{statistics.fmean(f.get('lost-messages', 0) for f in faults):.1f}",
+                f"{statistics.fmean(r.wire_bytes for r in group_runs) / MIB:.2f}"])
     return header, body
 
 
 def model_family_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
-    """Table VI analogue: final median accuracy per model family, for mixed fleets.
+    """Table VI analogue for mixed fleets: per model family, the median final accuracy of
+    its nodes, ``mean ± h (n)`` over seeds, beside the whole fleet's median.
 
     A method that ends with one global model (DLAD) gives every node that model, whatever
     the node's own family: its row names the global model instead.
@@ -489,20 +532,26 @@ def model_family_table(runs: list[SavedRun], shared: dict[str, Any] | None = Non
     hide = _hidden(runs, shared)
     header = ["dataset", "fleet", "method", "partition", "family", "nodes",
               "final median acc.", "fleet median acc."]
-    body = []
+    cells: dict[tuple[str, str, str, str], dict[str, dict[int, list[float]]]] = defaultdict(
+        lambda: defaultdict(dict))
+    fleet: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for run in (r for r in runs if "," in r.model):
+        key = (run.dataset, run.model.replace(",", "+"), run.label(hide), run.partition)
         last = max(int(r["round"]) for r in run.rows)
-        by_family: dict[str, list[float]] = defaultdict(list)
         global_model = methods.get(run.method).global_model
         for r in run.rows:
             if int(r["round"]) == last and r["accuracy"] not in ("", None):
                 family = f"global {run.model.split(',')[0]}" if global_model else r["model"]
-                by_family[family].append(float(r["accuracy"]))
-        for family in sorted(by_family):
-            accs = by_family[family]
-            body.append([run.dataset, run.model.replace(",", "+"), run.label(hide),
-                         run.partition, family, str(len(accs)),
-                         f"{statistics.median(accs):.4f}", f"{run.final_median:.4f}"])
+                cells[key][family].setdefault(run.seed, []).append(float(r["accuracy"]))
+        fleet[key].append(run.final_median)
+    body = []
+    for key in sorted(cells, key=lambda k: (k[0], k[1], label_key(k[2]), partition_key(k[3]))):
+        for family in sorted(cells[key]):
+            by_seed = cells[key][family]
+            nodes = statistics.fmean(len(v) for v in by_seed.values())
+            body.append([*key, family, f"{nodes:g}",
+                         format_interval([statistics.median(v) for v in by_seed.values()]),
+                         format_interval(fleet[key])])
     return header, body
 
 

@@ -111,7 +111,7 @@ def test_codec_and_model_family_tables(variants):
     assert uint8["method"] == "gossip-adaptive"  # grouped by config values, codec aside
     header, body = model_family_table(runs)
     families = {r[header.index("family")]: r[header.index("final median acc.")] for r in body}
-    assert families == {"cnn": "0.7100", "mobilenet_v3_small": "0.6900"}
+    assert families == {"cnn": "0.7100 (1 seed)", "mobilenet_v3_small": "0.6900 (1 seed)"}
     text = write_report(variants, with_models=False)
     assert "Payload codecs" in text and "accuracy per model family" in text
 
@@ -144,10 +144,11 @@ def test_byzantine_runs_have_their_own_table_and_stay_out_of_the_comparison(vari
     runs = load_runs(variants)
     header, body = byzantine_table(runs)
     assert header == ["dataset", "partition", "method", "attack", "0 attacker(s)",
-                      "1 attacker(s)"]
+                      "1 attacker(s)", "most minus none (points, paired)"]
     rows = {r[2]: r[4:] for r in body}
-    assert rows == {"gossip-adaptive": ["0.7000", "0.6000"],
-                    "gossip-adaptive robust-mix=clip": ["0.6600", "0.6500"]}
+    assert rows == {"gossip-adaptive": ["0.7000 (1 seed)", "0.6000 (1 seed)", "-10.00 (1 seed)"],
+                    "gossip-adaptive robust-mix=clip": ["0.6600 (1 seed)", "0.6500 (1 seed)",
+                                                        "-1.00 (1 seed)"]}
     header, body = accuracy_table([r for r in runs if r.clean])
     assert not any("byzantine" in r[2] or "robust" in r[2] for r in body)
     assert "Byzantine nodes" in write_report(variants, with_models=False)
@@ -156,14 +157,20 @@ def test_byzantine_runs_have_their_own_table_and_stay_out_of_the_comparison(vari
 def test_fault_runs_are_tabulated_beside_their_clean_run(variants):
     from flower_gd.tables import fault_table
 
-    _saved_run(variants, "gossip", "iid", 0, [0.5, 0.5, 0.58], 40_000, "scores",
-               **{"drop-nodes": "1@2", "message-loss": 0.1})
+    # clean gossip iid: 0.60 for both seeds (the fixture); with faults: 0.58, 0.61
+    for seed, acc in ((0, 0.58), (1, 0.61)):
+        _saved_run(variants, "gossip", "iid", seed, [0.5, 0.5, acc], 40_000, "scores",
+                   **{"drop-nodes": "1@2", "message-loss": 0.1})
     header, body = fault_table(load_runs(variants))
     rows = [dict(zip(header, r, strict=True)) for r in body
             if r[2].startswith("gossip ") and r[1] == "iid"]
-    # both clean seeds, then the faulty run, in one group: equal in every other setting
-    assert [r["faults"] for r in rows] == ["none", "none", "drop-nodes=1@2 message-loss=0.1"]
-    assert rows[-1]["final median acc."] == "0.5800"
+    # one row per fault setting over both seeds, the clean one first; equal in the rest
+    assert [r["faults"] for r in rows] == ["none", "drop-nodes=1@2 message-loss=0.1"]
+    assert rows[0]["final median acc."] == "0.6000 ± 0.0000 (2)"
+    assert rows[1]["final median acc."] == "0.5950 ± 0.1906 (2)"
+    # by seed -2 and +1 points: -0.50 ± t(1) = 12.706 x sd 2.121 / sqrt 2 = 19.06
+    assert rows[1]["vs no faults (points, paired)"] == "-0.50 ± 19.06 (2) n.d."
+    assert rows[0]["vs no faults (points, paired)"] == "–"
 
 
 @pytest.mark.parametrize("figure", sorted(plots.FIGURES))
