@@ -359,19 +359,23 @@ def fig6_byzantine(runs: list[SavedRun], out: Path) -> list[Path]:
     if not lines:
         return []
     counts = sorted({n for line in lines for n in line.by_count} | {0})
-    panels = sorted({(ln.dataset, ln.partition) for ln in lines},
-                    key=lambda k: (k[0], partition_key(k[1])))
+    panels = sorted({(ln.dataset, ln.model, ln.partition) for ln in lines},
+                    key=lambda k: (k[0], k[1], partition_key(k[2]), k[2]))
+    attacks = sorted({ln.attack for ln in lines})
+    markers = "osD^v<>"
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
-    for ax, (dataset, partition) in zip(axes[0], panels, strict=True):
+    for ax, panel in zip(axes[0], panels, strict=True):
         for line in lines:
-            if (line.dataset, line.partition) != (dataset, partition):
+            if (line.dataset, line.model, line.partition) != panel:
                 continue
             pts = [(n, *t_interval(list(line.by_count[n].values())))
                    for n in counts if line.by_count.get(n)]
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
-                        yerr=[p[2] or 0.0 for p in pts], marker="o", capsize=3,
-                        color=_color(line.method), label=f"{line.method} ({line.attack})")
-        ax.set_title(f"Fig. 6: {dataset} {partition}")
+                        yerr=[p[2] or 0.0 for p in pts], capsize=3, color=_color(line.method),
+                        marker=markers[attacks.index(line.attack) % len(markers)],
+                        linestyle="--" if "robust-mix" in line.method else "-",
+                        label=f"{line.method} ({line.attack})")
+        ax.set_title(f"Fig. 6: {panel[0]} {panel[1]} {panel[2]}")
         ax.set_xlabel("Byzantine nodes (of the fleet)")
         ax.set_xticks(counts)
         ax.set_ylim(0, 1)

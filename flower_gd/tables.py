@@ -423,13 +423,28 @@ def codec_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> T
     return header, body
 
 
+def _one_per_seed(cell: dict[int, Any], run: SavedRun, value: Any) -> None:
+    """Put `value` under the run's seed; a second run of the same cell and seed (a copy, or
+    runs that differ only in settings the table does not show) is an error, not a mean."""
+    if run.seed in cell:
+        raise ValueError(f"{run.path} repeats a cell and seed another run already fills: "
+                         "move one of them out of the results directory")
+    cell[run.seed] = value
+
+
+def _group_key(k: tuple[str, str, str, str]) -> tuple[str, str, int, str, tuple[int, str]]:
+    """(dataset, model, partition, label): dataset, model, partition order, label order."""
+    return (k[0], k[1], partition_key(k[2]), k[2], label_key(k[3]))
+
+
 @dataclass(frozen=True)
 class ByzantineLine:
-    """One method (and robust mix) under one attack in one (dataset, partition): final median
-    accuracy of the honest nodes by seed, per number of attackers (0: the run without
+    """One method (and robust mix) under one attack in one (dataset, model, partition): final
+    median accuracy of the honest nodes by seed, per number of attackers (0: the run without
     attackers equal in every other setting)."""
 
     dataset: str
+    model: str
     partition: str
     method: str
     attack: str
@@ -440,42 +455,47 @@ def byzantine_lines(runs: list[SavedRun], shared: dict[str, Any] | None = None
                     ) -> list[ByzantineLine]:
     hide = {*_hidden(runs, shared), *ATTACK_KEYS}
 
-    def group(run: SavedRun) -> tuple[str, str, str]:
-        return (run.dataset, run.partition, run.label(hide))
+    def group(run: SavedRun) -> tuple[str, str, str, str]:
+        return (run.dataset, run.model, run.partition, run.label(hide))
 
     studied = {group(r) for r in runs if r.off_default((*ATTACK_KEYS, *ROBUST_KEYS))}
-    attacks = sorted({str(r.config["byzantine-attack"]) for r in runs if r.attackers})
-    cells: dict[tuple[str, str, str, str], dict[int, dict[int, float]]] = defaultdict(
+    attacks: dict[tuple[str, str, str], set[str]] = defaultdict(set)  # run where attacked
+    for run in runs:
+        if run.attackers:
+            attacks[group(run)[:3]].add(str(run.config["byzantine-attack"]))
+    cells: dict[tuple[str, str, str, str, str], dict[int, dict[int, float]]] = defaultdict(
         lambda: defaultdict(dict))
     for run in runs:
         if run.faulty or group(run) not in studied:
             continue
-        own = [str(run.config["byzantine-attack"])] if run.attackers else attacks
-        for attack in own:  # a run without attackers is every attack's 0
-            cells[(*group(run), attack)][run.attackers][run.seed] = run.final_median
-    keys = sorted(cells, key=lambda k: (k[0], partition_key(k[1]), label_key(k[2]), k[3]))
+        own = ([str(run.config["byzantine-attack"])] if run.attackers
+               else sorted(attacks[group(run)[:3]]))
+        for attack in own:  # a run without attackers is the 0 of every attack run beside it
+            _one_per_seed(cells[(*group(run), attack)][run.attackers], run, run.final_median)
+    keys = sorted(cells, key=lambda k: (*_group_key(k[:4]), k[4]))
     return [ByzantineLine(*k, {n: dict(v) for n, v in cells[k].items()}) for k in keys]
 
 
 def byzantine_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
     """Final median accuracy of the honest nodes with 0, 1, 3, ... Byzantine nodes, per
-    method (and robust mix), dataset and partition, ``mean ± h (n)`` over seeds; the 0 column
-    is the run without attackers that is equal in every other setting. The last column: the
-    most attackers minus none, paired by seed, in points."""
+    method (and robust mix), dataset, model and partition, ``mean ± h (n)`` over seeds; the
+    0 column is the run without attackers that is equal in every other setting. The last
+    column: the line's most attackers against none, paired by seed, in points."""
     lines = byzantine_lines(runs, shared)
     counts = sorted({n for line in lines for n in line.by_count} | {0})
-    header = ["dataset", "partition", "method", "attack",
-              *(f"{n} attacker(s)" for n in counts), "most minus none (points, paired)"]
+    header = ["dataset", "model", "partition", "method", "attack",
+              *(f"{n} attacker(s)" for n in counts), "most attackers vs none (points, paired)"]
     body = []
     for line in lines:
-        row = [line.dataset, line.partition, line.method, line.attack]
+        row = [line.dataset, line.model, line.partition, line.method, line.attack]
         for n in counts:
             seeds = line.by_count.get(n, {})
             row.append(format_interval(list(seeds.values())) if seeds else "")
         most = max(line.by_count)
         none, worst = line.by_count.get(0, {}), line.by_count[most]
-        row.append(paired_text([worst[s] - none[s] for s in sorted(set(none) & set(worst))])
-                   if most else "–")
+        shared_seeds = sorted(set(none) & set(worst))
+        row.append(f"{most} vs 0: " + paired_text([worst[s] - none[s] for s in shared_seeds])
+                   if most and shared_seeds else "–")
         body.append(row)
     return header, body
 
@@ -487,27 +507,27 @@ def fault_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> T
     pulls, lost messages and wire MiB."""
     hide = {*_hidden(runs, shared), *FAULT_KEYS}
 
-    def group(run: SavedRun) -> tuple[str, str, str]:
-        return (run.dataset, run.partition, run.label(hide))
+    def group(run: SavedRun) -> tuple[str, str, str, str]:
+        return (run.dataset, run.model, run.partition, run.label(hide))
 
     studied = {group(r) for r in runs if r.faulty}
-    cells: dict[tuple[str, str, str], dict[str, list[SavedRun]]] = defaultdict(
-        lambda: defaultdict(list))
+    cells: dict[tuple[str, str, str, str], dict[str, dict[int, SavedRun]]] = defaultdict(
+        lambda: defaultdict(dict))
     for run in runs:
         if group(run) not in studied or run.attackers:
             continue
         fault = " ".join(format_setting(k, v) for k, v in run.settings.items()
                          if k in FAULT_KEYS) or "none"
-        cells[group(run)][fault].append(run)
-    header = ["dataset", "partition", "method", "faults", "final median acc.",
+        _one_per_seed(cells[group(run)][fault], run, run)
+    header = ["dataset", "model", "partition", "method", "faults", "final median acc.",
               "vs no faults (points, paired)", "alive at end", "failed pulls",
               "lost messages", "wire (MiB)"]
     body = []
-    for key in sorted(cells, key=lambda k: (k[0], partition_key(k[1]), label_key(k[2]))):
+    for key in sorted(cells, key=_group_key):
         by_fault = cells[key]
-        clean = {r.seed: r.final_median for r in by_fault.get("none", [])}
+        clean = {seed: r.final_median for seed, r in by_fault.get("none", {}).items()}
         for fault in sorted(by_fault, key=lambda f: (f != "none", f)):
-            group_runs = by_fault[fault]
+            group_runs = list(by_fault[fault].values())
             faults = [r.summary.get("faults", {}) for r in group_runs]
             alive = [len(f.get("alive-per-round", {}).get(str(r.summary["rounds"]), []))
                      for f, r in zip(faults, group_runs, strict=True)]
@@ -530,28 +550,30 @@ def model_family_table(runs: list[SavedRun], shared: dict[str, Any] | None = Non
     the node's own family: its row names the global model instead.
     """
     hide = _hidden(runs, shared)
-    header = ["dataset", "fleet", "method", "partition", "family", "nodes",
+    header = ["dataset", "fleet", "partition", "method", "family", "nodes",
               "final median acc.", "fleet median acc."]
-    cells: dict[tuple[str, str, str, str], dict[str, dict[int, list[float]]]] = defaultdict(
-        lambda: defaultdict(dict))
-    fleet: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    fleets: dict[tuple[str, str, str, str], dict[int, SavedRun]] = defaultdict(dict)
     for run in (r for r in runs if "," in r.model):
-        key = (run.dataset, run.model.replace(",", "+"), run.label(hide), run.partition)
-        last = max(int(r["round"]) for r in run.rows)
-        global_model = methods.get(run.method).global_model
-        for r in run.rows:
-            if int(r["round"]) == last and r["accuracy"] not in ("", None):
-                family = f"global {run.model.split(',')[0]}" if global_model else r["model"]
-                cells[key][family].setdefault(run.seed, []).append(float(r["accuracy"]))
-        fleet[key].append(run.final_median)
+        key = (run.dataset, run.model.replace(",", "+"), run.partition, run.label(hide))
+        _one_per_seed(fleets[key], run, run)
     body = []
-    for key in sorted(cells, key=lambda k: (k[0], k[1], label_key(k[2]), partition_key(k[3]))):
-        for family in sorted(cells[key]):
-            by_seed = cells[key][family]
-            nodes = statistics.fmean(len(v) for v in by_seed.values())
-            body.append([*key, family, f"{nodes:g}",
-                         format_interval([statistics.median(v) for v in by_seed.values()]),
-                         format_interval(fleet[key])])
+    for key in sorted(fleets, key=_group_key):
+        by_family: dict[str, list[list[float]]] = defaultdict(list)  # family -> per seed
+        for run in fleets[key].values():
+            last = max(int(r["round"]) for r in run.rows)
+            global_model = methods.get(run.method).global_model
+            mine: dict[str, list[float]] = defaultdict(list)
+            for r in run.rows:
+                if int(r["round"]) == last and r["accuracy"] not in ("", None):
+                    family = f"global {run.model.split(',')[0]}" if global_model else r["model"]
+                    mine[family].append(float(r["accuracy"]))
+            for family, accs in mine.items():
+                by_family[family].append(accs)
+        fleet = format_interval([r.final_median for r in fleets[key].values()])
+        for family in sorted(by_family):
+            seeds = by_family[family]
+            body.append([*key, family, f"{statistics.fmean(len(a) for a in seeds):g}",
+                         format_interval([statistics.median(a) for a in seeds]), fleet])
     return header, body
 
 

@@ -68,7 +68,7 @@ def variants(results):
     for codec, payload, acc in (("float32", 40_000, 0.7), ("uint8", 4_000, 0.69)):
         _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, acc], payload, "scores",
                    common=600, codec=codec, **{"num-server-rounds": 5})
-    _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, 0.7], 40_000, "scores",
+    _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, 0.5], 40_000, "scores",
                model="cnn,mobilenet_v3_small", **{"num-server-rounds": 5})
     for attackers, robust, acc in ((1, "none", 0.6), (1, "clip", 0.65), (0, "clip", 0.66)):
         _saved_run(results, "gossip-adaptive", "niid1", 0, [0.5, 0.6, acc], 40_000, "scores",
@@ -111,7 +111,7 @@ def test_codec_and_model_family_tables(variants):
     assert uint8["method"] == "gossip-adaptive"  # grouped by config values, codec aside
     header, body = model_family_table(runs)
     families = {r[header.index("family")]: r[header.index("final median acc.")] for r in body}
-    assert families == {"cnn": "0.7100 (1 seed)", "mobilenet_v3_small": "0.6900 (1 seed)"}
+    assert families == {"cnn": "0.5100 (1 seed)", "mobilenet_v3_small": "0.4900 (1 seed)"}
     text = write_report(variants, with_models=False)
     assert "Payload codecs" in text and "accuracy per model family" in text
 
@@ -143,27 +143,66 @@ def test_byzantine_runs_have_their_own_table_and_stay_out_of_the_comparison(vari
 
     runs = load_runs(variants)
     header, body = byzantine_table(runs)
-    assert header == ["dataset", "partition", "method", "attack", "0 attacker(s)",
-                      "1 attacker(s)", "most minus none (points, paired)"]
-    rows = {r[2]: r[4:] for r in body}
-    assert rows == {"gossip-adaptive": ["0.7000 (1 seed)", "0.6000 (1 seed)", "-10.00 (1 seed)"],
+    assert header == ["dataset", "model", "partition", "method", "attack", "0 attacker(s)",
+                      "1 attacker(s)", "most attackers vs none (points, paired)"]
+    rows = {r[3]: r[5:] for r in body}
+    # the 0 cell is the cnn run (0.70), not the mixed fleet's (0.50) of the same seed
+    assert rows == {"gossip-adaptive": ["0.7000 (1 seed)", "0.6000 (1 seed)",
+                                        "1 vs 0: -10.00 (1 seed)"],
                     "gossip-adaptive robust-mix=clip": ["0.6600 (1 seed)", "0.6500 (1 seed)",
-                                                        "-1.00 (1 seed)"]}
+                                                        "1 vs 0: -1.00 (1 seed)"]}
     header, body = accuracy_table([r for r in runs if r.clean])
     assert not any("byzantine" in r[2] or "robust" in r[2] for r in body)
     assert "Byzantine nodes" in write_report(variants, with_models=False)
 
 
+def test_the_byzantine_table_pairs_attacked_runs_with_their_own_seed(tmp_path):
+    from flower_gd.tables import byzantine_table
+
+    # gossip iid: 0.80 / 0.70 without attackers (seeds 0 / 1), 0.75 / 0.69 with 3 attackers:
+    # paired -5 and -1 points; across seeds it would read -11 or +5
+    for seed, (clean, attacked) in enumerate(((0.80, 0.75), (0.70, 0.69))):
+        _saved_run(tmp_path, "gossip", "iid", seed, [0.5, clean], 40_000, "scores")
+        _saved_run(tmp_path, "gossip", "iid", seed, [0.5, attacked], 40_000, "scores",
+                   **{"byzantine-nodes": 3, "byzantine-attack": "flip"})
+    _saved_run(tmp_path, "gossip", "niid1", 0, [0.5, 0.6], 40_000, "scores")  # no attack
+    header, body = byzantine_table(load_runs(tmp_path))
+    assert len(body) == 1 and body[0][2] == "iid"  # niid1 had no attacked run: no line
+    row = dict(zip(header, body[0], strict=True))
+    assert row["0 attacker(s)"] == "0.7500 ± 0.6353 (2)"
+    # mean -3, sd 2.828 / sqrt 2 = 2, t(1) = 12.706: -3.00 ± 25.41
+    assert row["most attackers vs none (points, paired)"] == "3 vs 0: -3.00 ± 25.41 (2) n.d."
+
+
+def test_a_run_repeated_in_a_cell_is_an_error_not_a_mean(tmp_path):
+    import shutil
+
+    from flower_gd.tables import fault_table
+
+    _saved_run(tmp_path, "gossip", "iid", 0, [0.5, 0.6], 40_000, "scores")
+    _saved_run(tmp_path, "gossip", "iid", 0, [0.5, 0.5], 40_000, "scores",
+               **{"message-loss": 0.1})
+    [faulty] = [p for p in tmp_path.iterdir() if "message-loss" in p.name]
+    shutil.copytree(faulty, tmp_path / "copy-of-the-faulty-run")
+    with pytest.raises(ValueError, match="repeats a cell and seed"):
+        fault_table(load_runs(tmp_path))
+
+
 def test_fault_runs_are_tabulated_beside_their_clean_run(variants):
     from flower_gd.tables import fault_table
 
-    # clean gossip iid: 0.60 for both seeds (the fixture); with faults: 0.58, 0.61
+    # clean gossip iid: 0.60 for both seeds (the fixture); with faults: 0.58, 0.61; the
+    # same on a mixed fleet (seed 0, 0.40 clean) is its own group, never mixed into the cnn's
     for seed, acc in ((0, 0.58), (1, 0.61)):
         _saved_run(variants, "gossip", "iid", seed, [0.5, 0.5, acc], 40_000, "scores",
                    **{"drop-nodes": "1@2", "message-loss": 0.1})
+    _saved_run(variants, "gossip", "iid", 0, [0.5, 0.5, 0.4], 40_000, "scores",
+               model="cnn,cnn-wide")
+    _saved_run(variants, "gossip", "iid", 0, [0.5, 0.5, 0.3], 40_000, "scores",
+               model="cnn,cnn-wide", **{"drop-nodes": "1@2", "message-loss": 0.1})
     header, body = fault_table(load_runs(variants))
     rows = [dict(zip(header, r, strict=True)) for r in body
-            if r[2].startswith("gossip ") and r[1] == "iid"]
+            if r[3].startswith("gossip ") and r[2] == "iid" and r[1] == "cnn"]
     # one row per fault setting over both seeds, the clean one first; equal in the rest
     assert [r["faults"] for r in rows] == ["none", "drop-nodes=1@2 message-loss=0.1"]
     assert rows[0]["final median acc."] == "0.6000 ± 0.0000 (2)"
@@ -171,6 +210,9 @@ def test_fault_runs_are_tabulated_beside_their_clean_run(variants):
     # by seed -2 and +1 points: -0.50 ± t(1) = 12.706 x sd 2.121 / sqrt 2 = 19.06
     assert rows[1]["vs no faults (points, paired)"] == "-0.50 ± 19.06 (2) n.d."
     assert rows[0]["vs no faults (points, paired)"] == "–"
+    fleet = [r for r in body if r[1] == "cnn,cnn-wide"]
+    assert [r[header.index("vs no faults (points, paired)")] for r in fleet] == [
+        "–", "-10.00 (1 seed)"]
 
 
 @pytest.mark.parametrize("figure", sorted(plots.FIGURES))
