@@ -233,5 +233,14 @@ fmnist-gossip: $(STAMP) fashion-mnist
 	  app.output-dir=results/fmnist-gossip app.seed=$(SEEDS)
 	$(PY) -m flower_gd.report results/fmnist-gossip
 
+# Tables and figures from the saved runs alone (no run is re-executed).
+figures-demo: $(STAMP)
+	$(PY) -m flower_gd.report results/demo
+	$(PY) -m flower_gd.plots all results/demo --out figures/demo
+
+figures-bench: $(STAMP)
+	$(PY) -m flower_gd.report results/bench
+	$(PY) -m flower_gd.plots all results/bench --out figures/bench
+
 clean:
 	rm -rf results/demo figures/demo
