@@ -9,7 +9,8 @@ Every setting of a method measured under RESULTS_DIR (a label: the method and it
 the defaults) is scored by its mean final median *validation* accuracy over every partition
 and seed it was run with; only settings measured on the same (partition, seed) cells as the
 most complete one compete, so no setting wins by skipping a hard partition. The winner's
-test accuracy is reported beside it, never used. Runs made by other code do not count.
+test accuracy is reported beside it, never used. Runs made by other code do not count, nor
+runs that train on the common set's true labels (`label-source=ground-truth`, a leak).
 Settings every candidate shares (the sweep's data settings) are not part of the choice.
 """
 
@@ -45,6 +46,8 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
     """Per method: every candidate setting's validation score and the chosen one."""
     of_method: dict[str, list[SavedRun]] = defaultdict(list)
     for run in runs:
+        if run.config.get("label-source") == "ground-truth":
+            continue  # a run trained on the common set's true labels (a LABEL LEAK) never competes
         if run.clean and not run.stale and _val(run) is not None:
             of_method[run.method].append(run)
     out: dict[str, Any] = {}

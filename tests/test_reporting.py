@@ -413,3 +413,18 @@ def test_the_report_compares_each_method_at_its_setting_chosen_on_validation(tmp
     paired = text.split("## Paired differences against DLAD")[1]
     assert "| digits | cnn | gossip | +9.00 ± " in paired  # 0.6 - (0.5, 0.51, 0.52)
     assert (tmp_path / "selection.md").is_file()
+
+
+def test_a_run_on_leaked_labels_is_never_a_candidate(tmp_path):
+    from flower_gd.select import select
+
+    # the leak scores higher on validation; the honest run is the only candidate
+    _saved_run(tmp_path, "gossip", "iid", 0, [0.5, 0.6], 40_000, "scores")
+    _saved_run(tmp_path, "gossip", "iid", 0, [0.5, 0.9], 40_000, "scores",
+               **{"label-source": "ground-truth"})
+    for summary_path in tmp_path.glob("*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        summary["final-val"] = {"median": summary["final"]["median"]}
+        summary_path.write_text(json.dumps(summary))
+    chosen = select(load_runs(tmp_path))["gossip"]
+    assert [c["label"] for c in chosen["candidates"]] == [chosen["chosen"]] == ["gossip"]
