@@ -46,8 +46,8 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
     """Per method: every candidate setting's validation score and the chosen one."""
     of_method: dict[str, list[SavedRun]] = defaultdict(list)
     for run in runs:
-        if run.config.get("label-source") == "ground-truth":
-            continue  # a run trained on the common set's true labels (a LABEL LEAK) never competes
+        if run.summary.get("label-leak"):
+            continue  # a run trained on the common set's true labels (it says so) never competes
         if run.clean and not run.stale and _val(run) is not None:
             of_method[run.method].append(run)
     out: dict[str, Any] = {}

@@ -49,7 +49,7 @@ def _saved_run(root: Path, method: str, partition: str, seed: int, accs: list[fl
             rec.record(rnd, node, {"accuracy": acc + (0.01 if node == 101 else -0.01), "loss": 1.0,
                                    **({"common-samples": float(common)} if common else {})})
         rec.end_round(rnd)
-    rec.finalize({"label-leak": False})
+    rec.finalize({"label-leak": cfg["label-source"] == "ground-truth"})  # as the ServerApp
 
 
 @pytest.fixture
