@@ -20,11 +20,11 @@ FEDAVG := app.method=fedavg app.num-server-rounds=20 app.round-epochs=1
 # Distributed distillation pulls two peers per round, as gossip-adaptive does.
 DD := app.method=dist-distill app.gossip-peers=2
 
-# gossip-adaptive with 2 peers and 2 epochs per round: the demo's and fleets' setting (picked by
-# an early one-seed study on niid1 *test* accuracy, before the validation split). On
-# Fashion-MNIST `bench-study` chooses on validation between it and the defaults (1, 1).
+# gossip-adaptive with 2 peers and 2 epochs per round: the study's first stage. On Fashion-MNIST
+# `bench-study` chose on validation (results/bench/selection.md) 2 peers, 2 epochs, the fresh
+# student and ratio weighting; GA_BEST is that choice, used by the demo, faults and fleets.
 GA_BASE := app.method=gossip-adaptive app.gossip-peers=2 app.round-epochs=2
-GA_BEST := $(GA_BASE)
+GA_BEST := $(GA_BASE) app.gossip-student=fresh
 
 # The comparison on the embedded digits data: 6 methods x {iid, niid1}, 10 nodes, seeds
 # DEMO_SEEDS (three: the tables give 95% intervals and paired differences). Every method
