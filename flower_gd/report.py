@@ -110,7 +110,8 @@ def write_report(root: Path, with_models: bool = True) -> str:
                      "seed) cell (`flower_gd/select.py`, `selection.md`):\n\n" + said_chosen
                      + "\n\nTest accuracy of the chosen settings:\n\n"
                      + markdown(*accuracy_table(compared, hide)))
-    for reference, name in (("dlad", "DLAD"), ("gossip", "paper gossip")):
+    for reference, name in (("dlad", "DLAD"), ("gossip", "paper gossip"),
+                            ("gossip-adaptive", "gossip-adaptive")):
         header, body = paired_table(compared, reference, hide)
         if body:
             parts.append(f"## Paired differences against {name} (points of final median "

@@ -400,7 +400,8 @@ def test_the_report_compares_each_method_at_its_setting_chosen_on_validation(tmp
         for lr, test in ((0.05, 0.9), (0.02, 0.6)):  # 0.02 wins on validation (below)
             _saved_run(tmp_path, "gossip", "iid", seed, [0.5, test], 40_000, "scores", lr=lr)
         _saved_run(tmp_path, "dlad", "iid", seed, [0.5, 0.5 + 0.01 * seed], 50_000, "scores")
-        _set_val(tmp_path, 0.0)  # the runs just written: dlad's validation
+        _saved_run(tmp_path, "gossip-adaptive", "iid", seed, [0.5, 0.7], 50_000, "scores")
+        _set_val(tmp_path, 0.0)  # the runs just written: dlad's and gossip-adaptive's validation
         for summary_path in tmp_path.glob("gossip_*/summary.json"):
             summary = json.loads(summary_path.read_text())
             summary["final-val"] = {"median": 0.7 if "lr0.02" in summary_path.parent.name
@@ -412,6 +413,9 @@ def test_the_report_compares_each_method_at_its_setting_chosen_on_validation(tmp
     assert "| digits | cnn | gossip | 0.6000 ± 0.0000 (3) |" in chosen  # test of the chosen
     paired = text.split("## Paired differences against DLAD")[1]
     assert "| digits | cnn | gossip | +9.00 ± " in paired  # 0.6 - (0.5, 0.51, 0.52)
+    against_ga = text.split("## Paired differences against gossip-adaptive")[1]
+    assert "| digits | cnn | gossip | -10.00 ± 0.00 (3) |" in against_ga  # 0.6 - 0.7
+    assert "| digits | cnn | dlad | -19.00 ± " in against_ga  # (0.5, 0.51, 0.52) - 0.7
     assert (tmp_path / "selection.md").is_file()
 
 
