@@ -296,6 +296,11 @@ def _exchanges_knowledge(method: str) -> bool:
     return bool(shares & {"scores", "weights"})
 
 
+# Fig. 7's marker per payload codec: a method's codec variants share its color
+CODEC_MARKERS = {"float32": "o", "float16": "p", "uint8": "^", "topk": "D", "hard4": "s",
+                 "hard": "v"}
+
+
 def fig7_pareto(runs: list[SavedRun], out: Path) -> list[Path]:
     """Final median accuracy against the metered bytes of the whole run (log), one point per
     method at its chosen setting and per codec variant of it: mean over seeds, error bars
@@ -320,14 +325,15 @@ def fig7_pareto(runs: list[SavedRun], out: Path) -> list[Path]:
                     cells[r.label(hide)].append(r)
             pts = []
             for label in sorted(cells, key=label_key):
+                codec = cells[label][0].config.get("codec", "float32")
                 mean, half = _interval([r.final_median for r in cells[label]])
                 if not _exchanges_knowledge(cells[label][0].method):  # a bound: a level
                     ax.axhline(mean, ls=":", lw=1.2, label=label, color=_color(label))
                     continue
                 x = statistics.fmean(r.wire_bytes for r in cells[label]) / MIB
                 pts.append((x, mean))
-                ax.errorbar(x, mean, yerr=half, fmt="o", ms=4, capsize=2, label=label,
-                            color=_color(label))
+                ax.errorbar(x, mean, yerr=half, fmt=CODEC_MARKERS.get(codec, "P"), ms=4,
+                            capsize=2, label=label, color=_color(label))
             front = pareto_front(pts)
             ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="post",
                     ls="--", lw=1, color="black", label="Pareto front")

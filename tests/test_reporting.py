@@ -218,6 +218,7 @@ def test_fault_runs_are_tabulated_beside_their_clean_run(variants):
 @pytest.mark.parametrize("figure", sorted(plots.FIGURES))
 def test_every_figure_draws_what_the_saved_runs_hold(variants, tmp_path, figure, monkeypatch):
     drawn = []
+    markers: set = set()
     save = plots._save
 
     def spy(fig, out, name):
@@ -225,6 +226,7 @@ def test_every_figure_draws_what_the_saved_runs_hold(variants, tmp_path, figure,
         legends = [t.get_text() for box in boxes for t in box.get_texts()]
         marks = sum(len(ax.lines) + len(ax.patches) for ax in fig.axes)
         drawn.append((name, set(legends), marks))
+        markers.update(line.get_marker() for ax in fig.axes for line in ax.lines)
         return save(fig, out, name)
 
     monkeypatch.setattr(plots, "_save", spy)
@@ -247,6 +249,8 @@ def test_every_figure_draws_what_the_saved_runs_hold(variants, tmp_path, figure,
         shown = plots.main_runs(runs) + [r for r in runs if "codec" in r.settings]
         assert legends == {r.label(shared_settings(shown)) for r in shown} | {"Pareto front"}
         assert any("codec=uint8" in label for label in legends)
+        assert {"o", plots.CODEC_MARKERS["uint8"]} <= markers  # a codec keeps the color, not
+        # the marker, of its method's float32 point
 
 
 def test_the_pareto_front_keeps_only_points_nothing_beats():
