@@ -219,6 +219,18 @@ def fig4_accuracy_vs_bytes(runs: list[SavedRun], out: Path) -> list[Path]:
                           "cumulative wire bytes (MiB, log)", _draw_bytes, xscale="log")
 
 
+def _legend_below(fig: Figure, axes: Any, ncol: int = 4) -> None:
+    """One legend for every panel of a figure made with layout="constrained", below the
+    panels: a legend inside a panel hides its points, and a label shared by several panels
+    is listed once."""
+    legend: dict[str, Any] = {}  # label -> handle, over every panel
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(name, handle)
+    fig.legend(list(legend.values()), list(legend), fontsize=7, loc="outside lower center",
+               ncol=min(ncol, len(legend)))
+
+
 def fig5_codecs(runs: list[SavedRun], out: Path) -> list[Path]:
     """Final median accuracy against bits per common sample (all in, log), one point per
     codec, mean and 95% interval over seeds; the default codec's interval shaded; per
@@ -230,7 +242,8 @@ def fig5_codecs(runs: list[SavedRun], out: Path) -> list[Path]:
         mine = [c for c in cells if c.dataset == dataset and c.bits is not None]
         partitions = ordered({c.partition for c in mine}, PARTITION_ORDER)
         fig, axes = plt.subplots(1, len(partitions), figsize=(3.6 * len(partitions), 3.6),
-                                 squeeze=False)
+                                 squeeze=False,
+                                 layout="constrained")
         for ax, p in zip(axes[0], partitions, strict=True):
             here = [c for c in mine if c.partition == p]
             for method in sorted({c.method for c in here}, key=label_key):
@@ -252,7 +265,7 @@ def fig5_codecs(runs: list[SavedRun], out: Path) -> list[Path]:
             ax.set_title(p)
             ax.set_xlabel("bits per common sample, all in (log)")
         axes[0][0].set_ylabel("final median node accuracy")
-        axes[0][-1].legend(fontsize=7)
+        _legend_below(fig, axes[0], ncol=2)
         fig.suptitle(f"Fig. 5: accuracy against bits per sample per codec, {dataset}")
         paths += _save(fig, out, f"fig5_codecs_{dataset}")
     return paths
@@ -345,12 +358,7 @@ def fig7_pareto(runs: list[SavedRun], out: Path) -> list[Path]:
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("final median node accuracy")
-        legend: dict[str, Any] = {}  # label -> handle, over every panel
-        for ax in axes[0]:
-            for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
-                legend.setdefault(name, handle)
-        fig.legend(list(legend.values()), list(legend), fontsize=7, loc="outside lower center",
-                   ncol=min(4, len(legend)))
+        _legend_below(fig, axes[0])
         fig.suptitle(f"Fig. 7: accuracy against bytes, mean and 95% interval over seeds, "
                      f"{dataset}")
         paths += _save(fig, out, f"fig7_pareto_{dataset}")
@@ -369,7 +377,8 @@ def fig6_byzantine(runs: list[SavedRun], out: Path) -> list[Path]:
                     key=lambda k: (k[0], k[1], partition_key(k[2]), k[2]))
     attacks = sorted({ln.attack for ln in lines})
     markers = "osD^v<>"
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6), squeeze=False,
+                             layout="constrained")
     for ax, panel in zip(axes[0], panels, strict=True):
         for line in lines:
             if (line.dataset, line.model, line.partition) != panel:
@@ -386,9 +395,8 @@ def fig6_byzantine(runs: list[SavedRun], out: Path) -> list[Path]:
         ax.set_xticks(counts)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("final median accuracy, honest nodes (mean, 95% interval)")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
+    axes[0][0].set_ylabel("final median accuracy, honest nodes\n(mean, 95% interval)")
+    _legend_below(fig, axes[0], ncol=1)
     return _save(fig, out, "fig6_byzantine")
 
 

@@ -436,3 +436,21 @@ def test_a_run_on_leaked_labels_is_never_a_candidate(tmp_path):
         summary_path.write_text(json.dumps(summary))
     chosen = select(load_runs(tmp_path))["gossip"]
     assert [c["label"] for c in chosen["candidates"]] == [chosen["chosen"]] == ["gossip"]
+
+
+def test_panels_share_one_legend_below_them():
+    """Figs. 5-7 list every label once, in one legend outside the panels: a legend drawn
+    inside a panel hid the Byzantine figure's points."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, layout="constrained")
+    axes[0].plot([0, 1], [0, 1], label="gossip")
+    axes[1].plot([0, 1], [1, 0], label="gossip")
+    axes[1].plot([0, 1], [0.5, 0.5], label="dlad")
+    plots._legend_below(fig, axes)
+    try:
+        assert [ax.get_legend() for ax in axes] == [None, None]
+        assert len(fig.legends) == 1
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == ["gossip", "dlad"]
+    finally:
+        plt.close(fig)
