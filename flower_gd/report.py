@@ -18,6 +18,7 @@ from flower_gd.sizes import model_size_table, paper_payload_table
 from flower_gd.tables import (
     SavedRun,
     accuracy_table,
+    assist_table,
     bytes_table,
     byzantine_table,
     codec_table,
@@ -127,6 +128,8 @@ def write_report(root: Path, with_models: bool = True) -> str:
         ("Payload codecs: accuracy against bytes (Fig. 5)", codec_table(runs, shared)),
         ("Mixed fleets: accuracy per model family (Table VI analogue)",
          model_family_table(runs, shared)),
+        ("Mixed fleets: the teacher assistant's effect per model family",
+         assist_table(runs, shared)),
     ]
     parts += [f"## {title}\n\n" + markdown(*table) for title, table in optional if table[1]]
     if stale := [r for r in everything if r.stale]:

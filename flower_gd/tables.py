@@ -560,20 +560,58 @@ def model_family_table(runs: list[SavedRun], shared: dict[str, Any] | None = Non
     for key in sorted(fleets, key=_group_key):
         by_family: dict[str, list[list[float]]] = defaultdict(list)  # family -> per seed
         for run in fleets[key].values():
-            last = max(int(r["round"]) for r in run.rows)
-            global_model = methods.get(run.method).global_model
-            mine: dict[str, list[float]] = defaultdict(list)
-            for r in run.rows:
-                if int(r["round"]) == last and r["accuracy"] not in ("", None):
-                    family = f"global {run.model.split(',')[0]}" if global_model else r["model"]
-                    mine[family].append(float(r["accuracy"]))
-            for family, accs in mine.items():
+            for family, accs in _final_by_family(run).items():
                 by_family[family].append(accs)
         fleet = format_interval([r.final_median for r in fleets[key].values()])
         for family in sorted(by_family):
             seeds = by_family[family]
             body.append([*key, family, f"{statistics.fmean(len(a) for a in seeds):g}",
                          format_interval([statistics.median(a) for a in seeds]), fleet])
+    return header, body
+
+
+def _final_by_family(run: SavedRun) -> dict[str, list[float]]:
+    """The final round's node accuracies of a mixed-fleet run, by model family (a method
+    that ends with one global model files every node under ``global <model>``)."""
+    last = max(int(r["round"]) for r in run.rows)
+    global_model = methods.get(run.method).global_model
+    mine: dict[str, list[float]] = defaultdict(list)
+    for r in run.rows:
+        if int(r["round"]) == last and r["accuracy"] not in ("", None):
+            family = f"global {run.model.split(',')[0]}" if global_model else r["model"]
+            mine[family].append(float(r["accuracy"]))
+    return mine
+
+
+def assist_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> Table:
+    """The teacher-assistant option's effect in mixed fleets: per model family, the median
+    final accuracy of its nodes with `gossip-assist` on minus the same run without it (every
+    other setting equal, same seed: same split and local models), as paired points over
+    seeds; the fleet's median likewise."""
+    hide = _hidden(runs, shared) | {"gossip-assist"}
+    cells: dict[tuple[str, str, str, str], dict[str, dict[int, SavedRun]]] = defaultdict(
+        lambda: defaultdict(dict))
+    for run in (r for r in runs if "," in r.model):
+        assist = str(run.config.get("gossip-assist", "none"))
+        key = (run.dataset, run.model.replace(",", "+"), run.partition, run.label(hide))
+        _one_per_seed(cells[key][assist], run, run)
+    header = ["dataset", "fleet", "partition", "method", "assist", "family",
+              "assist - none (points, paired)"]
+    body = []
+    for key in sorted(cells, key=_group_key):
+        plain = cells[key].get("none", {})
+        for assist in sorted(a for a in cells[key] if a != "none"):
+            seeds = sorted(set(plain) & set(cells[key][assist]))
+            if not seeds:
+                continue
+            pairs = [(_final_by_family(plain[s]), _final_by_family(cells[key][assist][s]))
+                     for s in seeds]
+            for family in sorted(set.intersection(*(set(a) & set(b) for a, b in pairs))):
+                diffs = [statistics.median(b[family]) - statistics.median(a[family])
+                         for a, b in pairs]
+                body.append([*key, assist, family, paired_text(diffs)])
+            fleet = [cells[key][assist][s].final_median - plain[s].final_median for s in seeds]
+            body.append([*key, assist, "whole fleet", paired_text(fleet)])
     return header, body
 
 

@@ -454,3 +454,23 @@ def test_panels_share_one_legend_below_them():
         assert [t.get_text() for t in fig.legends[0].get_texts()] == ["gossip", "dlad"]
     finally:
         plt.close(fig)
+
+
+def test_the_assist_table_pairs_each_family_with_the_run_without_assist(tmp_path):
+    from flower_gd.tables import assist_table
+
+    # final accuracy by seed without the assistant 0.50, 0.60; with it 0.53, 0.65: +3, +5 points
+    for assist, accs in (("none", (0.50, 0.60)), ("next-larger", (0.53, 0.65))):
+        for seed, acc in enumerate(accs):
+            _saved_run(tmp_path, "gossip-adaptive", "niid1", seed, [0.4, acc], 40_000, "scores",
+                       model="cnn,mobilenet_v3_small", **{"gossip-assist": assist})
+    _saved_run(tmp_path, "dlad", "niid1", 0, [0.4, 0.7], 40_000, "scores",
+               model="cnn,mobilenet_v3_small")  # no assist variant: no row
+    header, body = assist_table(load_runs(tmp_path))
+    rows = {r[header.index("family")]: r for r in body}
+    assert set(rows) == {"cnn", "mobilenet_v3_small", "whole fleet"}
+    for row in rows.values():
+        assert row[header.index("method")] == "gossip-adaptive num-server-rounds=1"
+        assert row[header.index("assist")] == "next-larger"
+        assert row[-1] == "+4.00 ± 12.71 (2) n.d."  # t(1) = 12.706 x sd 1.414 / sqrt 2
+    assert "the teacher assistant's effect" in write_report(tmp_path, with_models=False)
