@@ -242,8 +242,7 @@ def fig5_codecs(runs: list[SavedRun], out: Path) -> list[Path]:
         mine = [c for c in cells if c.dataset == dataset and c.bits is not None]
         partitions = ordered({c.partition for c in mine}, PARTITION_ORDER)
         fig, axes = plt.subplots(1, len(partitions), figsize=(3.6 * len(partitions), 3.6),
-                                 squeeze=False,
-                                 layout="constrained")
+                                 squeeze=False, layout="constrained")
         for ax, p in zip(axes[0], partitions, strict=True):
             here = [c for c in mine if c.partition == p]
             for method in sorted({c.method for c in here}, key=label_key):
