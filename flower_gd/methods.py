@@ -20,6 +20,7 @@ from flower_gd.config import (
     RunConfig,
     format_setting,
     load_defaults,
+    method_defaults,
     off_default,
     upgrade,
 )
@@ -78,11 +79,14 @@ def load_config(mapping: Mapping[str, Any]) -> RunConfig:
     """
     cfg = RunConfig.from_mapping(mapping)
     method = get(cfg.method)
-    ignored = sorted(set(off_default(cfg.to_mapping(), load_defaults(), OPTION_KEYS))
-                     - method.reads)
+    defaults = method_defaults(load_defaults(), cfg.method)
+    ignored = sorted(set(off_default(cfg.to_mapping(), defaults, OPTION_KEYS)) - method.reads)
     if ignored:
         warnings.warn(f"method={cfg.method} ignores {ignored}: only "
                       f"{_readers(ignored)} read them", stacklevel=2)
+    if "gossip-peers" in method.reads and cfg.gossip_peers >= cfg.num_nodes:
+        raise ConfigError(f"gossip-peers={cfg.gossip_peers} needs at least "
+                          f"{cfg.gossip_peers + 1} nodes (num-nodes={cfg.num_nodes})")
     if method.check is not None:
         method.check(cfg)
     return cfg
@@ -100,8 +104,9 @@ def settings(config: Mapping[str, Any], defaults: Mapping[str, Any] | None = Non
 
     A saved config is read under today's key names; a key it lacks counts as its default.
     """
-    config = upgrade(config)
-    defaults = load_defaults() if defaults is None else defaults
+    method = str(config.get("method"))
+    config = method_defaults(upgrade(config), method)  # a config may hold round-epochs = 0
+    defaults = method_defaults(load_defaults() if defaults is None else defaults, method)
     reads = REGISTRY[config["method"]].reads if config.get("method") in REGISTRY else set()
     keys = set(defaults) - set(NAME_KEYS) - set(HOUSEKEEPING_KEYS) - (OPTION_KEYS - reads)
     return off_default(config, defaults, keys)

@@ -104,17 +104,25 @@ def _small_image_stem(name: str, model: nn.Module, in_channels: int) -> None:
 
 def build_model(name: str, in_channels: int, num_classes: int, pretrained: bool = False
                 ) -> nn.Module:
-    """Build a model by its run-config name for inputs of `in_channels` channels."""
+    """Build a model by its run-config name for inputs of `in_channels` channels.
+
+    Its convolution weights are channels-last: every convolution then runs in that layout,
+    which oneDNN computes faster on CPU (measured for `cnn`, one thread, batch 40 of 28 px
+    images: a training step 6.0 ms against 7.6, inference 55 ms per 1000 images against
+    112; MaxPool2d alone 0.28 ms against 2.4 per batch). Inputs stay NCHW arrays.
+    """
     if name in ("cnn", "cnn-wide"):
         if pretrained:
             raise PretrainedWeightsUnavailable(f"model={name} has no pretrained weights; "
                                                "set pretrained=false")
-        return SmallCNN(in_channels, num_classes, width=2 if name == "cnn-wide" else 1)
-    if name not in ("resnet18", "densenet121", "mobilenet_v3_small"):
+        model: nn.Module = SmallCNN(in_channels, num_classes,
+                                    width=2 if name == "cnn-wide" else 1)
+    elif name in ("resnet18", "densenet121", "mobilenet_v3_small"):
+        model = _torchvision_model(name, num_classes, pretrained)
+        _small_image_stem(name, model, in_channels)
+    else:
         raise ValueError(f"unknown model {name!r}")
-    model = _torchvision_model(name, num_classes, pretrained)
-    _small_image_stem(name, model, in_channels)
-    return model
+    return model.to(memory_format=torch.channels_last)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -50,28 +50,42 @@ def test_models_are_assigned_round_robin_and_run_names_are_stable():
 
 def test_a_run_is_labelled_by_exactly_the_keys_that_differ_from_the_defaults():
     defaults = load_defaults()
-    run = {**defaults, "method": "gossip-adaptive", "gossip-peers": 2, "common-limit": 600,
+    run = {**defaults, "method": "gossip-adaptive", "gossip-peers": 3, "common-limit": 600,
            "output-dir": "/elsewhere", "seed": 3}
     # where it lives and what its name spells already (method, seed) are not settings
-    assert methods.settings(run) == {"common-limit": 600, "gossip-peers": 2}
+    assert methods.settings(run) == {"common-limit": 600, "gossip-peers": 3}
     # a key only other methods read never labels a run
-    assert methods.settings({**defaults, "method": "dlad", "gossip-peers": 2}) == {}
+    assert methods.settings({**defaults, "method": "dlad", "gossip-peers": 3}) == {}
+
+
+def test_round_epochs_zero_is_each_methods_own_default():
+    """gossip-adaptive's default is what validation chose (2 epochs per round); every
+    other method keeps the papers' one epoch per round."""
+    assert _cfg(method="gossip-adaptive").round_epochs == 2
+    assert _cfg(method="gossip").round_epochs == 1
+    assert _cfg(method="gossip", **{"round-epochs": 3}).round_epochs == 3
+    # a run saved with the resolved value is labelled as a default run...
+    run = {**load_defaults(), "method": "gossip-adaptive", "round-epochs": 2}
+    assert methods.settings(run) == {}
+    # ...and one epoch per round, gossip's default, is a setting for gossip-adaptive
+    assert methods.settings({**run, "round-epochs": 1}) == {"round-epochs": 1}
+    assert methods.settings({**run, "method": "gossip", "round-epochs": 1}) == {}
 
 
 def test_changing_a_default_keeps_every_label_true():
-    run = {**load_defaults(), "method": "gossip-adaptive", "gossip-peers": 2}
-    moved = {**load_defaults(), "gossip-peers": 2}  # pyproject's default moves to 2
+    run = {**load_defaults(), "method": "gossip-adaptive", "gossip-peers": 3}
+    moved = {**load_defaults(), "gossip-peers": 3}  # pyproject's default moves to 3
     assert methods.settings(run, moved) == {}  # the run now runs the default
     assert methods.settings({**run, "gossip-peers": 1}, moved) == {"gossip-peers": 1}
     # a saved run from before a key existed ran that key's default
     old = {k: v for k, v in run.items() if k != "gossip-share"}
-    assert methods.settings(old) == {"gossip-peers": 2}
+    assert methods.settings(old) == {"gossip-peers": 3}
     # and a renamed key is read under its new name
     renamed = {**{k: v for k, v in run.items() if k != "gossip-bookkeeping"},
                "gossip-weights": "accumulate"}
-    assert methods.settings(renamed) == {"gossip-bookkeeping": "accumulate", "gossip-peers": 2}
+    assert methods.settings(renamed) == {"gossip-bookkeeping": "accumulate", "gossip-peers": 3}
 
 
 def test_a_key_the_method_ignores_warns():
     with pytest.warns(UserWarning, match=r"method=dlad ignores \['gossip-peers'\]"):
-        _cfg(method="dlad", **{"gossip-peers": 2})
+        _cfg(method="dlad", **{"gossip-peers": 3})

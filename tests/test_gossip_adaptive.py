@@ -236,7 +236,9 @@ def test_relay_picks_k_distinct_peers_never_itself():
 def test_config_refuses_impossible_options():
     base = merge_overrides(load_defaults(), {"method": "gossip-adaptive"})
     with pytest.raises(ConfigError, match="gossip-peers=10 needs at least 11 nodes"):
-        RunConfig.from_mapping({**base, "gossip-peers": 10})
+        methods.load_config({**base, "gossip-peers": 10})
+    # a method that pulls no peers does not care how many it would pull
+    methods.load_config({**base, "method": "dlad", "num-nodes": 2})
     with pytest.raises(ConfigError, match="cannot carry logits"):
         RunConfig.from_mapping({**base, "codec": "uint8", "inference-output": "logits",
                                 "method": "gossip"})
@@ -248,10 +250,10 @@ def test_config_refuses_impossible_options():
 
 def test_run_names_carry_the_settings_so_sweeps_do_not_collide():
     base = merge_overrides(load_defaults(), {"method": "gossip-adaptive"})
-    cfg = methods.load_config({**base, "codec": "topk", "codec-topk": 3, "gossip-peers": 2,
+    cfg = methods.load_config({**base, "codec": "topk", "codec-topk": 3, "gossip-peers": 3,
                                "gossip-bookkeeping": "accumulate"})
     assert methods.run_name(cfg) == ("gossip-adaptive_digits_iid_cnn_codec=topk_codec-topk=3_"
-                                     "gossip-bookkeeping=accumulate_gossip-peers=2_s0")
+                                     "gossip-bookkeeping=accumulate_gossip-peers=3_s0")
     assert methods.run_name(methods.load_config(base)) == "gossip-adaptive_digits_iid_cnn_s0"
 
 

@@ -29,9 +29,11 @@ TINY = {"num-nodes": 4, "num-server-rounds": 2, "local-epochs": 10, "disc-epochs
         "distill-epochs": 10, "common-limit": 300, "test-limit": 100,
         # the split the pins were recorded with (no validation set), one pass per epoch,
         # no gradient clipping
-        "val-fraction": 0.0, "min-epoch-steps": 1, "grad-clip": 0.0}
+        "val-fraction": 0.0, "min-epoch-steps": 1, "grad-clip": 0.0, "round-epochs": 1}
 CELLS = {"gossip": {"method": "gossip"},
-         "gossip-adaptive": {"method": "gossip-adaptive", "gossip-peers": 2},
+         # gossip-adaptive as its defaults were then (one epoch per round, the local student)
+         "gossip-adaptive": {"method": "gossip-adaptive", "gossip-peers": 2,
+                             "gossip-student": "local"},
          "dlad": {"method": "dlad"}}
 TWO_IMAGES = 2 / TINY["test-limit"]
 

@@ -386,15 +386,15 @@ def test_selection_reads_validation_never_test_and_needs_every_cell(tmp_path):
         _set_val(tmp_path, val)
 
     add(0.60, 0.90)  # the defaults: best on test, worse on validation
-    add(0.70, 0.50, **{"gossip-peers": 2})
-    add(0.95, 0.95, partitions=("iid",), **{"round-epochs": 2})  # skipped niid1: no contest
+    add(0.70, 0.50, **{"gossip-peers": 3})
+    add(0.95, 0.95, partitions=("iid",), **{"round-epochs": 3})  # skipped niid1: no contest
     sel = select(load_runs(tmp_path))["gossip-adaptive"]
-    assert sel["chosen"] == "gossip-adaptive gossip-peers=2"
+    assert sel["chosen"] == "gossip-adaptive gossip-peers=3"
     assert sel["test-of-chosen"].startswith("0.5000")
     skipped = next(c for c in sel["candidates"] if "round-epochs" in c["label"])
     assert not skipped["complete"]
     assert overrides({"gossip-adaptive": sel}, "gossip-adaptive") == \
-        "app.gossip-peers=2"
+        "app.gossip-peers=3"
     select_main([str(tmp_path)])
     assert (tmp_path / "selection.md").read_text().count("**chosen**") == 1
 
