@@ -103,8 +103,10 @@ def write_report(root: Path, with_models: bool = True) -> str:
     if tuned:
         write_selection(root, selection)
         said_chosen = "\n".join(
-            f"- {m}: `{sel['chosen']}` (validation "
-            f"{next(c['val'] for c in sel['candidates'] if c['label'] == sel['chosen'])})"
+            f"- {m}: `{sel['chosen']}` ("
+            + ("the only setting run here; validation " if len(sel["candidates"]) == 1
+               else "validation ")
+            + f"{next(c['val'] for c in sel['candidates'] if c['label'] == sel['chosen'])})"
             for m, sel in selection.items())
         parts.append("## Each method at its setting chosen on validation\n\n"
                      "Chosen by mean final median validation accuracy over every (partition, "

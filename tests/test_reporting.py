@@ -412,7 +412,9 @@ def test_the_report_compares_each_method_at_its_setting_chosen_on_validation(tmp
                                     else 0.5}
             summary_path.write_text(json.dumps(summary))
     text = write_report(tmp_path, with_models=False)
-    assert "- gossip: `gossip lr=0.02`" in text
+    assert "- gossip: `gossip lr=0.02` (validation 0.7000" in text
+    # a method with one setting here says so: it was not tuned in this directory
+    assert "- dlad: `dlad` (the only setting run here; validation" in text
     chosen = text.split("## Each method at its setting chosen on validation")[1]
     assert "| digits | cnn | gossip | 0.6000 ± 0.0000 (3) |" in chosen  # test of the chosen
     paired = text.split("## Paired differences against DLAD")[1]
