@@ -208,8 +208,8 @@ class RunConfig:
             pretrained=bool(cfg["pretrained"]),
             local_epochs=_number(cfg, "local-epochs", 1, integer=True),
             num_server_rounds=_number(cfg, "num-server-rounds", 0, integer=True),
-            round_epochs=(_number(cfg, "round-epochs", 0, integer=True)
-                          or ROUND_EPOCHS_OF.get(str(cfg["method"]), 1)),
+            round_epochs=_number(method_defaults(cfg, str(cfg["method"])), "round-epochs", 1,
+                                 integer=True),
             temperature=_number(cfg, "temperature", 1e-3),
             distill_epochs=_number(cfg, "distill-epochs", 1, integer=True),
             disc_epochs=_number(cfg, "disc-epochs", 1, integer=True),

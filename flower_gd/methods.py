@@ -86,7 +86,8 @@ def load_config(mapping: Mapping[str, Any]) -> RunConfig:
                       f"{_readers(ignored)} read them", stacklevel=2)
     if "gossip-peers" in method.reads and cfg.gossip_peers >= cfg.num_nodes:
         raise ConfigError(f"gossip-peers={cfg.gossip_peers} needs at least "
-                          f"{cfg.gossip_peers + 1} nodes (num-nodes={cfg.num_nodes})")
+                          f"{cfg.gossip_peers + 1} nodes (num-nodes={cfg.num_nodes}); set "
+                          f"gossip-peers={max(cfg.num_nodes - 1, 1)} or add nodes")
     if method.check is not None:
         method.check(cfg)
     return cfg

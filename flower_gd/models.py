@@ -108,8 +108,9 @@ def build_model(name: str, in_channels: int, num_classes: int, pretrained: bool 
 
     Its convolution weights are channels-last: every convolution then runs in that layout,
     which oneDNN computes faster on CPU (measured for `cnn`, one thread, batch 40 of 28 px
-    images: a training step 6.0 ms against 7.6, inference 55 ms per 1000 images against
-    112; MaxPool2d alone 0.28 ms against 2.4 per batch). Inputs stay NCHW arrays.
+    images: a training step 6.0 ms against 7.6 (3 repeats of 200 steps), inference 55-69 ms
+    per 1000 images against 112-137 (two runs); MaxPool2d alone 0.28 ms against 2.4 per
+    batch). Inputs stay NCHW arrays.
     """
     if name in ("cnn", "cnn-wide"):
         if pretrained:

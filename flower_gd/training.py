@@ -76,7 +76,8 @@ def _epoch_batches(n: int, opt: OptimConfig, rng: np.random.Generator):
 
 
 def _fit(model: nn.Module, x: np.ndarray, targets: np.ndarray, epochs: int, opt: OptimConfig,
-         seed: int, loss_fn, sgd: torch.optim.Optimizer | None = None) -> float:
+         seed: int, loss_fn, sgd: torch.optim.Optimizer | None = None,
+         recalibrate: bool = True) -> float:
     """Run `epochs` of SGD; returns the mean loss of the last epoch's accepted steps.
 
     A step whose loss or gradient is NaN or infinite is refused: the parameters (and the
@@ -86,6 +87,9 @@ def _fit(model: nn.Module, x: np.ndarray, targets: np.ndarray, epochs: int, opt:
     An epoch is one pass over `x` in a fresh order, repeated until it has taken at least
     `opt.min_epoch_steps` steps: on a tiny private set (a few dozen images, one batch) an
     epoch would otherwise be a single step.
+
+    At the end (unless `recalibrate` is False: a caller that trains on) BatchNorm statistics
+    are re-estimated on the training samples under the final weights (`recalibrate_batchnorm`).
     """
     if len(x) == 0:
         raise ValueError("cannot train on an empty dataset")
@@ -109,10 +113,18 @@ def _fit(model: nn.Module, x: np.ndarray, targets: np.ndarray, epochs: int, opt:
             total += value * len(idx)
             count += len(idx)
         last = total / count if count else float("nan")
+    if recalibrate:
+        _recalibrate_on(model, xt, rng, opt.batch_size)
+    return last
+
+
+def _recalibrate_on(model: nn.Module, x: torch.Tensor, rng: np.random.Generator,
+                    batch_size: int) -> None:
+    """`recalibrate_batchnorm` on at most BN_SAMPLES of `x`, drawn by `rng` (nothing is
+    drawn for a model without BatchNorm)."""
     if _batchnorm_layers(model):  # its statistics lag the weights: re-estimate them
         subset = torch.from_numpy(rng.permutation(len(x))[:BN_SAMPLES])
-        recalibrate_batchnorm(model, xt[subset], opt.batch_size)
-    return last
+        recalibrate_batchnorm(model, x[subset], batch_size)
 
 
 # Precise BatchNorm: at most this many of the training samples re-estimate the statistics.
@@ -131,12 +143,12 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) ->
 
     During training the running mean and variance are exponential averages over batches
     seen under older weights. torchvision's MobileNetV3 keeps 1% of each new batch
-    (momentum 0.01), so after the few hundred steps of a node's local phase its statistics
-    still mostly describe the initial network, and the model collapses in eval mode (all
-    nodes of a MobileNetV3-small fleet at chance on Fashion-MNIST). Here each layer's
-    statistics become the average over `x` in batches of `batch_size`, the other layers in
-    eval mode (no dropout). The learned parameters do not change; a model without
-    BatchNorm is left exactly as it was.
+    (momentum 0.01): its statistics average over the last few hundred steps while the weights
+    move under them, and before this re-estimate every MobileNetV3-small node of a
+    Fashion-MNIST fleet collapsed in eval mode (near chance, one class for most images).
+    Here each layer's statistics become the average over `x` in batches of `batch_size`,
+    the other layers in eval mode (no dropout). The learned parameters do not change; a
+    model without BatchNorm is left exactly as it was.
     """
     layers = _batchnorm_layers(model)
     if not layers or len(x) < 2:
@@ -250,6 +262,7 @@ def train_regularized(model: nn.Module, x: np.ndarray, y: np.ndarray, x_ref: np.
             total += value * len(idx)
             count += len(idx)
         last = total / count if count else float("nan")
+    _recalibrate_on(model, torch.cat([xt, rt]), rng, opt.batch_size)  # it trained on both
     return last
 
 
@@ -269,7 +282,8 @@ def train_discriminator(model: nn.Module, x_pos: np.ndarray, x_neg: np.ndarray, 
         x = np.concatenate([x_pos, neg])
         y = np.concatenate([np.ones(len(x_pos)), np.zeros(len(neg))]).astype(np.float32)
         last = _fit(model, x, y, 1, opt, seed + epoch,
-                    lambda out, t: F.binary_cross_entropy_with_logits(out[:, 0], t), sgd)
+                    lambda out, t: F.binary_cross_entropy_with_logits(out[:, 0], t), sgd,
+                    recalibrate=epoch == epochs - 1)  # training uses batch statistics
     return last
 
 

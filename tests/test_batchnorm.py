@@ -7,8 +7,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from flower_gd import training
 from flower_gd.models import build_model
-from flower_gd.training import OptimConfig, recalibrate_batchnorm, train_hard
+from flower_gd.training import (
+    OptimConfig,
+    recalibrate_batchnorm,
+    train_discriminator,
+    train_hard,
+    train_regularized,
+)
 
 OPT = OptimConfig(lr=0.1, momentum=0.9, weight_decay=0.0, batch_size=8)
 
@@ -88,3 +95,36 @@ def test_a_mobilenet_node_is_not_left_with_its_initial_statistics():
         model.eval()
         h = stem[0](torch.from_numpy(x)).mean((0, 2, 3))
     np.testing.assert_allclose(stem[1].running_mean.numpy(), h.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_distributed_distillations_loop_reestimates_on_what_it_trained_on():
+    """train_regularized steps on private and reference samples together: its statistics
+    are those of both under the final weights."""
+    x, y = _data(32)
+    x_ref, _ = _data(48, seed=1)
+    x_ref = x_ref - 4  # a reference set with another mean than the private one
+    target = np.full((48, 2), 0.5, dtype=np.float32)
+    model = _bn_model()
+    train_regularized(model, x, y, x_ref, target, epochs=2, opt=OPT, weight=1.0)
+    with torch.no_grad():
+        h = model[0](torch.from_numpy(np.concatenate([x, x_ref])))
+    np.testing.assert_allclose(model[1].running_mean.numpy(), h.mean(0).numpy(), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_the_discriminator_is_reestimated_once_after_its_last_epoch(monkeypatch):
+    calls = []
+    real = training.recalibrate_batchnorm
+    monkeypatch.setattr(training, "recalibrate_batchnorm",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    x, _ = _data()
+    torch.manual_seed(0)
+    disc = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6, momentum=0.01), nn.ReLU(),
+                         nn.Linear(6, 1))
+    train_discriminator(disc, x[:32], x[32:], epochs=3, opt=OPT)
+    assert len(calls) == 1
+    # and its statistics are those of its last epoch's samples: positives and negatives
+    with torch.no_grad():
+        h = disc[0](torch.from_numpy(x))
+    np.testing.assert_allclose(disc[1].running_mean.numpy(), h.mean(0).numpy(), rtol=1e-4,
+                               atol=1e-4)
