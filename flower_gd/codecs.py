@@ -22,7 +22,8 @@ levels spanning LOG_WEIGHT_SPAN nats below the payload's largest weight, 0 furth
 push-sum then conserves weight mass only approximately, each share off by up to a factor
 e^(+-0.29) and the lightest shares dropped);
 otherwise confidences as uint8 (d * 255) and weights as float16 log W. Every array is then
-deflated with zlib when that saves at least 10% (lossless, flagged in the metadata; a
+deflated with zlib (`deflate`: the smaller of the default strategy and Huffman coding
+alone) when that saves at least 10% (lossless, flagged in the metadata; a
 trained model's float32 probabilities save about 5% and stay raw, near one-hot beliefs and
 hard4's symbols deflate). The meter sizes the message Flower serializes, so it counts the
 encoded bytes.
@@ -209,7 +210,7 @@ def encode_payload(payload: InferencePayload, codec: Codec | None = None,
     arrays, zipped = {}, []
     for name, arr in parts.items():
         raw = np.ascontiguousarray(arr)
-        packed = zlib.compress(raw.tobytes(), 6) if codec.compress else b""
+        packed = deflate(raw.tobytes()) if codec.compress else b""
         if codec.compress and len(packed) <= COMPRESS_WHEN * raw.nbytes:
             arrays[name] = Array(np.frombuffer(packed, dtype=np.uint8))
             zipped.append(name)
@@ -222,6 +223,19 @@ def encode_payload(payload: InferencePayload, codec: Codec | None = None,
         meta["zlib"] = zipped
     content[meta_key] = ConfigRecord(meta)
     return content
+
+
+def deflate(raw: bytes) -> bytes:
+    """zlib data of `raw`, the smaller of two encoder strategies (one decoder reads both):
+    the default (LZ77 matches, then Huffman) and Huffman coding alone. A stream of nearly
+    independent symbols, as hard4's, has few matches worth their codes: Huffman alone gets
+    within a few percent of its order-0 entropy where the default spends about a tenth more
+    (measured on gossip-adaptive's hard4 payloads, Fashion-MNIST niid1: 4.45 against 4.93
+    bits per sample, entropy 4.36)."""
+    best = zlib.compress(raw, 6)
+    huffman = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_HUFFMAN_ONLY)
+    alone = huffman.compress(raw) + huffman.flush()
+    return alone if len(alone) < len(best) else best
 
 
 def payload_keys(index: int) -> tuple[str, str]:
