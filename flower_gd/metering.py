@@ -6,11 +6,18 @@ SuperNode (flwr 1.41, deployment engine): the serialized protobuf bodies, reques
 responses, of every call that exists because of that message.
 
 - To a node: the `PullMessages` call that hands it over (its metadata and object tree), one
-  `PullObject` call per object of its tree (Message, RecordDict, records, Arrays,
+  `PullObject` call per position in its tree (Message, RecordDict, records, Arrays,
   ArrayChunks, each in its deflated = serialized form, with the object id, node and run id
-  of the request), and the `ConfirmMessageReceived` call.
+  of the request), and the `ConfirmMessageReceived` call. Per position, not per object: the
+  SuperNode lists an object once for every place the tree holds it and pulls each entry
+  (flwr 1.41 `InMemoryObjectStore.preregister`, then `pull_objects`), so an object under two
+  parents (a relayed peer's weights Array, equal in two payloads) crosses twice.
 - From a node: the `PushMessages` call (metadata, object tree, the list of objects to push,
-  a session id) and one `PushObject` call per object.
+  a session id) and one `PushObject` call per distinct object. An upper bound: the SuperLink
+  asks only for objects it does not hold, so an object equal to one still stored from
+  another node's reply (the same metadata record, the same weights) is not sent again. That
+  depends on when the ServerApp confirms what it pulled, which simulation does not model;
+  on a direct peer link nothing would be skipped.
 
 Not counted: HTTP/TLS/TCP framing, heartbeats, polls that return nothing, node
 registration, fetching the app bundle (`flower_gd.meter_check` measures each of these
@@ -47,6 +54,7 @@ from flwr.supercore.inflatable.inflatable_object import (
     InflatableObject,
     get_all_nested_objects,
     get_object_tree,
+    iterate_object_tree,
 )
 
 from flower_gd.codecs import ARRAYS_KEY, PAYLOAD_KEY, PRIVATE_DATA_KEY, payload_keys
@@ -101,7 +109,8 @@ def transfer_nbytes(message: Message, direction: str) -> int:
                  + ConfirmMessageReceivedRequest(node=node, run_id=run_id,
                                                  message_object_id=message.object_id).ByteSize()
                  + ConfirmMessageReceivedResponse().ByteSize())
-        for oid, n in objects.items():
+        for position in iterate_object_tree(tree):
+            oid, n = position.object_id, objects[position.object_id]
             total += (PullObjectRequest(node=node, run_id=run_id, object_id=oid).ByteSize()
                       + PullObjectResponse(object_found=True, object_available=True).ByteSize()
                       + _field_nbytes(n))

@@ -81,6 +81,24 @@ def test_each_object_costs_its_fleet_api_calls_by_hand():
             == new + tree_entry + oid + push)
 
 
+def test_an_object_under_two_parents_is_pulled_twice_and_pushed_once():
+    """A node pulls every position of a message's object tree (flwr 1.41 lists an object
+    again for each place it sits and pulls each entry), but pushes each distinct object once:
+    two equal Arrays under two records cost the down direction as much as two different ones
+    of the same size, and the up direction one Array and its chunk less."""
+    x, y = np.arange(500, dtype=np.float32), np.arange(500, dtype=np.float32)[::-1].copy()
+
+    def message(first: np.ndarray, second: np.ndarray) -> Message:
+        content = RecordDict({"a": ArrayRecord({"w": Array(first)}),
+                              "b": ArrayRecord({"v": Array(second)})})
+        return Message(content=content, dst_node_id=3, message_type="train.gossip")
+
+    same, different = message(x, x), message(x, y)
+    assert len(get_all_nested_objects(same)) == len(get_all_nested_objects(different)) - 2
+    assert transfer_nbytes(same, "down") == transfer_nbytes(different, "down")
+    assert transfer_nbytes(same, "up") < transfer_nbytes(different, "up") - 2 * x.nbytes // 2
+
+
 def test_tags():
     assert message_tag(_payload_message(3)) == "scores"
     weights = Message(content=RecordDict({"arrays": ArrayRecord({"w": Array(np.zeros(3))})}),
