@@ -100,6 +100,12 @@ class RecordedFedAvg(FedAvg):
             if self.recorder is not None:
                 self.recorder.mark_alive(server_round, node)
                 self.recorder.record(server_round, node, metrics_of(reply))
+        # Flower sums the models in the order of the list it gets: the order the replies
+        # arrived in, which changes from run to run, and so did the float32 sum's last bits
+        # (digits niid1 finals moved by up to 9 points between reruns). Partition order
+        # makes the average bit-for-bit reproducible, as DLAD's and the consensus targets are.
+        replies.sort(key=lambda r: (self.partition_of.get(r.metadata.src_node_id, 1 << 30),
+                                    r.metadata.src_node_id))
         if self.recorder is None:
             return super().aggregate_train(server_round, replies)
         with self.recorder.server_work():

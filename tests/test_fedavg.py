@@ -33,6 +33,20 @@ def test_recorded_fedavg_is_flowers_fedavg_and_weights_by_num_examples():
     assert strategy.partition_of == {11: 0, 12: 1}
 
 
+def test_the_average_does_not_depend_on_the_order_replies_arrive_in():
+    """float32 sums depend on their order; replies arrive in any order. Values whose sum
+    cancels catastrophically tell the orders apart: (a + b) + c != a + (b + c)."""
+    import itertools
+
+    values = {0: 1e8, 1: 1.0, 2: -1e8}
+    results = set()
+    for order in itertools.permutations(values):
+        replies = [_reply(20 + p, p, values[p], 10) for p in order]
+        arrays, _ = RecordedFedAvg(num_nodes=3).aggregate_train(1, replies)
+        results.add(arrays["w"].numpy().tobytes())
+    assert len(results) == 1
+
+
 def test_fedavg_refuses_mixed_architectures():
     cfg = merge_overrides(load_defaults(), {"method": "fedavg", "model": "cnn,resnet18"})
     with pytest.raises(ConfigError, match="cannot mix|same architecture"):
