@@ -38,12 +38,16 @@ def test_the_average_does_not_depend_on_the_order_replies_arrive_in():
     cancels catastrophically tell the orders apart: (a + b) + c != a + (b + c)."""
     import itertools
 
-    values = {0: 1e8, 1: 1.0, 2: -1e8}
+    values = {0: 1.0, 1: 1e8, 2: -1e8}
+    # node ids fall as the partition rises, and the reverse order sums to 1/3, not 0:
+    # sorting by node id would not pass
+    in_partition_order = 0.0
     results = set()
     for order in itertools.permutations(values):
-        replies = [_reply(20 + p, p, values[p], 10) for p in order]
+        replies = [_reply(30 - p, p, values[p], 10) for p in order]
         arrays, _ = RecordedFedAvg(num_nodes=3).aggregate_train(1, replies)
         results.add(arrays["w"].numpy().tobytes())
+        np.testing.assert_array_equal(arrays["w"].numpy(), np.full(3, in_partition_order))
     assert len(results) == 1
 
 
