@@ -12,12 +12,15 @@ responses, of every call that exists because of that message.
   SuperNode lists an object once for every place the tree holds it and pulls each entry
   (flwr 1.41 `InMemoryObjectStore.preregister`, then `pull_objects`), so an object under two
   parents (a relayed peer's weights Array, equal in two payloads) crosses twice.
-- From a node: the `PushMessages` call (metadata, object tree, the list of objects to push,
-  a session id) and one `PushObject` call per distinct object. An upper bound: the SuperLink
+- From a node: the `PushMessages` call (metadata, object tree, the list of objects to push:
+  one entry per tree position, as the SuperLink writes it, a session id) and one `PushObject`
+  call per distinct object (the SuperNode pushes the set). An upper bound: the SuperLink
   asks only for objects it does not hold, so an object equal to one still stored from
   another node's reply (the same metadata record, the same weights) is not sent again. That
   depends on when the ServerApp confirms what it pulled, which simulation does not model;
-  on a direct peer link nothing would be skipped.
+  on a direct peer link nothing would be skipped. Going down the same holds in principle: a
+  SuperNode does not pull an object it still holds from a message its ClientApp has not
+  confirmed yet (never the case in these methods, one message per node at a time).
 
 Not counted: HTTP/TLS/TCP framing, heartbeats, polls that return nothing, node
 registration, fetching the app bundle (`flower_gd.meter_check` measures each of these
@@ -119,7 +122,10 @@ def transfer_nbytes(message: Message, direction: str) -> int:
                                  clientapp_runtime_list=[0.0]).ByteSize()
              + PushMessagesResponse(reconnect=Reconnect(reconnect=RECONNECT_S),
                                     results={message.object_id: 0},
-                                    objects_to_push=list(objects),
+                                    # one entry per tree position, as the SuperLink
+                                    # lists them (an object under two parents twice)
+                                    objects_to_push=[t.object_id
+                                                     for t in iterate_object_tree(tree)],
                                     session_id=SESSION_ID).ByteSize())
     for oid, n in objects.items():
         total += (PushObjectRequest(node=node, run_id=run_id, object_id=oid,

@@ -97,6 +97,25 @@ def test_an_object_under_two_parents_is_pulled_twice_and_pushed_once():
     assert len(get_all_nested_objects(same)) == len(get_all_nested_objects(different)) - 2
     assert transfer_nbytes(same, "down") == transfer_nbytes(different, "down")
     assert transfer_nbytes(same, "up") < transfer_nbytes(different, "up") - x.nbytes
+    # up: the SuperLink's list of objects to push names every position (the equal Array and
+    # its chunk twice), so the two messages differ by exactly the two pushes `same` skips
+    from flwr.proto.message_pb2 import PushObjectRequest, PushObjectResponse
+    from flwr.proto.node_pb2 import Node
+
+    md = different.metadata
+    skipped = [o for k, o in get_all_nested_objects(different).items()
+               if k not in get_all_nested_objects(same)
+               and type(o).__name__ in ("Array", "ArrayChunk")]
+    assert len(skipped) == 2
+
+    def push(nbytes: int) -> int:
+        request = PushObjectRequest(node=Node(node_id=md.src_node_id), run_id=md.run_id,
+                                    object_id="0" * 64, session_id=SESSION_ID)
+        return (request.ByteSize() + PushObjectResponse(stored=True).ByteSize()
+                + 1 + _varint(nbytes) + nbytes)
+
+    assert (transfer_nbytes(different, "up") - transfer_nbytes(same, "up")
+            == sum(push(len(o.deflate())) for o in skipped))
 
 
 def test_tags():
