@@ -125,7 +125,7 @@ class ConsensusServer(NodeRecordingStrategy):
     FedAvg; the relay methods retry), and a killed run restarts from round 0 (its nodes'
     local phase clears the earlier attempt's snapshots). Messages a node must honour:
     ``train.local``, ``query.scores`` and ``train.digest`` (ConfigRecord "config":
-    ``run-dir``, ``server-round``; payload records ``inference`` / ``inference-meta``),
+    ``run-dir``, ``server-round``; payload record ``inference``),
     ``evaluate``.
     """
 

@@ -65,8 +65,8 @@ class DLAD(NodeRecordingStrategy):
     their own classifiers; round 1 delivers the global model to every node (metered as
     ``weights``) and reports its accuracy on each node's test set.
 
-    Messages a node must honour: ``train.dlad`` (``run-dir``; reply records ``inference`` /
-    ``inference-meta`` with ``scores`` and ``confidence``, metrics ``partition-id``) and
+    Messages a node must honour: ``train.dlad`` (``run-dir``; reply record
+    ``inference``, a payload with ``scores`` and ``confidence``, metrics ``partition-id``) and
     ``evaluate`` with or without an ``arrays`` record. Nodes that do not answer, and uploads
     that fail validation, are left out of the target (logged); the run needs `min-nodes`
     valid uploads.

@@ -60,7 +60,7 @@ from flwr.supercore.inflatable.inflatable_object import (
     iterate_object_tree,
 )
 
-from flower_gd.codecs import ARRAYS_KEY, PAYLOAD_KEY, PRIVATE_DATA_KEY, payload_keys
+from flower_gd.codecs import ARRAYS_KEY, PAYLOAD_KEY, PRIVATE_DATA_KEY, payload_key
 from flower_gd.flower_internals import REPLY_STORED
 from flower_gd.grids import ForwardingGrid
 
@@ -163,12 +163,10 @@ def _payload_shares(message: Message, nbytes: int, count: int) -> list[int]:
         return [nbytes]
     sizes = []
     for i in range(count):
-        key, meta_key = payload_keys(i)
+        key = payload_key(i)
         size = 1
         if key in message.content.array_records:
             size += object_nbytes(message.content.array_records[key])
-        if meta_key in message.content.config_records:
-            size += object_nbytes(message.content.config_records[meta_key])
         sizes.append(size)
     shares = [nbytes * s // sum(sizes) for s in sizes]
     shares[0] += nbytes - sum(shares)  # integer bytes that still add up
