@@ -58,6 +58,11 @@ PAYLOAD_STYPE = "flower-gd.payload.v1"
 _MAGIC = b"FGD1"
 _HEAD = struct.Struct("<4sI")  # magic, header length
 MAX_HEADER_BYTES = 4096
+MAX_HEADER_BRACKETS = 64  # a header has about ten; deep nesting would exhaust json's recursion
+# The part types a payload may hold, by the string the header names them with: a peer's
+# string is looked up here, never handed to numpy's dtype parser.
+PART_DTYPES = {np.dtype(t).str: np.dtype(t)
+               for t in ("<u1", "<u2", "<f2", "<f4")}
 ARRAYS_KEY = "arrays"
 # Raw private samples: only the `central` bound sends them (tag `data`).
 PRIVATE_DATA_KEY = "private-data"
@@ -243,6 +248,9 @@ def seal_payload(arrays: dict[str, np.ndarray], meta: dict) -> ArrayRecord:
     """One payload's parts and metadata as one Flower Array (module docstring: the layout)."""
     parts = [[name, np.ascontiguousarray(a).dtype.str, list(a.shape)]
              for name, a in arrays.items()]
+    odd = [part for part in parts if part[1] not in PART_DTYPES]
+    if odd:
+        raise ValueError(f"payload parts {odd} are not of the types {sorted(PART_DTYPES)}")
     header = json.dumps({"meta": meta, "parts": parts}, separators=(",", ":"),
                         allow_nan=False).encode()
     blob = b"".join([_HEAD.pack(_MAGIC, len(header)), header,
@@ -253,6 +261,13 @@ def seal_payload(arrays: dict[str, np.ndarray], meta: dict) -> ArrayRecord:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not np.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
 
 
 def open_payload(content: RecordDict, key: str = PAYLOAD_KEY
@@ -285,10 +300,13 @@ def open_payload(content: RecordDict, key: str = PAYLOAD_KEY
     if length > min(MAX_HEADER_BYTES, len(data) - _HEAD.size):
         raise PayloadError(f"payload header length {length} exceeds the payload or "
                            f"{MAX_HEADER_BYTES} bytes")
+    text = data[_HEAD.size:_HEAD.size + length]
+    if text.count(b"[") + text.count(b"{") > MAX_HEADER_BRACKETS:
+        raise PayloadError(f"payload header nests more than {MAX_HEADER_BRACKETS} brackets")
     try:
-        header = json.loads(data[_HEAD.size:_HEAD.size + length].decode(),
-                            parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError) as err:
+        header = json.loads(text.decode(), parse_constant=_no_constant,
+                            parse_float=_finite_float)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise PayloadError(f"payload header is not valid JSON: {err}") from None
     if not isinstance(header, dict) or set(header) != {"meta", "parts"} or \
             not isinstance(header["meta"], dict) or not isinstance(header["parts"], list):
@@ -312,19 +330,16 @@ def open_payload(content: RecordDict, key: str = PAYLOAD_KEY
 
 
 def _part(part: object) -> tuple[str, np.dtype, tuple[int, ...]]:
-    """One header entry [name, dtype, shape], validated: a plain little-endian number type
-    and at most two non-negative dimensions."""
+    """One header entry [name, dtype, shape], validated: one of PART_DTYPES and at most two
+    non-negative dimensions."""
     if not (isinstance(part, list) and len(part) == 3 and isinstance(part[0], str)
             and isinstance(part[1], str) and isinstance(part[2], list)):
         raise PayloadError(f"payload header part {part!r} is not [name, dtype, shape]")
     name, dtype_str, shape = part
-    try:
-        dtype = np.dtype(dtype_str)
-    except TypeError:
-        raise PayloadError(f"payload part '{name}' has an unknown dtype {dtype_str!r}") from None
-    if dtype.kind not in "uif" or dtype.byteorder not in "<|=" or dtype.itemsize > 8:
-        raise PayloadError(f"payload part '{name}' has dtype {dtype_str!r}; parts are "
-                           "little-endian integers or floats")
+    dtype = PART_DTYPES.get(dtype_str)
+    if dtype is None:
+        raise PayloadError(f"payload part '{name}' has dtype {dtype_str[:20]!r}; parts are "
+                           f"one of {sorted(PART_DTYPES)}")
     if len(shape) > 2 or not all(isinstance(d, int) and not isinstance(d, bool)
                                  and 0 <= d <= 2**31 for d in shape):
         raise PayloadError(f"payload part '{name}' has an invalid shape {shape!r}")

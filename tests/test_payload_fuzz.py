@@ -1,6 +1,7 @@
 """A seeded payload fuzzer: whatever a peer sends, a receiver refuses it with a named reason
 and keeps its state, or decodes finite, normalised probabilities. Nothing else escapes."""
 
+import json
 import shutil
 import zlib
 from dataclasses import replace
@@ -62,8 +63,43 @@ def _set_meta(content, **changes):
     rewrite(content, **changes)
 
 
+ODD_DTYPES = ["f4,(", "i4,)", "10000000000u1", "(2147483647,2147483647)f8", "V4", "O", "S4",
+              "b1", "<M8", "<f16", ">f4", "<f8", "<i4", "a", "", "|u1", "<u2", "<f2", "<f4"]
+ODD_VALUES = [[], {}, [1, [2]], {"a": 1}, None, True, 1.5, -1, 2**70, "x" * 50]
+
+
+def _mutate_header(rng, content):
+    """A header a peer wrote by hand: odd part types and shapes, odd metadata values, deep
+    nesting."""
+    data = blob(content)
+    length = int.from_bytes(data[4:8], "little")
+    header, body = json.loads(data[8:8 + length]), data[8 + length:]
+    what = int(rng.integers(4))
+    if what == 0 and header["parts"]:
+        header["parts"][int(rng.integers(len(header["parts"])))][1] = str(rng.choice(ODD_DTYPES))
+    elif what == 1 and header["parts"]:
+        dims = [0, 1, 2**31, 2**40, -1, True, 1.0, "3", None]
+        header["parts"][int(rng.integers(len(header["parts"])))][2] = [
+            dims[int(rng.integers(len(dims)))] for _ in range(int(rng.integers(4)))]
+    elif what == 2:
+        key = str(rng.choice(["codec", "kind", "counter", "topk", "zlib", "side", "log-top"]))
+        header["meta"][key] = ODD_VALUES[int(rng.integers(len(ODD_VALUES)))]
+    else:
+        depth = int(rng.integers(10, 2000))
+        header["meta"]["deep"] = json.loads("[" * depth + "]" * depth) if depth < 900 else 0
+        if depth >= 900:  # deeper than json itself nests: write the text by hand
+            text = json.dumps(header).replace('"deep": 0', '"deep": ' + "[" * depth + "]" * depth)
+            write_blob(content, b"FGD1" + len(text).to_bytes(4, "little") + text.encode() + body)
+            return
+    text = json.dumps(header).encode()
+    write_blob(content, b"FGD1" + len(text).to_bytes(4, "little") + text + body)
+
+
 def _mutate_bytes(rng, content):
     """A malformation of the payload's byte string itself (its layout, not its parts)."""
+    if rng.integers(2):
+        _mutate_header(rng, content)
+        return
     data = bytearray(blob(content))
     what = int(rng.integers(4))
     if what == 0:  # bit flips anywhere: header, lengths or parts

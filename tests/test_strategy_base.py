@@ -3,7 +3,7 @@
 import itertools
 
 import pytest
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import Error, Message, MetricRecord, RecordDict
 
 from flower_gd.strategy_base import NodeRecordingStrategy
 
@@ -25,7 +25,9 @@ def test_replies_are_collected_in_partition_order_whatever_order_they_arrive_in(
     class Strategy(NodeRecordingStrategy):  # the abstract parts are not used here
         aggregate_train = configure_train = summary = None  # type: ignore[assignment]
 
-    strategy = Strategy("/unused", num_nodes=4)
-    replies = [_reply(40, 0), _reply(30, 1), _reply(20, 2), _reply(10, None)]
+    strategy = Strategy("/unused", num_nodes=5)
+    failed = Message(Error(code=0, reason="node died"), reply_to=_reply(5, 0))
+    failed.metadata.__dict__["_src_node_id"] = 5
+    replies = [_reply(40, 0), _reply(30, 1), _reply(20, 2), _reply(10, None), failed]
     for order in itertools.permutations(replies):
-        assert list(strategy.collect(1, order, "upload")) == [40, 30, 20, 10]
+        assert list(strategy.collect(1, order, "upload")) == [40, 30, 20, 10]  # 5 failed
