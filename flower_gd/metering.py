@@ -12,12 +12,15 @@ responses, of every call that exists because of that message.
   SuperNode lists an object once for every place the tree holds it and pulls each entry
   (flwr 1.41 `InMemoryObjectStore.preregister`, then `pull_objects`), so an object under two
   parents (a relayed peer's weights Array, equal in two payloads) crosses twice.
-- From a node: the `PushMessages` call (metadata, object tree, the list of objects to push,
-  a session id) and one `PushObject` call per distinct object. An upper bound: the SuperLink
+- From a node: the `PushMessages` call (metadata, object tree, the list of objects to push:
+  one entry per tree position, as the SuperLink writes it, a session id) and one `PushObject`
+  call per distinct object (the SuperNode pushes the set). An upper bound: the SuperLink
   asks only for objects it does not hold, so an object equal to one still stored from
   another node's reply (the same metadata record, the same weights) is not sent again. That
   depends on when the ServerApp confirms what it pulled, which simulation does not model;
-  on a direct peer link nothing would be skipped.
+  on a direct peer link nothing would be skipped. Going down the same holds in principle: a
+  SuperNode does not pull an object it still holds from a message its ClientApp has not
+  confirmed yet (never the case in these methods, one message per node at a time).
 
 Not counted: HTTP/TLS/TCP framing, heartbeats, polls that return nothing, node
 registration, fetching the app bundle (`flower_gd.meter_check` measures each of these
@@ -57,7 +60,7 @@ from flwr.supercore.inflatable.inflatable_object import (
     iterate_object_tree,
 )
 
-from flower_gd.codecs import ARRAYS_KEY, PAYLOAD_KEY, PRIVATE_DATA_KEY, payload_keys
+from flower_gd.codecs import ARRAYS_KEY, PAYLOAD_KEY, PRIVATE_DATA_KEY, payload_key
 from flower_gd.flower_internals import REPLY_STORED
 from flower_gd.grids import ForwardingGrid
 
@@ -119,7 +122,10 @@ def transfer_nbytes(message: Message, direction: str) -> int:
                                  clientapp_runtime_list=[0.0]).ByteSize()
              + PushMessagesResponse(reconnect=Reconnect(reconnect=RECONNECT_S),
                                     results={message.object_id: 0},
-                                    objects_to_push=list(objects),
+                                    # one entry per tree position, as the SuperLink
+                                    # lists them (an object under two parents twice)
+                                    objects_to_push=[t.object_id
+                                                     for t in iterate_object_tree(tree)],
                                     session_id=SESSION_ID).ByteSize())
     for oid, n in objects.items():
         total += (PushObjectRequest(node=node, run_id=run_id, object_id=oid,
@@ -157,12 +163,10 @@ def _payload_shares(message: Message, nbytes: int, count: int) -> list[int]:
         return [nbytes]
     sizes = []
     for i in range(count):
-        key, meta_key = payload_keys(i)
+        key = payload_key(i)
         size = 1
         if key in message.content.array_records:
             size += object_nbytes(message.content.array_records[key])
-        if meta_key in message.content.config_records:
-            size += object_nbytes(message.content.config_records[meta_key])
         sizes.append(size)
     shares = [nbytes * s // sum(sizes) for s in sizes]
     shares[0] += nbytes - sum(shares)  # integer bytes that still add up

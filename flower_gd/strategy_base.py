@@ -39,6 +39,12 @@ def partition_of_reply(reply: Message) -> int:
     return int(metrics_of(reply)["partition-id"])
 
 
+def _partition_order(reply: Message) -> tuple[float, int]:
+    partition = (float("inf") if reply.has_error()
+                 else metrics_of(reply).get("partition-id", float("inf")))
+    return partition, reply.metadata.src_node_id
+
+
 def evaluate(node: Node, content: RecordDict) -> dict[str, float]:
     """Node side: test-set accuracy of a global model sent as `arrays`, or else of this
     node's own model as of the message's round."""
@@ -90,9 +96,13 @@ class NodeRecordingStrategy(Strategy):
 
     def collect(self, server_round: int, replies: Iterable[Message], what: str
                 ) -> dict[int, Message]:
-        """Valid replies by node; failures are logged and skipped (the node keeps its state)."""
+        """Valid replies by node, in partition order (replies without one last, by node id);
+        failures are logged and skipped (the node keeps its state).
+
+        Replies arrive in any order and node ids are random per run: whatever a strategy sums
+        or concatenates from them in this order is bit-for-bit reproducible."""
         out = {}
-        for reply in replies:
+        for reply in sorted(replies, key=_partition_order):
             node = reply.metadata.src_node_id
             if reply.has_error():
                 log(WARNING, "round %s: %s failed on node %s: %s", server_round, what, node,

@@ -16,7 +16,7 @@ from flower_gd.codecs import (
     count_payloads,
     decode_payload,
     encode_payload,
-    payload_keys,
+    payload_key,
 )
 from flower_gd.distill import clip_toward, hard_labels, mix_inference_lists
 from flower_gd.method import Method, ServerRun
@@ -60,9 +60,8 @@ def decode_peers(node: Node, content: RecordDict, shape: tuple[int, int], expect
     """
     peers, refused = [], {}
     for i in range(count_payloads(content)):
-        key, meta_key = payload_keys(i)
         try:
-            peers.append(decode_payload(content, shape, key, meta_key, expect))
+            peers.append(decode_payload(content, shape, payload_key(i), expect))
         except PayloadError as err:
             refused[i] = str(err)
             log(WARNING, "node %s rejected payload %s in round %s: %s", node.partition_id, i,

@@ -15,7 +15,7 @@ from flower_gd.codecs import (
     PayloadError,
     decode_sample_weights,
     encode_payload,
-    payload_keys,
+    payload_key,
 )
 from flower_gd.config import ConfigError, RunConfig
 from flower_gd.distill import density_ratio, hard_labels, weighted_mix
@@ -146,7 +146,7 @@ def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
 def _mass_of(content: RecordDict, index: int, n: int) -> np.ndarray | None:
     """The push-sum mass of a refused payload, if its weights alone are valid."""
     try:
-        return decode_sample_weights(content, n, *payload_keys(index))
+        return decode_sample_weights(content, n, payload_key(index))
     except PayloadError:
         return None
 

@@ -16,7 +16,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 from tqdm.auto import tqdm
 
-from flower_gd.codecs import PAYLOAD_KEY, PAYLOAD_META_KEY, payload_keys
+from flower_gd.codecs import PAYLOAD_KEY, payload_key
 from flower_gd.config import PEER_ASSISTS, TOPOLOGIES
 from flower_gd.faults import delay_if_slow
 from flower_gd.metering import RELAY_CONFIG_KEY, RELAY_FROM_KEY, set_meter_round
@@ -134,9 +134,9 @@ class PullRelay(NodeRecordingStrategy):
     - ``train.local``: ``run-dir``; reply metrics ``partition-id``, ``num-examples``.
     - ``query.inference``: ``run-dir``, ``server-round``, ``pullers`` (how many nodes get
       this answer) and ``shared`` (fan-outs of its answers delivered earlier this round);
-      reply records ``inference`` / ``inference-meta``.
+      reply record ``inference`` (one payload, `flower_gd.codecs`).
     - ``train.gossip``: ``run-dir``, ``server-round``, the peers' payload records (keys from
-      `payload_keys`; none when every pull failed), ``shared`` (fan-outs of this node's
+      `payload_key`; none when every pull failed), ``shared`` (fan-outs of this node's
       delivered answers) and a ConfigRecord ``relay`` with ``relay-from`` (the peers), which
       the meter uses to count each payload once as peer-to-peer bytes.
     - ``query.status``: reply metrics ``partition-id`` and ``state-round``.
@@ -312,9 +312,7 @@ class PullRelay(NodeRecordingStrategy):
         relayed = self._relay.get(dst, [])
         content = RecordDict()
         for i, (_, reply) in enumerate(relayed):
-            key, meta_key = payload_keys(i)
-            content[key] = reply.content.array_records[PAYLOAD_KEY]
-            content[meta_key] = reply.content.config_records[PAYLOAD_META_KEY]
+            content[payload_key(i)] = reply.content.array_records[PAYLOAD_KEY]
         if relayed:
             content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: [s for s, _ in relayed]})
         message = self.message(dst, STEP, server_round, content)

@@ -5,14 +5,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, RecordDict
+from payload_edit import rewrite
 
 from flower_gd import methods
 from flower_gd.codecs import (
     PAYLOAD_KEY,
-    PAYLOAD_META_KEY,
     decode_payload,
     decode_sample_weights,
-    payload_keys,
+    payload_key,
 )
 from flower_gd.config import ConfigError, RunConfig, load_defaults, merge_overrides
 from flower_gd.distill import density_ratio, weighted_mix
@@ -89,9 +89,7 @@ def _relay(*contents):
     """What the relay forwards: several share replies renamed payload 0, 1, ..."""
     out = RecordDict()
     for i, c in enumerate(contents):
-        key, meta_key = payload_keys(i)
-        out[key] = c[PAYLOAD_KEY]
-        out[meta_key] = c[PAYLOAD_META_KEY]
+        out[payload_key(i)] = c[PAYLOAD_KEY]
     return out
 
 
@@ -202,9 +200,9 @@ def test_a_refused_payload_leaves_belief_weights_and_model_as_they_were(
         ga.local_phase(b)
         bad = _share(b, 1)
         if what == "counter 0":
-            bad[PAYLOAD_META_KEY]["counter"] = 0
+            rewrite(bad, counter=0)
         else:
-            bad[PAYLOAD_META_KEY]["kind"] = "logits"  # float32 values, claimed to be logits
+            rewrite(bad, kind="logits")  # float32 values, claimed to be logits
     before = _state(a, 0)
     own = a.store.snapshot(0).array(ga.SAMPLE_WEIGHTS)
     metrics = _step(a, 1, _relay(bad))

@@ -4,8 +4,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from payload_edit import meta, rewrite
 
-from flower_gd.codecs import PAYLOAD_META_KEY, decode_payload
+from flower_gd.codecs import decode_payload
 from flower_gd.config import RunConfig, load_defaults, merge_overrides
 from flower_gd.node import Node
 from strategies import gossip
@@ -80,11 +81,9 @@ def _malformed(content, what):
     from flower_gd.codecs import Codec, InferencePayload, encode_payload
 
     if what == "counter":
-        content[PAYLOAD_META_KEY]["counter"] = -5
-        return content
+        return rewrite(content, counter=-5)
     if what == "absurd counter":
-        content[PAYLOAD_META_KEY]["counter"] = 10**12
-        return content
+        return rewrite(content, counter=10**12)
     sent = decode_payload(content, (120, 10))
     scores = sent.scores.copy()
     if what == "shape":
@@ -129,7 +128,7 @@ def test_paper_gossip_runs_on_a_compact_codec(tmp_path):
     gossip.local_phase(a)
     gossip.local_phase(b)
     sent = gossip.share(b)
-    assert sent[PAYLOAD_META_KEY]["codec"] == "uint8"
+    assert meta(sent)["codec"] == "uint8"
     il_b = b.store.snapshot().array("inference-list")
     got = decode_payload(sent, il_b.shape).scores
     assert np.abs(got - il_b).max() <= 1.0 / 255

@@ -29,19 +29,24 @@ def _payload_message(rows: int, dst: int = 7) -> Message:
                    dst_node_id=dst, message_type="train.gossip")
 
 
-def test_array_chunk_size_is_header_plus_npy_bytes():
-    # Hand-computed: npy = 128-byte header + 1000*10*4 data bytes = 40128; the chunk
-    # object is "ArrayChunk" + " " + "" (no children) + " " + "40128" + "\x00" + body.
+def test_array_chunk_size_is_object_header_plus_payload_bytes():
+    # Hand-computed: the payload = magic and header length (8 bytes) + its JSON header + 1000*10*4
+    # data bytes; the chunk object is "ArrayChunk" + " " + "" (no children) + " " + length +
+    # "\x00" + body.
+    header = ('{"meta":{"counter":1,"kind":"probs","codec":"float32"},'
+              '"parts":[["scores","<f4",[1000,10]]]}')
+    body = 8 + len(header) + 40000  # 40100
     msg = _payload_message(1000)
     chunks = [o for o in get_all_nested_objects(msg).values() if type(o).__name__ == "ArrayChunk"]
     assert len(chunks) == 1
-    assert len(chunks[0].deflate()) == len("ArrayChunk  40128") + 1 + 40128 == 40146
+    assert len(chunks[0].deflate()) == len("ArrayChunk  40100") + 1 + body == 40118
 
 
 def test_message_size_grows_by_exactly_the_payload_bytes():
     small, large = _payload_message(1000), _payload_message(1250)
     # 250 more rows of 10 float32 = 10000 bytes; the length fields keep their width
-    # (40128 -> 50128), so everything else is byte-for-byte the same size.
+    # (40100 -> 50100; "[1000,10]" -> "[1250,10]" in the header), so everything else is
+    # byte-for-byte the same size.
     assert object_nbytes(large) - object_nbytes(small) == 250 * 10 * 4
     # the float32 payload dominates: overhead of the whole tree is under 1 KiB
     assert 0 < object_nbytes(small) - 1000 * 10 * 4 < 1024
@@ -97,6 +102,25 @@ def test_an_object_under_two_parents_is_pulled_twice_and_pushed_once():
     assert len(get_all_nested_objects(same)) == len(get_all_nested_objects(different)) - 2
     assert transfer_nbytes(same, "down") == transfer_nbytes(different, "down")
     assert transfer_nbytes(same, "up") < transfer_nbytes(different, "up") - x.nbytes
+    # up: the SuperLink's list of objects to push names every position (the equal Array and
+    # its chunk twice), so the two messages differ by exactly the two pushes `same` skips
+    from flwr.proto.message_pb2 import PushObjectRequest, PushObjectResponse
+    from flwr.proto.node_pb2 import Node
+
+    md = different.metadata
+    skipped = [o for k, o in get_all_nested_objects(different).items()
+               if k not in get_all_nested_objects(same)
+               and type(o).__name__ in ("Array", "ArrayChunk")]
+    assert len(skipped) == 2
+
+    def push(nbytes: int) -> int:
+        request = PushObjectRequest(node=Node(node_id=md.src_node_id), run_id=md.run_id,
+                                    object_id="0" * 64, session_id=SESSION_ID)
+        return (request.ByteSize() + PushObjectResponse(stored=True).ByteSize()
+                + 1 + _varint(nbytes) + nbytes)
+
+    assert (transfer_nbytes(different, "up") - transfer_nbytes(same, "up")
+            == sum(push(len(o.deflate())) for o in skipped))
 
 
 def test_tags():
@@ -166,14 +190,12 @@ def test_metered_grid_counts_both_legs_and_the_relay_once_as_p2p():
 
 
 def test_a_relay_of_several_payloads_splits_its_bytes_by_payload_size():
-    from flower_gd.codecs import payload_keys
+    from flower_gd.codecs import payload_key
 
     meter = MeteredGrid(FakeGrid())
     small = _payload_message(100)
     msg = _payload_message(300, dst=7)
-    key, meta_key = payload_keys(1)
-    msg.content[key] = small.content["inference"]
-    msg.content[meta_key] = small.content["inference-meta"]
+    msg.content[payload_key(1)] = small.content["inference"]
     msg.content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: [8, 9]})
     size = transfer_nbytes(msg, "down")
     list(meter.send_and_receive([msg], timeout=5))

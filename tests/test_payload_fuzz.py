@@ -1,18 +1,19 @@
 """A seeded payload fuzzer: whatever a peer sends, a receiver refuses it with a named reason
 and keeps its state, or decodes finite, normalised probabilities. Nothing else escapes."""
 
+import json
 import shutil
 import zlib
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ConfigRecord, RecordDict
+from payload_edit import blob, parts, rewrite, write_blob
 
 from flower_gd.codecs import (
     CODECS,
     PAYLOAD_KEY,
-    PAYLOAD_META_KEY,
     Codec,
     Expect,
     InferencePayload,
@@ -20,7 +21,7 @@ from flower_gd.codecs import (
     decode_payload,
     decode_sample_weights,
     encode_payload,
-    payload_keys,
+    payload_key,
 )
 from flower_gd.config import RunConfig, load_defaults, merge_overrides
 from flower_gd.node import Node
@@ -51,32 +52,84 @@ def _valid(rng, codec):
 
 
 def _arrays(content):
-    return {k: v.numpy() for k, v in content[PAYLOAD_KEY].items()}
+    return parts(content)
 
 
 def _set_arrays(content, arrays):
-    content[PAYLOAD_KEY] = ArrayRecord({k: Array(np.ascontiguousarray(v))
-                                        for k, v in arrays.items()})
+    rewrite(content, arrays=arrays)
 
 
 def _set_meta(content, **changes):
-    meta = dict(content[PAYLOAD_META_KEY])
-    for k, v in changes.items():
-        if v is None:
-            meta.pop(k, None)
-        else:
-            meta[k] = v
-    content[PAYLOAD_META_KEY] = ConfigRecord(meta)
+    rewrite(content, **changes)
+
+
+ODD_DTYPES = ["f4,(", "i4,)", "10000000000u1", "(2147483647,2147483647)f8", "V4", "O", "S4",
+              "b1", "<M8", "<f16", ">f4", "<f8", "<i4", "a", "", "|u1", "<u2", "<f2", "<f4"]
+ODD_VALUES = [[], {}, [1, [2]], {"a": 1}, None, True, 1.5, -1, 2**70, "x" * 50]
+
+
+def _mutate_header(rng, content):
+    """A header a peer wrote by hand: odd part types and shapes, odd metadata values, deep
+    nesting."""
+    data = blob(content)
+    length = int.from_bytes(data[4:8], "little")
+    header, body = json.loads(data[8:8 + length]), data[8 + length:]
+    what = int(rng.integers(4))
+    if what == 0 and header["parts"]:
+        header["parts"][int(rng.integers(len(header["parts"])))][1] = str(rng.choice(ODD_DTYPES))
+    elif what == 1 and header["parts"]:
+        dims = [0, 1, 2**31, 2**40, -1, True, 1.0, "3", None]
+        header["parts"][int(rng.integers(len(header["parts"])))][2] = [
+            dims[int(rng.integers(len(dims)))] for _ in range(int(rng.integers(4)))]
+    elif what == 2:
+        key = str(rng.choice(["codec", "kind", "counter", "topk", "zlib", "side", "log-top"]))
+        header["meta"][key] = ODD_VALUES[int(rng.integers(len(ODD_VALUES)))]
+    else:
+        depth = int(rng.integers(10, 2000))
+        header["meta"]["deep"] = json.loads("[" * depth + "]" * depth) if depth < 900 else 0
+        if depth >= 900:  # deeper than json itself nests: write the text by hand
+            text = json.dumps(header).replace('"deep": 0', '"deep": ' + "[" * depth + "]" * depth)
+            write_blob(content, b"FGD1" + len(text).to_bytes(4, "little") + text.encode() + body)
+            return
+    text = json.dumps(header).encode()
+    write_blob(content, b"FGD1" + len(text).to_bytes(4, "little") + text + body)
+
+
+def _mutate_bytes(rng, content):
+    """A malformation of the payload's byte string itself (its layout, not its parts)."""
+    if rng.integers(2):
+        _mutate_header(rng, content)
+        return
+    data = bytearray(blob(content))
+    what = int(rng.integers(4))
+    if what == 0:  # bit flips anywhere: header, lengths or parts
+        for i in rng.integers(len(data), size=int(rng.integers(1, 4))):
+            data[i] ^= 1 << int(rng.integers(8))
+    elif what == 1:
+        del data[int(rng.integers(len(data))):]
+    elif what == 2:
+        data += rng.integers(0, 256, size=int(rng.integers(1, 16)), dtype=np.uint8).tobytes()
+    else:
+        write_blob(content, bytes(data), stype=str(rng.choice(["numpy.ndarray", ""])),
+                   name=str(rng.choice(["payload", "scores"])))
+        return
+    write_blob(content, bytes(data))
 
 
 def _mutate(rng, content):
     """One malformation of the kind a faulty or hostile peer could send."""
-    arrays = _arrays(content)
+    try:
+        arrays = _arrays(content)
+    except PayloadError:  # an earlier mutation broke the layout: garbage enough
+        return
     if not arrays:  # an earlier mutation dropped the last array: garbage enough
         return
     name = str(rng.choice(sorted(arrays)))
     arr = arrays[name]
-    what = int(rng.integers(24))
+    what = int(rng.integers(28))
+    if what >= 24:
+        _mutate_bytes(rng, content)
+        return
     if what == 0:
         _set_meta(content, codec=str(rng.choice([*CODECS, "bf16", ""])))
     elif what == 1:
@@ -237,8 +290,7 @@ def test_a_refused_payload_never_changes_a_node(tmp_path, method):
         for _ in range(int(rng.integers(1, 3))):
             _mutate(rng, content)
         relayed = RecordDict()
-        key, meta_key = payload_keys(0)
-        relayed[key], relayed[meta_key] = content[PAYLOAD_KEY], content[PAYLOAD_META_KEY]
+        relayed[payload_key(0)] = content[PAYLOAD_KEY]
         relayed["config"] = ConfigRecord({})
         try:
             decode_payload(relayed, shape, expect=RECEIVERS[method])
