@@ -1,13 +1,21 @@
 """Test helpers: read a payload's parts and metadata, and rewrite them as a faulty or hostile
-peer could (a rewritten payload is sealed in the real layout unless `raw_header` says how)."""
+peer could: through `seal_payload` where it accepts the content, else by hand in the same
+layout (`write_header`)."""
 
 import json
-import struct
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from flower_gd.codecs import PAYLOAD_ARRAY, PAYLOAD_KEY, PAYLOAD_STYPE, open_payload, seal_payload
+from flower_gd.codecs import (
+    _HEAD,
+    _MAGIC,
+    PAYLOAD_ARRAY,
+    PAYLOAD_KEY,
+    PAYLOAD_STYPE,
+    open_payload,
+    seal_payload,
+)
 
 
 def parts(content, key=PAYLOAD_KEY):
@@ -32,14 +40,25 @@ def rewrite(content, key=PAYLOAD_KEY, arrays=None, **changes):
             new_meta[k] = v
     try:
         content[key] = seal_payload(new_arrays, new_meta)
-    except ValueError:  # not JSON: NaN or infinity in the metadata
-        header = json.dumps({"meta": new_meta, "parts": [[n, np.ascontiguousarray(a).dtype.str,
-                                                          list(a.shape)]
-                                                         for n, a in new_arrays.items()]})
-        write_blob(content, b"FGD1" + struct.pack("<I", len(header)) + header.encode()
-                   + b"".join(np.ascontiguousarray(a).tobytes() for a in new_arrays.values()),
-                   key)
+    except ValueError:  # a part type it refuses, or NaN or infinity in the metadata
+        arrays = {n: np.ascontiguousarray(a) for n, a in new_arrays.items()}
+        header = json.dumps({"meta": new_meta, "parts": [[n, a.dtype.str, list(a.shape)]
+                                                         for n, a in arrays.items()]})
+        write_header(content, header, b"".join(a.tobytes() for a in arrays.values()), key)
     return content
+
+
+def header_and_body(content, key=PAYLOAD_KEY) -> tuple[str, bytes]:
+    """The payload's JSON header as text, and the parts' bytes after it."""
+    data = blob(content, key)
+    _, length = _HEAD.unpack_from(data)
+    return data[_HEAD.size:_HEAD.size + length].decode(), data[_HEAD.size + length:]
+
+
+def write_header(content, header: str, body: bytes, key=PAYLOAD_KEY):
+    """A payload with this header text (any, valid or not) before `body`."""
+    text = header.encode()
+    return write_blob(content, _HEAD.pack(_MAGIC, len(text)) + text + body, key)
 
 
 def blob(content, key=PAYLOAD_KEY) -> bytes:

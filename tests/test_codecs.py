@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 from flwr.app import Message, RecordDict
-from payload_edit import blob, meta, parts, rewrite, write_blob
+from payload_edit import blob, header_and_body, meta, parts, rewrite, write_blob, write_header
 
 from flower_gd.codecs import (
     CODECS,
@@ -337,9 +337,8 @@ def _sealed():
 
 
 def _garbled_header():
-    data = blob(_sealed())
-    length = int.from_bytes(data[4:8], "little")
-    return data[:8] + b"\xff" * length + data[8 + length:]
+    header, body = header_and_body(_sealed())
+    return blob(_sealed())[:8] + b"\xff" * len(header) + body
 
 
 @pytest.mark.parametrize("make, match", [
@@ -362,35 +361,27 @@ def test_a_malformed_payload_layout_is_refused_with_the_reason(make, match):
         decode_payload(make(), (4, 3))
 
 
-def _header():
-    data = blob(_sealed())
-    header_len = int.from_bytes(data[4:8], "little")
-    return data[8:8 + header_len].decode(), data[8 + header_len:]
-
-
 @pytest.mark.parametrize("dtype", ["f4,(", "i4,)", "10000000000u1", "(2147483647,2147483647)f8",
                                    "{'names':['a'],'formats':['i4']}", "V4", "O", "S4", "b1",
                                    "<M8", "<f16", "a"])
 def test_a_part_type_numpy_would_parse_oddly_is_refused_by_name(dtype):
     """Found by review: numpy's dtype parser raised SyntaxError and ValueError on strings a
     peer chose; the header's type is now looked up in a table."""
-    header, data = _header()
-    text = header.replace('"<f4"', json.dumps(dtype))
-    raw = b"FGD1" + len(text.encode()).to_bytes(4, "little") + text.encode() + data
+    header, body = header_and_body(_sealed())
+    odd = write_header(_sealed(), header.replace('"<f4"', json.dumps(dtype)), body)
     with pytest.raises(PayloadError, match="parts are one of"):
-        decode_payload(write_blob(_sealed(), raw), (4, 3))
+        decode_payload(odd, (4, 3))
 
 
 def test_the_header_lists_each_part_once_and_must_be_a_shallow_object_of_finite_numbers():
-    header, data = _header()
+    header, body = header_and_body(_sealed())
     twice = header.replace('"parts":[', '"parts":[["scores","<f4",[0]],')
     deep = "[" * 1000 + "]" * 1000  # json's recursion limit, found by review
     infinite = header.replace('"counter":2', '"counter":2,"log-top":1e999')
     for text, match in ((twice, "twice"), ("[1, 2]", "an object with 'meta' and 'parts'"),
                         (deep, "nests more than"), (infinite, "not valid JSON")):
-        raw = b"FGD1" + len(text.encode()).to_bytes(4, "little") + text.encode() + data
         with pytest.raises(PayloadError, match=match):
-            decode_payload(write_blob(_sealed(), raw), (4, 3))
+            decode_payload(write_header(_sealed(), text, body), (4, 3))
 
 
 @pytest.mark.usefixtures("task_identity")

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, RecordDict
-from payload_edit import blob, parts, rewrite, write_blob
+from payload_edit import blob, header_and_body, parts, rewrite, write_blob, write_header
 
 from flower_gd.codecs import (
     CODECS,
@@ -71,9 +71,8 @@ ODD_VALUES = [[], {}, [1, [2]], {"a": 1}, None, True, 1.5, -1, 2**70, "x" * 50]
 def _mutate_header(rng, content):
     """A header a peer wrote by hand: odd part types and shapes, odd metadata values, deep
     nesting."""
-    data = blob(content)
-    length = int.from_bytes(data[4:8], "little")
-    header, body = json.loads(data[8:8 + length]), data[8 + length:]
+    text, body = header_and_body(content)
+    header = json.loads(text)
     what = int(rng.integers(4))
     if what == 0 and header["parts"]:
         header["parts"][int(rng.integers(len(header["parts"])))][1] = str(rng.choice(ODD_DTYPES))
@@ -89,10 +88,9 @@ def _mutate_header(rng, content):
         header["meta"]["deep"] = json.loads("[" * depth + "]" * depth) if depth < 900 else 0
         if depth >= 900:  # deeper than json itself nests: write the text by hand
             text = json.dumps(header).replace('"deep": 0', '"deep": ' + "[" * depth + "]" * depth)
-            write_blob(content, b"FGD1" + len(text).to_bytes(4, "little") + text.encode() + body)
+            write_header(content, text, body)
             return
-    text = json.dumps(header).encode()
-    write_blob(content, b"FGD1" + len(text).to_bytes(4, "little") + text + body)
+    write_header(content, json.dumps(header), body)
 
 
 def _mutate_bytes(rng, content):
