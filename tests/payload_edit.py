@@ -55,9 +55,9 @@ def header_and_body(content, key=PAYLOAD_KEY) -> tuple[str, bytes]:
     return data[_HEAD.size:_HEAD.size + length].decode(), data[_HEAD.size + length:]
 
 
-def write_header(content, header: str, body: bytes, key=PAYLOAD_KEY):
-    """A payload with this header text (any, valid or not) before `body`."""
-    text = header.encode()
+def write_header(content, header: str | bytes, body: bytes, key=PAYLOAD_KEY):
+    """A payload with this header (any text or bytes, valid or not) before `body`."""
+    text = header.encode() if isinstance(header, str) else header
     return write_blob(content, _HEAD.pack(_MAGIC, len(text)) + text + body, key)
 
 

@@ -338,7 +338,7 @@ def _sealed():
 
 def _garbled_header():
     header, body = header_and_body(_sealed())
-    return blob(_sealed())[:8] + b"\xff" * len(header) + body
+    return write_header(_sealed(), b"\xff" * len(header), body)
 
 
 @pytest.mark.parametrize("make, match", [
@@ -347,7 +347,7 @@ def _garbled_header():
      "serialization type 'numpy.ndarray'"),
     (lambda: write_blob(_sealed(), b"FGD1"), "shorter than its header"),
     (lambda: write_blob(_sealed(), b"NOPE" + blob(_sealed())[4:]), "not b'FGD1'"),
-    (lambda: write_blob(_sealed(), _garbled_header()), "not valid JSON"),
+    (_garbled_header, "not valid JSON"),
     (lambda: write_blob(_sealed(), b"FGD1\xff\xff\x00\x00" + bytes(64)), "header length"),
     (lambda: write_blob(_sealed(), blob(_sealed())[:-1]), "runs past the end"),
     (lambda: write_blob(_sealed(), blob(_sealed()) + b"\x00"), "1 bytes its header"),
