@@ -10,8 +10,11 @@ the defaults) is scored by its mean final median *validation* accuracy over ever
 and seed it was run with; only settings measured on the same (partition, seed) cells as the
 most complete one compete, so no setting wins by skipping a hard partition. The winner's
 test accuracy is reported beside it, never used. Runs made by other code do not count, nor
-runs that train on the common set's true labels (`label-source=ground-truth`, a leak).
-Settings every candidate shares (the sweep's data settings) are not part of the choice.
+runs that train on the common set's true labels (`label-source=ground-truth`, a leak), nor
+runs under a condition the method is measured in rather than tuned by (CONDITION_KEYS: a
+payload codec, faults, attackers and the defence against them): a codec or an attack is a
+result to report, never the setting chosen. Settings every candidate
+shares (the sweep's data settings) are not part of the choice.
 """
 
 from __future__ import annotations
@@ -35,6 +38,16 @@ from flower_gd.tables import (
 )
 
 SELECTION = "selection.json"
+# The conditions a method is measured under, not settings to tune: how its payload travels,
+# faults, attackers and the defence against them. A run with any of them off its default
+# never competes (a method measured only so has no selection). A mixed fleet's teacher
+# assistant (`gossip-assist`) is a variant of the method and competes.
+CONDITION_KEYS = frozenset({
+    "codec", "codec-topk",
+    "drop-nodes", "message-loss", "slow-nodes", "slow-delay", "pull-timeout", "pull-retries",
+    "min-nodes",
+    "byzantine-nodes", "byzantine-attack", "robust-mix", "clip-radius",
+})
 
 
 def _val(run: SavedRun) -> float | None:
@@ -48,6 +61,8 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
     for run in runs:
         if run.summary.get("label-leak"):
             continue  # a run trained on the common set's true labels (it says so) never competes
+        if run.off_default(CONDITION_KEYS):
+            continue  # measured under a codec, fault or attack: reported, never chosen
         if run.clean and not run.stale and _val(run) is not None:
             of_method[run.method].append(run)
     out: dict[str, Any] = {}

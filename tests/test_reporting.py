@@ -440,6 +440,37 @@ def test_a_run_on_leaked_labels_is_never_a_candidate(tmp_path):
     assert [c["label"] for c in chosen["candidates"]] == [chosen["chosen"]] == ["gossip"]
 
 
+def test_a_codec_an_attack_or_a_defence_is_never_the_choice(tmp_path):
+    """Runs measured under a condition (a payload codec, attackers, a defence, faults)
+    are reported, never chosen, even on every cell and best on validation."""
+    from flower_gd.select import CONDITION_KEYS, select
+
+    conditions = ({"codec": "hard4"}, {"byzantine-nodes": 3}, {"robust-mix": "clip"},
+                  {"message-loss": 0.1})
+    for seed in (0, 1):
+        for p in ("iid", "niid1"):
+            _saved_run(tmp_path, "gossip-adaptive", p, seed, [0.5, 0.6], 40_000, "scores")
+            _saved_run(tmp_path, "gossip-adaptive", p, seed, [0.5, 0.6], 40_000, "scores",
+                       **{"gossip-peers": 3})
+            for extra in conditions:
+                _saved_run(tmp_path, "gossip-adaptive", p, seed, [0.5, 0.9], 40_000,
+                           "scores", **extra)
+    for summary_path in tmp_path.glob("*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        name = summary_path.parent.name
+        # the conditions score highest on validation, then 3 peers, then the defaults
+        summary["final-val"] = {"median": 0.7 if "gossip-peers" in name or "peers3" in name
+                                else summary["final"]["median"]}
+        summary_path.write_text(json.dumps(summary))
+    runs = load_runs(tmp_path)
+    assert len({r.label() for r in runs}) == 2 + len(conditions)  # every run landed apart
+    sel = select(runs)["gossip-adaptive"]
+    assert sel["chosen"] == "gossip-adaptive gossip-peers=3"
+    labels = {c["label"] for c in sel["candidates"]}
+    assert labels == {"gossip-adaptive", "gossip-adaptive gossip-peers=3"}
+    assert all(next(iter(extra)) in CONDITION_KEYS for extra in conditions)
+
+
 def test_panels_share_one_legend_below_them():
     """Figs. 5-7 list every label once, in one legend outside the panels: a legend drawn
     inside a panel hid the Byzantine figure's points."""
