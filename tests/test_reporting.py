@@ -414,7 +414,7 @@ def test_the_report_compares_each_method_at_its_setting_chosen_on_validation(tmp
     text = write_report(tmp_path, with_models=False)
     assert "- gossip: `gossip lr=0.02` (validation 0.7000" in text
     # a method with one setting here says so: it was not tuned in this directory
-    assert "- dlad: `dlad` (the only setting run here; validation" in text
+    assert "- dlad: `dlad` (the only setting that competed; validation" in text
     chosen = text.split("## Each method at its setting chosen on validation")[1]
     assert "| digits | cnn | gossip | 0.6000 ± 0.0000 (3) |" in chosen  # test of the chosen
     paired = text.split("## Paired differences against DLAD")[1]
@@ -445,8 +445,9 @@ def test_a_codec_an_attack_or_a_defence_is_never_the_choice(tmp_path):
     are reported, never chosen, even on every cell and best on validation."""
     from flower_gd.select import CONDITION_KEYS, select
 
-    conditions = ({"codec": "hard4"}, {"byzantine-nodes": 3}, {"robust-mix": "clip"},
-                  {"message-loss": 0.1})
+    conditions = ({"codec": "hard4"}, {"codec": "topk", "codec-topk": 3},
+                  {"byzantine-nodes": 3}, {"robust-mix": "clip"}, {"message-loss": 0.1},
+                  {"pull-retries": 2}, {"pull-timeout": 30.0}, {"min-nodes": 3})
     for seed in (0, 1):
         for p in ("iid", "niid1"):
             _saved_run(tmp_path, "gossip-adaptive", p, seed, [0.5, 0.6], 40_000, "scores")
@@ -468,7 +469,14 @@ def test_a_codec_an_attack_or_a_defence_is_never_the_choice(tmp_path):
     assert sel["chosen"] == "gossip-adaptive gossip-peers=3"
     labels = {c["label"] for c in sel["candidates"]}
     assert labels == {"gossip-adaptive", "gossip-adaptive gossip-peers=3"}
-    assert all(next(iter(extra)) in CONDITION_KEYS for extra in conditions)
+    # each condition alone, beside the defaults: still never a candidate
+    base = set(min(runs, key=lambda r: len(r.settings)).settings)  # the test's own setup
+    for extra in conditions:
+        alone = [r for r in runs if set(r.settings) - base in (set(), set(extra))
+                 and "gossip-peers" not in r.settings]
+        assert len(alone) == 8, extra
+        assert select(alone)["gossip-adaptive"]["chosen"] == "gossip-adaptive", extra
+    assert {k for extra in conditions for k in extra} <= CONDITION_KEYS
 
 
 def test_panels_share_one_legend_below_them():
