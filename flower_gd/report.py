@@ -104,7 +104,7 @@ def write_report(root: Path, with_models: bool = True) -> str:
         write_selection(root, selection)
         said_chosen = "\n".join(
             f"- {m}: `{sel['chosen']}` ("
-            + ("the only setting run here; validation " if len(sel["candidates"]) == 1
+            + ("the only setting that competed; validation " if len(sel["candidates"]) == 1
                else "validation ")
             + f"{next(c['val'] for c in sel['candidates'] if c['label'] == sel['chosen'])})"
             for m, sel in selection.items())

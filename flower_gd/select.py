@@ -10,8 +10,11 @@ the defaults) is scored by its mean final median *validation* accuracy over ever
 and seed it was run with; only settings measured on the same (partition, seed) cells as the
 most complete one compete, so no setting wins by skipping a hard partition. The winner's
 test accuracy is reported beside it, never used. Runs made by other code do not count, nor
-runs that train on the common set's true labels (`label-source=ground-truth`, a leak).
-Settings every candidate shares (the sweep's data settings) are not part of the choice.
+runs that train on the common set's true labels (`label-source=ground-truth`, a leak), nor
+runs under a condition the method is measured in rather than tuned by (CONDITION_KEYS: a
+payload codec, faults, attackers and the defence against them, how long a node waits for its
+peers): a codec or an attack is a result to report, never the setting chosen. Settings every
+candidate shares (the sweep's data settings) are not part of the choice.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from flower_gd.config import ATTACK_KEYS, CODEC_KEYS, FAULT_KEYS
 from flower_gd.tables import (
     PARTITION_ORDER,
+    ROBUST_KEYS,
     SavedRun,
     format_interval,
     load_runs,
@@ -35,6 +40,13 @@ from flower_gd.tables import (
 )
 
 SELECTION = "selection.json"
+# The conditions a method is measured under, not settings to tune: attacks, faults and the
+# robust mix (what `SavedRun.clean` excludes), how its payload travels, and how long a node
+# waits for its peers. A run with any of them off its default never competes (a method
+# measured only so has no selection). A mixed fleet's teacher assistant (`gossip-assist`)
+# is a variant of the method and competes.
+CONDITION_KEYS = frozenset({*ATTACK_KEYS, *FAULT_KEYS, *ROBUST_KEYS, *CODEC_KEYS,
+                            "pull-timeout", "pull-retries", "min-nodes"})
 
 
 def _val(run: SavedRun) -> float | None:
@@ -48,7 +60,9 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
     for run in runs:
         if run.summary.get("label-leak"):
             continue  # a run trained on the common set's true labels (it says so) never competes
-        if run.clean and not run.stale and _val(run) is not None:
+        if run.off_default(CONDITION_KEYS):
+            continue  # measured under a codec, fault or attack: reported, never chosen
+        if not run.stale and _val(run) is not None:
             of_method[run.method].append(run)
     out: dict[str, Any] = {}
     for method, mine in sorted(of_method.items()):
@@ -90,7 +104,9 @@ def overrides(selection: dict[str, Any], method: str) -> str:
     """The chosen setting as Hydra overrides (``app.key=value ...``; the method itself and
     what every candidate shared are the caller's), for make."""
     if method not in selection:
-        raise SystemExit(f"no selection for method {method!r}: run `make bench-study` first")
+        raise SystemExit(f"no selection for method {method!r}: run `make bench-study` first "
+                         "(runs under a codec, fault, attack or the robust mix never compete: "
+                         "the method needs runs at its default conditions)")
     pairs = []
     for key, value in sorted(selection[method]["settings"].items()):
         value = str(value).lower() if isinstance(value, bool) else value

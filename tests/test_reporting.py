@@ -414,7 +414,7 @@ def test_the_report_compares_each_method_at_its_setting_chosen_on_validation(tmp
     text = write_report(tmp_path, with_models=False)
     assert "- gossip: `gossip lr=0.02` (validation 0.7000" in text
     # a method with one setting here says so: it was not tuned in this directory
-    assert "- dlad: `dlad` (the only setting run here; validation" in text
+    assert "- dlad: `dlad` (the only setting that competed; validation" in text
     chosen = text.split("## Each method at its setting chosen on validation")[1]
     assert "| digits | cnn | gossip | 0.6000 ± 0.0000 (3) |" in chosen  # test of the chosen
     paired = text.split("## Paired differences against DLAD")[1]
@@ -438,6 +438,45 @@ def test_a_run_on_leaked_labels_is_never_a_candidate(tmp_path):
         summary_path.write_text(json.dumps(summary))
     chosen = select(load_runs(tmp_path))["gossip"]
     assert [c["label"] for c in chosen["candidates"]] == [chosen["chosen"]] == ["gossip"]
+
+
+def test_a_codec_an_attack_or_a_defence_is_never_the_choice(tmp_path):
+    """Runs measured under a condition (a payload codec, attackers, a defence, faults)
+    are reported, never chosen, even on every cell and best on validation."""
+    from flower_gd.select import CONDITION_KEYS, select
+
+    conditions = ({"codec": "hard4"}, {"codec": "topk", "codec-topk": 3},
+                  {"byzantine-nodes": 3}, {"robust-mix": "clip"}, {"message-loss": 0.1},
+                  {"pull-retries": 2}, {"pull-timeout": 30.0}, {"min-nodes": 3})
+    for seed in (0, 1):
+        for p in ("iid", "niid1"):
+            _saved_run(tmp_path, "gossip-adaptive", p, seed, [0.5, 0.6], 40_000, "scores")
+            _saved_run(tmp_path, "gossip-adaptive", p, seed, [0.5, 0.6], 40_000, "scores",
+                       **{"gossip-peers": 3})
+            for extra in conditions:
+                _saved_run(tmp_path, "gossip-adaptive", p, seed, [0.5, 0.9], 40_000,
+                           "scores", **extra)
+    for summary_path in tmp_path.glob("*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        name = summary_path.parent.name
+        # the conditions score highest on validation, then 3 peers, then the defaults
+        summary["final-val"] = {"median": 0.7 if "gossip-peers" in name or "peers3" in name
+                                else summary["final"]["median"]}
+        summary_path.write_text(json.dumps(summary))
+    runs = load_runs(tmp_path)
+    assert len({r.label() for r in runs}) == 2 + len(conditions)  # every run landed apart
+    sel = select(runs)["gossip-adaptive"]
+    assert sel["chosen"] == "gossip-adaptive gossip-peers=3"
+    labels = {c["label"] for c in sel["candidates"]}
+    assert labels == {"gossip-adaptive", "gossip-adaptive gossip-peers=3"}
+    # each condition alone, beside the defaults: still never a candidate
+    base = set(min(runs, key=lambda r: len(r.settings)).settings)  # the test's own setup
+    for extra in conditions:
+        alone = [r for r in runs if set(r.settings) - base in (set(), set(extra))
+                 and "gossip-peers" not in r.settings]
+        assert len(alone) == 8, extra
+        assert select(alone)["gossip-adaptive"]["chosen"] == "gossip-adaptive", extra
+    assert {k for extra in conditions for k in extra} <= CONDITION_KEYS
 
 
 def test_panels_share_one_legend_below_them():
