@@ -65,7 +65,9 @@ def _save(fig: Figure, out: Path, name: str) -> list[Path]:
     if fig.get_layout_engine() is None:  # a figure made with a layout keeps it
         fig.tight_layout()
     for p in paths:
-        fig.savefig(p, dpi=150)
+        # no creation date in the PDF: the same runs redraw the same bytes (no churn in git)
+        fig.savefig(p, dpi=150,
+                    metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
     plt.close(fig)
     return paths
 

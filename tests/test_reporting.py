@@ -253,6 +253,20 @@ def test_every_figure_draws_what_the_saved_runs_hold(variants, tmp_path, figure,
         # the marker, of its method's float32 point
 
 
+def test_the_same_runs_redraw_the_same_bytes(variants, tmp_path, monkeypatch):
+    """A redrawn figure is byte-identical (no creation date in the PDF): regenerating the
+    figures from unchanged runs leaves nothing to commit."""
+    def draw(out, epoch):  # matplotlib would date the PDF by SOURCE_DATE_EPOCH, else today
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+        plots.main(["fig2", str(variants), "--out", str(out)])
+        return {f.name: f.read_bytes() for f in out.iterdir()}
+
+    first = draw(tmp_path / "a", "1700000000")
+    second = draw(tmp_path / "b", "1800000000")  # three years later
+    assert any(name.endswith(".pdf") for name in first)
+    assert first == second
+
+
 def test_the_pareto_front_keeps_only_points_nothing_beats():
     #          0: cheap, poor  1: beaten by 0   2: best  3: costlier, no better  4: tie on 2
     points = [(1.0, 0.50), (2.0, 0.40), (3.0, 0.80), (5.0, 0.80), (3.0, 0.70)]
