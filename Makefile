@@ -121,6 +121,7 @@ bench-codecs: $(STAMP) fashion-mnist $(SELECTION)
 	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=hard4 $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=uint8,topk app.partition-scheme=niid1 $(BENCH)
 	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=uint8,topk app.partition-scheme=niid3 $(BENCH)
+	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=topk app.codec-topk=1 app.partition-scheme=niid3 $(BENCH)
 	$(PY) -m flower_gd -m app.method=gossip app.codec=hard $(PARTITIONS) $(BENCH)
 
 # Byzantine peers (issue 5): 1 and 3 of the 10 nodes send label-flipped lists (FedAvg's train
