@@ -114,11 +114,12 @@ bench-study-rounds-run: $(STAMP) fashion-mnist
 	  $(PARTITIONS) $(BENCH)
 
 # Payload codecs on gossip-adaptive (its float32 cells are in `bench`): hard4 (4-bit labels
-# and 4-bit log-weights, deflated: about 8 bits per common sample all in) on every partition;
-# uint8 and top-2 on niid1. The hard-label floor's reference: paper gossip with hard labels
+# and 4-bit log-weights, deflated: about 7 bits per common sample all in) and hard4p1 (hard4
+# plus one bit per sample for the top class's probability) on every partition; uint8 and
+# top-2 on niid1 and niid3, top-1 on niid3. The hard-label floor's reference: paper gossip with hard labels
 # (a majority vote of argmax labels) on every partition. Seeds SEEDS, as `bench`.
 bench-codecs: $(STAMP) fashion-mnist $(SELECTION)
-	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=hard4 $(PARTITIONS) $(BENCH)
+	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=hard4,hard4p1 $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=uint8,topk app.partition-scheme=niid1 $(BENCH)
 	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=uint8,topk app.partition-scheme=niid3 $(BENCH)
 	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=topk app.codec-topk=1 app.partition-scheme=niid3 $(BENCH)

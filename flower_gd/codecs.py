@@ -14,9 +14,12 @@ topk      k largest probabilities: uint8 index + uint8 2 k  (the rest spread eve
 hard      argmax label, uint8 (one-hot on decode)     1
 hard4     argmax label in 4 bits (C <= 16), and the    1 with weights or confidences,
           sample's weight or confidence in 4 bits      1/2 without (before deflate)
+hard4p1   hard4, and one bit per sample choosing one   hard4's + 1/8
+          of two top-class probabilities (the
+          payload's two-level Lloyd-Max codebook)
 ========  ==========================================  =====================================
 
-Confidences and weights travel as float32 with the float32 codec; with hard4 as the low
+Confidences and weights travel as float32 with the float32 codec; with hard4 and hard4p1 as the low
 4 bits of the sample's byte (confidence round(15 d); weight as the nearest in log W of 15
 levels spanning LOG_WEIGHT_SPAN nats below the payload's largest weight, 0 further below:
 push-sum then conserves weight mass only approximately, each share off by up to a factor
@@ -28,14 +31,15 @@ trained model's float32 probabilities save about 5% and stay raw, near one-hot b
 hard4's symbols deflate). The meter sizes the message Flower serializes, so it counts the
 encoded bytes.
 
-On the wire a payload is one byte string, one Flower `Array` (stype PAYLOAD_STYPE) in the
-ArrayRecord under PAYLOAD_KEY: a magic number, a JSON header (the metadata: codec, kind,
+On the wire a payload is one byte string, the one `bytes` value (field PAYLOAD_FIELD) of the
+ConfigRecord under PAYLOAD_KEY: a magic number, a JSON header (the metadata: codec, kind,
 counter, ...; and each part's name, dtype and shape) and the parts' bytes in header order.
 Each Flower object costs its id in the message's object tree, a pull or push call and a
-reference in its parent, and each numpy Array a 128-byte .npy header: a payload as separate
-arrays plus a ConfigRecord of metadata cost more on the wire per payload: 414 bytes for a hard4
-payload of 6000 samples (0.55 bits per common sample), 1138 for float32 scores with weights
-(two parts, two .npy headers; `tests/test_codecs.py` pins at least 350 per part).
+reference in its parent. A ConfigRecord is one object; an ArrayRecord holding one Array is
+three (the record, the Array, its chunk), and each numpy Array adds a 128-byte .npy header:
+the same payload as one Array in an ArrayRecord costs 618 bytes more going down to a node and
+806 going up (a hard4 payload of 6000 samples, `tests/test_codecs.py` pins the saving), and as
+separate arrays plus a ConfigRecord of metadata more still.
 """
 
 from __future__ import annotations
@@ -46,15 +50,14 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.app import ConfigRecord, RecordDict
 
 # Record keys. The meter classifies a message as `scores` when it carries PAYLOAD_KEY and as
 # `weights` when it carries ARRAYS_KEY (model arrays, Flower's own key), so these names are
 # part of the metering contract.
 PAYLOAD_KEY = "inference"
-# A payload is one Array of this serialization type under this name (module docstring).
-PAYLOAD_ARRAY = "payload"
-PAYLOAD_STYPE = "flower-gd.payload.v1"
+# A payload is the one bytes value of its ConfigRecord, under this field (module docstring).
+PAYLOAD_FIELD = "payload"
 _MAGIC = b"FGD1"
 _HEAD = struct.Struct("<4sI")  # magic, header length
 MAX_HEADER_BYTES = 4096
@@ -68,9 +71,11 @@ ARRAYS_KEY = "arrays"
 PRIVATE_DATA_KEY = "private-data"
 MAX_COUNTER = 1_000_000
 PROB_TOLERANCE = 1e-3
-CODECS = ("float32", "float16", "uint8", "topk", "hard", "hard4")
+CODECS = ("float32", "float16", "uint8", "topk", "hard", "hard4", "hard4p1")
 # Codecs that only carry probabilities (they quantize values in [0, 1]).
-PROBABILITY_CODECS = ("uint8", "topk", "hard", "hard4")
+PROBABILITY_CODECS = ("uint8", "topk", "hard", "hard4", "hard4p1")
+# The codecs of 4-bit labels (hard4p1 is hard4 plus one bit per sample).
+NIBBLE_CODECS = ("hard4", "hard4p1")
 # hard4: 4-bit symbols; 15 non-zero weight levels spanning LOG_WEIGHT_SPAN nats (e^8 ~ 2981)
 NIBBLE = 16
 LOG_WEIGHT_SPAN = 8.0
@@ -175,16 +180,54 @@ def unnibble_weights(level: np.ndarray, top: float) -> np.ndarray:
     return np.where(level > 0, np.exp(top - LOG_WEIGHT_SPAN + (level - 1) * _WEIGHT_STEP), 0.0)
 
 
+def top_floor(num_classes: int) -> float:
+    """hard4p1's smallest top-class probability: one sixteenth of the way from uniform (1/C)
+    to 1, so that the sent label stays the decoded argmax by a clear margin."""
+    return 1.0 / num_classes + (1.0 - 1.0 / num_classes) / NIBBLE
+
+
+def top_levels(top: np.ndarray, floor: float, iterations: int = 50) -> np.ndarray:
+    """The two-level Lloyd-Max codebook (lower, upper) of top-class probabilities `top`: the
+    two values, each in [floor, 1], that minimise the squared error of sending each
+    probability as the nearer of them (Lloyd's iteration from the quartiles; each value is
+    its cell's mean held within [floor, 1], and the cells are those of the values actually
+    sent). A value that is not finite counts as 0 (it is sent as the floor)."""
+    p = np.asarray(top, dtype=np.float64)
+    p = np.clip(np.where(np.isfinite(p), p, 0.0), 0.0, 1.0)
+    if len(p) == 0:
+        return np.array([floor, floor])
+    levels = np.clip(np.quantile(p, [0.25, 0.75]), floor, 1.0)
+    for _ in range(iterations):
+        upper = p > levels.mean()
+        new = np.array([p[~upper].mean() if (~upper).any() else levels[0],
+                        p[upper].mean() if upper.any() else levels[1]])
+        new = np.clip(new, floor, 1.0)
+        if np.array_equal(new, levels):
+            break
+        levels = new
+    return levels
+
+
+def top_bits(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """hard4p1's extra bit per sample (packed, 8 samples a byte, first sample in the high
+    bit): 1 where the sample's top-class probability is nearer the codebook's upper value;
+    and the codebook (`top_levels`)."""
+    top = np.asarray(scores, dtype=np.float64).max(axis=1) if len(scores) else np.zeros(0)
+    top = np.where(np.isfinite(top), top, 0.0)  # a NaN row: sent at the floor
+    levels = top_levels(top, top_floor(scores.shape[1]))
+    return np.packbits(top > levels.mean()), levels
+
+
 def _hard4_parts(payload: InferencePayload, meta: dict) -> dict[str, np.ndarray]:
     """One byte per sample, label << 4 | side value, where the payload has weights or
     confidences; two labels per byte where it has neither."""
     num_classes = payload.scores.shape[1]
     if num_classes > NIBBLE:
-        raise ValueError(f"codec hard4 packs labels in 4 bits: {num_classes} classes > "
-                         f"{NIBBLE}; use codec hard")
+        raise ValueError(f"codecs {list(NIBBLE_CODECS)} pack labels in 4 bits: {num_classes} "
+                         f"classes > {NIBBLE}; use codec hard")
     if payload.confidence is not None and payload.sample_weights is not None:
-        raise ValueError("codec hard4 carries one 4-bit value per sample: weights or "
-                         "confidences, not both")
+        raise ValueError(f"codecs {list(NIBBLE_CODECS)} carry one 4-bit value per sample: "
+                         "weights or confidences, not both")
     labels = payload.scores.argmax(axis=1).astype(np.uint8)
     if payload.sample_weights is not None:
         side, meta["log-top"] = nibble_weights(payload.sample_weights)
@@ -222,8 +265,11 @@ def encode_payload(payload: InferencePayload, codec: Codec | None = None,
                          "(use inference-output=probs, or codec float32/float16)")
     content = RecordDict() if content is None else content
     meta: dict = {"counter": int(payload.counter), "kind": payload.kind, "codec": codec.name}
-    if codec.name == "hard4":  # the side values travel inside the symbols
+    if codec.name in NIBBLE_CODECS:  # the side values travel inside the symbols
         parts = _hard4_parts(payload, meta)
+        if codec.name == "hard4p1":
+            parts["top-bit"], levels = top_bits(payload.scores)
+            meta["top-levels"] = [float(v) for v in levels]
     else:
         parts = {**_score_parts(payload.scores, codec),
                  **_side_parts(payload, compact=codec.name != "float32")}
@@ -244,8 +290,9 @@ def encode_payload(payload: InferencePayload, codec: Codec | None = None,
     return content
 
 
-def seal_payload(arrays: dict[str, np.ndarray], meta: dict) -> ArrayRecord:
-    """One payload's parts and metadata as one Flower Array (module docstring: the layout)."""
+def seal_payload(arrays: dict[str, np.ndarray], meta: dict) -> ConfigRecord:
+    """One payload's parts and metadata as one byte string in a ConfigRecord (module
+    docstring: the layout)."""
     parts = [[name, np.ascontiguousarray(a).dtype.str, list(a.shape)]
              for name, a in arrays.items()]
     odd = [part for part in parts if part[1] not in PART_DTYPES]
@@ -255,8 +302,7 @@ def seal_payload(arrays: dict[str, np.ndarray], meta: dict) -> ArrayRecord:
                         allow_nan=False).encode()
     blob = b"".join([_HEAD.pack(_MAGIC, len(header)), header,
                      *(np.ascontiguousarray(a).tobytes() for a in arrays.values())])
-    return ArrayRecord({PAYLOAD_ARRAY: Array(dtype="uint8", shape=(len(blob),),
-                                             stype=PAYLOAD_STYPE, data=blob)})
+    return ConfigRecord({PAYLOAD_FIELD: blob})
 
 
 def _no_constant(name: str) -> None:
@@ -278,20 +324,17 @@ def open_payload(content: RecordDict, key: str = PAYLOAD_KEY
     ------
     PayloadError
         No payload under `key`, or one that is not a well-formed flower-gd payload: another
-        array or serialization type, a bad magic number, a header that is not the JSON this
+        field or value type, a bad magic number, a header that is not the JSON this
         module writes, or parts whose sizes do not add up to the bytes sent.
     """
-    if key not in content.array_records:
-        raise PayloadError(f"the message lacks the '{key}' payload record")
-    record = content.array_records[key]
-    if list(record) != [PAYLOAD_ARRAY]:
-        raise PayloadError(f"payload record holds arrays {sorted(record)}, expected only "
-                           f"'{PAYLOAD_ARRAY}': the peer runs other code?")
-    array = record[PAYLOAD_ARRAY]
-    if array.stype != PAYLOAD_STYPE:
-        raise PayloadError(f"payload array has serialization type {array.stype!r}, expected "
-                           f"{PAYLOAD_STYPE!r}: the peer runs other code?")
-    data = bytes(array.data)
+    record = payload_record(content, key)
+    if list(record) != [PAYLOAD_FIELD]:
+        raise PayloadError(f"payload record holds fields {sorted(record)}, expected only "
+                           f"'{PAYLOAD_FIELD}': the peer runs other code?")
+    data = record[PAYLOAD_FIELD]
+    if not isinstance(data, bytes):
+        raise PayloadError(f"payload field '{PAYLOAD_FIELD}' holds {type(data).__name__}, "
+                           "not bytes: the peer runs other code?")
     if len(data) < _HEAD.size:
         raise PayloadError(f"payload of {len(data)} bytes is shorter than its header")
     magic, length = _HEAD.unpack_from(data)
@@ -359,6 +402,19 @@ def deflate(raw: bytes) -> bytes:
     return alone if len(alone) < len(best) else best
 
 
+def payload_record(content: RecordDict, key: str = PAYLOAD_KEY) -> ConfigRecord:
+    """The record that carries the payload under `key` (what a relay forwards unchanged).
+
+    Raises
+    ------
+    PayloadError
+        When `content` has no payload record under `key`.
+    """
+    if key not in content.config_records:
+        raise PayloadError(f"the message lacks the '{key}' payload record")
+    return content.config_records[key]
+
+
 def payload_key(index: int) -> str:
     """Record key of the index-th payload of a message relaying several (index 0: the plain
     `inference`)."""
@@ -368,7 +424,7 @@ def payload_key(index: int) -> str:
 def count_payloads(content: RecordDict) -> int:
     """How many payloads (0, 1, 2, ...) a message carries, keyed as `payload_key` names them."""
     n = 0
-    while payload_key(n) in content.array_records:
+    while payload_key(n) in content.config_records:
         n += 1
     return n
 
@@ -413,6 +469,8 @@ def _unpack(arrays: Parts, name: str, dtype: np.dtype, shape: tuple, zipped: boo
 
 
 def _check_probs(scores: np.ndarray, tolerance: float) -> None:
+    if len(scores) == 0:  # no samples: nothing to check (an empty common set)
+        return
     if (scores < 0).any():
         raise PayloadError("probabilities are negative")
     worst = float(np.abs(scores.sum(axis=1, dtype=np.float64) - 1.0).max())
@@ -492,8 +550,8 @@ def decode_sample_weights(content: RecordDict, n: int, key: str = PAYLOAD_KEY) -
     if codec not in CODECS:
         raise PayloadError(f"unsupported codec {codec!r}; known: {list(CODECS)}")
     zipped = _zipped(meta)
-    if codec == "hard4":
-        _, level = _hard4_symbols(arrays, meta, n, zipped)
+    if codec in NIBBLE_CODECS:
+        _, level = _hard4_symbols(arrays, meta, n, zipped, codec)
         if meta.get("side") != "weights" or level is None:
             raise PayloadError("payload lacks the weights this receiver needs")
         return unnibble_weights(level, _log_top(meta))
@@ -513,34 +571,54 @@ def _log_top(meta: dict) -> float:
     top = meta.get("log-top")
     if isinstance(top, bool) or not isinstance(top, (int, float)) or not \
             MIN_LOG_WEIGHT <= top <= MAX_LOG_WEIGHT:
-        raise PayloadError(f"hard4 log-top {top!r} is not a log-weight in "
+        raise PayloadError(f"{meta.get('codec')} log-top {top!r} is not a log-weight in "
                            f"[{MIN_LOG_WEIGHT:.1f}, {MAX_LOG_WEIGHT:.1f}]")
     return float(top)
 
 
-def _hard4_symbols(arrays: Parts, meta: dict, n: int, zipped: set
+def _hard4_symbols(arrays: Parts, meta: dict, n: int, zipped: set, codec: str
                    ) -> tuple[np.ndarray, np.ndarray | None]:
     """hard4's labels and side levels (None where the payload has no side values)."""
     side = meta.get("side")
     if side not in ("weights", "confidence", "none"):
-        raise PayloadError(f"hard4 side {side!r} unknown: weights, confidence or none")
+        raise PayloadError(f"{codec} side {side!r} unknown: weights, confidence or none")
     name, length = ("labels4", (n + 1) // 2) if side == "none" else ("symbols", n)
-    extra = sorted(set(arrays) - {name})
+    extra = sorted(set(arrays) - {name} - ({"top-bit"} if codec == "hard4p1" else set()))
     if extra:
-        raise PayloadError(f"payload holds arrays no hard4 payload has: {extra}")
+        raise PayloadError(f"payload holds arrays no {codec} payload has: {extra}")
     raw = _unpack(arrays, name, np.dtype(np.uint8), (length,), name in zipped)
     if side == "none":
         if n % 2 and raw[-1] & (NIBBLE - 1):
-            raise PayloadError("hard4 labels4: the pad nibble after the last label is not 0")
+            raise PayloadError(f"{codec} labels4: the pad nibble after the last label is not 0")
         labels = np.stack([raw >> 4, raw & (NIBBLE - 1)], axis=1).reshape(-1)[:n]
         return labels, None
     return raw >> 4, raw & (NIBBLE - 1)
 
 
+def _decode_top(arrays: Parts, meta: dict, labels: np.ndarray, c: int, zipped: set
+                ) -> np.ndarray:
+    """hard4p1's scores: each sample's codebook value on its label, the rest of its mass
+    spread evenly over the other classes."""
+    n = len(labels)
+    levels = meta.get("top-levels")
+    floor = top_floor(c)
+    if not (isinstance(levels, list) and len(levels) == 2
+            and all(isinstance(v, float) and floor - 1e-12 <= v <= 1.0 for v in levels)):
+        raise PayloadError(f"hard4p1 top-levels {levels!r} are not two probabilities in "
+                           f"[{floor:.4f}, 1] (the smallest a top class may have)")
+    packed = _unpack(arrays, "top-bit", np.dtype(np.uint8), ((n + 7) // 8,), "top-bit" in zipped)
+    if n % 8 and packed[-1] & ((1 << (8 - n % 8)) - 1):
+        raise PayloadError("hard4p1 top-bit: the pad bits after the last sample are not 0")
+    top = np.asarray(levels, dtype=np.float64)[np.unpackbits(packed)[:n]]
+    scores = np.repeat(((1.0 - top) / max(c - 1, 1))[:, None], c, axis=1)
+    scores[np.arange(n), labels] = top
+    return scores.astype(np.float32)
+
+
 def _decode_hard4(arrays: Parts, meta: dict, shape: tuple[int, int],
-                  zipped: set, expect: Expect, counter: int) -> InferencePayload:
+                  zipped: set, expect: Expect, counter: int, codec: str) -> InferencePayload:
     n, c = shape
-    labels, level = _hard4_symbols(arrays, meta, n, zipped)
+    labels, level = _hard4_symbols(arrays, meta, n, zipped, codec)
     if (labels >= c).any():
         raise PayloadError(f"labels out of range [0, {c})")
     side = meta.get("side")
@@ -552,8 +630,15 @@ def _decode_hard4(arrays: Parts, meta: dict, shape: tuple[int, int],
         confidence = level.astype(np.float32) / (NIBBLE - 1)
     elif side == "weights" and level is not None:
         sample_weights = unnibble_weights(level, _log_top(meta))
-    return InferencePayload(scores=np.eye(c, dtype=np.float32)[labels.astype(np.int64)],
-                            counter=counter, kind="probs", confidence=confidence,
+    labels = labels.astype(np.int64)
+    if codec == "hard4p1":
+        scores = _decode_top(arrays, meta, labels, c, zipped)
+        if not np.isfinite(scores).all():  # the postcondition, checked rather than trusted
+            raise PayloadError("probabilities decode to NaN/inf")
+        _check_probs(scores, PROB_TOLERANCE)
+    else:
+        scores = np.eye(c, dtype=np.float32)[labels]
+    return InferencePayload(scores=scores, counter=counter, kind="probs", confidence=confidence,
                             sample_weights=sample_weights)
 
 
@@ -595,8 +680,8 @@ def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: st
         raise PayloadError(f"topk {k!r} out of range [1, {c}]")
     k = k if isinstance(k, int) else 0
     zipped = _zipped(meta)
-    if codec == "hard4":
-        return _decode_hard4(arrays, meta, (n, c), zipped, expect, counter)
+    if codec in NIBBLE_CODECS:
+        return _decode_hard4(arrays, meta, (n, c), zipped, expect, counter, codec)
     expected = _expected_parts(codec, (n, c), k)
     extra = sorted(set(arrays) - set(expected) - {"confidence", "weights"})
     if extra:

@@ -8,7 +8,11 @@
 - `message-loss` p: `FaultyGrid` loses each message, either way, with probability p. A lost
   instruction costs its bytes on the wire (the meter counts it) but never arrives; a lost
   reply was sent by the node (metered) and is replaced by an error reply. The simulation
-  reports a loss at once instead of waiting out a timeout, as a deployment would.
+  reports a loss at once instead of waiting out a timeout, as a deployment would. Which
+  messages are lost follows the seed: every message draws twice (its way there, its reply's
+  way back), in the partition order of the nodes, whatever the order replies arrive in and
+  whatever node ids Flower hands out; only the local phase's first send, before any node has
+  said which partition it is, draws in node-id order.
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ class FaultyGrid(ForwardingGrid):
         self.rng = np.random.default_rng([seed, 0x1055])
         self.lost: list[LostMessage] = []
         self.round = 0
+        # node id -> partition id, filled as nodes say which partition they are (the run's
+        # recorder shares its map): the order in which messages draw their fate
+        self.partition_of: dict[int, int] = {}
 
     def set_round(self, server_round: int) -> None:
         self.round = server_round
@@ -86,11 +93,19 @@ class FaultyGrid(ForwardingGrid):
         return Message(Error(code=LOST_CODE, reason=f"{direction} message lost in transit "
                              f"(fault injection: message-loss={self.loss:g})"), reply_to=reply_to)
 
+    def _draw_order(self, message: Message) -> tuple[int, int]:
+        node = message.metadata.dst_node_id
+        partition = self.partition_of.get(node)
+        return (0, partition) if partition is not None else (1, node)
+
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
-        lost_down = [m for m in messages if self.rng.random() < self.loss]
-        sent = [m for m in messages if not any(m is x for x in lost_down)]
+        # two draws per message, in partition order: the fates do not depend on arrival order
+        fate = {id(m): self.rng.random(2) < self.loss
+                for m in sorted(messages, key=self._draw_order)}
+        lost_down = [m for m in messages if fate[id(m)][0]]
+        sent = [m for m in messages if not fate[id(m)][0]]
         for m in lost_down:  # the bytes left the sender
             if hasattr(self._grid, "record_sent"):
                 self._grid.record_sent(m)
@@ -99,7 +114,7 @@ class FaultyGrid(ForwardingGrid):
         out = []
         for reply in replies:
             original = by_id.get(reply.metadata.reply_to_message_id)
-            if original is not None and not reply.has_error() and self.rng.random() < self.loss:
+            if original is not None and not reply.has_error() and fate[id(original)][1]:
                 out.append(self._lose(reply, "up", original))
             else:
                 out.append(reply)

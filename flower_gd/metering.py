@@ -11,7 +11,7 @@ responses, of every call that exists because of that message.
   of the request), and the `ConfirmMessageReceived` call. Per position, not per object: the
   SuperNode lists an object once for every place the tree holds it and pulls each entry
   (flwr 1.41 `InMemoryObjectStore.preregister`, then `pull_objects`), so an object under two
-  parents (a relayed peer's weights Array, equal in two payloads) crosses twice.
+  parents (two relayed payload records with the same bytes) crosses twice.
 - From a node: the `PushMessages` call (metadata, object tree, the list of objects to push:
   one entry per tree position, as the SuperLink writes it, a session id) and one `PushObject`
   call per distinct object (the SuperNode pushes the set). An upper bound: the SuperLink
@@ -69,9 +69,10 @@ MIB = 2**20  # bytes in a MiB, the unit of every table and figure
 TAGS = ("scores", "weights", "data", "control")
 LEGACY_TAGS = {"logits": "scores"}
 
-# Config key a relaying strategy sets on a forwarded payload: the node it came from.
+# Key, in a step message's ConfigRecord RELAY_CONFIG_KEY (the instruction's own "config"), under
+# which a relaying strategy lists the nodes its forwarded payloads came from, in their order.
 RELAY_FROM_KEY = "relay-from"
-RELAY_CONFIG_KEY = "relay"
+RELAY_CONFIG_KEY = "config"
 
 
 def object_nbytes(obj: InflatableObject) -> int:
@@ -152,7 +153,7 @@ def message_tag(message: Message) -> str:
         return "data"
     if ARRAYS_KEY in arrays:
         return "weights"
-    if PAYLOAD_KEY in arrays:
+    if PAYLOAD_KEY in message.content.config_records:
         return "scores"
     return "control"
 
@@ -165,8 +166,8 @@ def _payload_shares(message: Message, nbytes: int, count: int) -> list[int]:
     for i in range(count):
         key = payload_key(i)
         size = 1
-        if key in message.content.array_records:
-            size += object_nbytes(message.content.array_records[key])
+        if key in message.content.config_records:
+            size += object_nbytes(message.content.config_records[key])
         sizes.append(size)
     shares = [nbytes * s // sum(sizes) for s in sizes]
     shares[0] += nbytes - sum(shares)  # integer bytes that still add up

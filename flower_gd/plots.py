@@ -312,7 +312,7 @@ def _exchanges_knowledge(method: str) -> bool:
 
 # Fig. 7's marker per payload codec: a method's codec variants share its color
 CODEC_MARKERS = {"float32": "o", "float16": "p", "uint8": "^", "topk": "D", "hard4": "s",
-                 "hard": "v"}
+                 "hard4p1": "P", "hard": "v"}
 
 
 def fig7_pareto(runs: list[SavedRun], out: Path) -> list[Path]:

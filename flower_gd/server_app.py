@@ -38,6 +38,8 @@ def main(grid: Grid, context: Context) -> None:
     recorder = RunRecorder(run_dir, cfg.to_mapping(), meter, cfg.model_for, faults=faulty,
                            byzantine=byzantine_partitions(cfg.seed, cfg.num_nodes,
                                                           cfg.byzantine_nodes))
+    if faulty is not None:  # which messages are lost follows the nodes' partitions
+        faulty.partition_of = recorder.partition_of_id
     if recorder.resumed is not None:
         print(f"{run_dir}: resuming after round {recorder.resumed.round}")
     extra = method.run(ServerRun(cfg, str(run_dir), faulty or meter, recorder))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from logging import INFO, WARNING
 from typing import Any
 
@@ -16,7 +17,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 from tqdm.auto import tqdm
 
-from flower_gd.codecs import PAYLOAD_KEY, payload_key
+from flower_gd.codecs import PAYLOAD_KEY, payload_key, payload_record
 from flower_gd.config import PEER_ASSISTS, TOPOLOGIES
 from flower_gd.faults import delay_if_slow
 from flower_gd.metering import RELAY_CONFIG_KEY, RELAY_FROM_KEY, set_meter_round
@@ -50,10 +51,16 @@ RELAY_KEYS = frozenset({"topology", "pull-timeout", "pull-retries", "gossip-assi
 STEP_ATTEMPTS = 10
 
 
-def _worth_retrying(error: Message | None) -> bool:
-    """A step with no reply (timed out) or a lost message is re-sent; a node reported
-    unavailable is dead: re-sending cannot reach it."""
-    return error is None or error.error.code != ErrorCode.NODE_UNAVAILABLE
+# Errors that say a message or its reply was lost on the way (the instruction, or the reply,
+# expired before it was delivered): sending again may get through.
+LOST_CODES = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
+
+
+def _worth_retrying(reply: Message | None) -> bool:
+    """A message with no reply in time, or one lost in transit (either way: LOST_CODES), is
+    re-sent; not one answered, nor one whose error (a dead node, a node that raised) would
+    only come back again."""
+    return reply is None or (reply.has_error() and reply.error.code in LOST_CODES)
 
 
 # ======================================================================== node side
@@ -105,7 +112,9 @@ def relay_steps(local_phase: NodeStep, share: NodeStep | None = None,
 def _at_most_once(step: NodeStep) -> NodeStep:
     """A step applies once per round: the relay re-sends a step whose reply it did not get
     (lost on the way there or back), and a node that already took that round's step answers
-    what it answered then instead of mixing the same payloads (and push-sum mass) twice."""
+    what it answered then instead of mixing the same payloads (and push-sum mass) twice.
+    (A re-sent local phase is simply run again: it starts the node afresh, and the same seed
+    and data give the same state, from the local-phase cache where one is kept.)"""
     def once(node: Node, content: RecordDict) -> RecordDict | dict[str, float]:
         done = node.store.reply(node.current_round)
         if done is not None:
@@ -137,8 +146,8 @@ class PullRelay(NodeRecordingStrategy):
       reply record ``inference`` (one payload, `flower_gd.codecs`).
     - ``train.gossip``: ``run-dir``, ``server-round``, the peers' payload records (keys from
       `payload_key`; none when every pull failed), ``shared`` (fan-outs of this node's
-      delivered answers) and a ConfigRecord ``relay`` with ``relay-from`` (the peers), which
-      the meter uses to count each payload once as peer-to-peer bytes.
+      delivered answers) and ``relay-from`` (the peers the payloads came from, in their
+      order), which the meter uses to count each payload once as peer-to-peer bytes.
     - ``query.status``: reply metrics ``partition-id`` and ``state-round``.
     - ``evaluate``: ``run-dir``; reply metrics ``accuracy``, ``loss`` on the test set.
 
@@ -221,13 +230,14 @@ class PullRelay(NodeRecordingStrategy):
     def local_phase(self, grid: Grid, timeout: float) -> MetricRecord:
         """Round 0: every node runs its local phase; then every node evaluates.
 
-        A node whose reply was lost is asked whether it holds state (it may have finished);
-        nodes with no state have nothing to share: the run goes on without them while at
-        least `min-nodes` remain.
+        A local phase lost on the way (either way) or unanswered is re-sent, as a step is
+        (`send_until_answered`; a node whose reply was lost runs it again). A node still silent
+        is asked whether it holds state (it may have finished late); nodes with no state have
+        nothing to share: the run goes on without them while at least `min-nodes` remain.
         """
-        replies = grid.send_and_receive([self.message(n, LOCAL, 0) for n in self.node_ids],
-                                        timeout=timeout)
-        got = self.collect(0, replies, "local phase")
+        got = self.collect(0, self.send_until_answered(
+            grid, 0, {n: partial(self.message, n, LOCAL, 0) for n in self.node_ids},
+            timeout), "local phase")
         for node, reply in got.items():
             self.register(node, partition_of_reply(reply))
         silent = sorted(set(self.node_ids) - set(got))
@@ -238,6 +248,33 @@ class PullRelay(NodeRecordingStrategy):
         self.require_min(ready, "the local phase")
         self.node_ids = sorted(ready)
         return self.evaluate_round(grid, 0, timeout)
+
+    def send_until_answered(self, grid: Grid, server_round: int,
+                            make: dict[int, Callable[[], Message]], timeout: float
+                            ) -> list[Message]:
+        """Send each node its message (`make[node]()` builds it) and re-send those whose
+        reply did not come back (lost either way, or no reply in time: `_worth_retrying`),
+        after STEP_ATTEMPTS tries or once `timeout` has run out stopping; returns the last
+        reply (or error) of every node that gave one. Safe only for messages a node applies
+        at most once (`_at_most_once`) or that give the same result when applied again."""
+        deadline = time.time() + timeout
+        final: dict[int, Message] = {}
+        pending = [make[n]() for n in make]
+        for attempt in range(STEP_ATTEMPTS):
+            replies = grid.send_and_receive(pending, timeout=max(deadline - time.time(), 0.0))
+            # a reply, or an error standing in for one, answers the message it replies to
+            dst_of = {m.metadata.message_id: m.metadata.dst_node_id for m in pending}
+            by_node = {dst_of[r.metadata.reply_to_message_id]: r for r in replies
+                       if r.metadata.reply_to_message_id in dst_of}
+            final.update(by_node)
+            retry = [m.metadata.dst_node_id for m in pending
+                     if _worth_retrying(by_node.get(m.metadata.dst_node_id))]
+            if not retry or time.time() >= deadline:
+                break
+            log(WARNING, "round %s: %s message(s) got no reply; sending again (try %s)",
+                server_round, len(retry), attempt + 2)
+            pending = [make[dst]() for dst in retry]
+        return list(final.values())
 
     # --- who pulls from whom --------------------------------------------------------------
     def candidates(self, node: int, node_ids: list[int]) -> list[int]:
@@ -312,43 +349,25 @@ class PullRelay(NodeRecordingStrategy):
         relayed = self._relay.get(dst, [])
         content = RecordDict()
         for i, (_, reply) in enumerate(relayed):
-            content[payload_key(i)] = reply.content.array_records[PAYLOAD_KEY]
-        if relayed:
-            content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: [s for s, _ in relayed]})
+            content[payload_key(i)] = payload_record(reply.content)
         message = self.message(dst, STEP, server_round, content)
+        config = message.content.config_records[RELAY_CONFIG_KEY]
+        if relayed:
+            config[RELAY_FROM_KEY] = [s for s, _ in relayed]
         if self._delivered.get(dst):
-            message.content.config_records["config"][DELIVERED_KEY] = list(self._delivered[dst])
+            config[DELIVERED_KEY] = list(self._delivered[dst])
         return message
 
     def deliver_steps(self, grid: Grid, server_round: int, timeout: float) -> list[Message]:
-        """Every node's step, re-sent until its reply comes back: a step lost on the way
-        there, or whose reply was lost, would otherwise drop the payloads' push-sum mass and
-        the node's receipts. Nodes apply a step at most once (a re-sent one is replayed), so
-        re-sending is safe. It stops for a node reported unavailable (dead), after
-        STEP_ATTEMPTS tries, or when the round's `timeout` runs out; returns the last reply
-        (or error) of every node."""
-        deadline = time.time() + timeout
-        final: dict[int, Message] = {}
-        pending = list(self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
-        for attempt in range(STEP_ATTEMPTS):
-            replies = grid.send_and_receive(pending, timeout=max(deadline - time.time(), 0.0))
-            # a reply, or an error standing in for one, answers the message it replies to
-            dst_of = {m.metadata.message_id: m.metadata.dst_node_id for m in pending}
-            by_node = {dst_of[r.metadata.reply_to_message_id]: r for r in replies
-                       if r.metadata.reply_to_message_id in dst_of}
-            answered = {n: r for n, r in by_node.items() if not r.has_error()}
-            errors = {n: r for n, r in by_node.items() if r.has_error()}
-            final.update(errors)
-            final.update(answered)
-            retry = [m.metadata.dst_node_id for m in pending
-                     if m.metadata.dst_node_id not in answered
-                     and _worth_retrying(errors.get(m.metadata.dst_node_id))]
-            if not retry or time.time() >= deadline:
-                break
-            log(WARNING, "round %s: %s step(s) got no reply; sending again (try %s)",
-                server_round, len(retry), attempt + 2)
-            pending = [self.step_message(dst, server_round) for dst in retry]
-        return list(final.values())
+        """Every node's step, re-sent until its reply comes back (`send_until_answered`): a
+        step lost on the way there, or whose reply was lost, would otherwise drop the
+        payloads' push-sum mass and the node's receipts. Nodes apply a step at most once (a
+        re-sent one is replayed), so re-sending is safe."""
+        order = sorted(self.node_ids, key=lambda n: self.partition_of.get(n, n))
+        return self.send_until_answered(
+            grid, server_round,
+            {dst: partial(self.step_message, dst, server_round) for dst in order},
+            timeout)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -383,6 +402,11 @@ class PullRelay(NodeRecordingStrategy):
             fanout = {m.metadata.dst_node_id: _fanout_of(m) for m in queries}
             replies = grid.send_and_receive(queries, timeout=self.pull_timeout)
             answers = self.collect(server_round, replies, "pull")
+            empty = [s for s, r in answers.items() if PAYLOAD_KEY not in r.content.config_records]
+            for src in empty:
+                log(WARNING, "round %s: node %s answered a pull without a payload record "
+                    "(other code?); counted as a failed pull", server_round, src)
+                del answers[src]
             for src in answers:
                 self._delivered.setdefault(src, []).append(fanout[src])
             retry: dict[int, list[int]] = {}

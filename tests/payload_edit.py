@@ -5,15 +5,15 @@ layout (`write_header`)."""
 import json
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import ConfigRecord
 
 from flower_gd.codecs import (
     _HEAD,
     _MAGIC,
-    PAYLOAD_ARRAY,
+    PAYLOAD_FIELD,
     PAYLOAD_KEY,
-    PAYLOAD_STYPE,
     open_payload,
+    payload_record,
     seal_payload,
 )
 
@@ -62,11 +62,11 @@ def write_header(content, header: str | bytes, body: bytes, key=PAYLOAD_KEY):
 
 
 def blob(content, key=PAYLOAD_KEY) -> bytes:
-    return bytes(content.array_records[key][PAYLOAD_ARRAY].data)
+    return payload_record(content, key)[PAYLOAD_FIELD]
 
 
-def write_blob(content, data: bytes, key=PAYLOAD_KEY, stype=PAYLOAD_STYPE, name=PAYLOAD_ARRAY):
-    """Put raw bytes where the payload goes, under any array name and serialization type."""
-    content[key] = ArrayRecord({name: Array(dtype="uint8", shape=(len(data),), stype=stype,
-                                            data=data)})
+def write_blob(content, data, key=PAYLOAD_KEY, name=PAYLOAD_FIELD):
+    """Put raw bytes (or any config value a peer could send) where the payload goes, under
+    any field name."""
+    content[key] = ConfigRecord({name: data})
     return content

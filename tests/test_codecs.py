@@ -148,7 +148,10 @@ def test_compression_is_lossless_and_only_kept_where_it_pays(codec):
 @pytest.mark.usefixtures("task_identity")
 def test_the_meter_counts_the_encoded_bytes():
     """Switching float32 -> float16 (no compression) shrinks the message by exactly 2 n C."""
-    n, c = 600, 10  # npy sizes 24128 and 12128: length fields of the same width
+    # payloads of about 9400 and 4900 bytes: every length field around them (the bytes value,
+    # its config value, its map entry: two-byte varints; Flower's object header: 4 decimal
+    # digits) has the same width in both
+    n, c = 225, 10
     sizes = {}
     for codec in ("float32", "float16"):
         content = encode_payload(InferencePayload(_probs(n, c), 1, "probs"),
@@ -316,6 +319,84 @@ def test_hard4_weights_decode_alone_for_push_sum():
         decode_sample_weights(_hard4(), 4)
 
 
+# ------------------------------------------------- hard4p1: hard4 plus one bit of the top class
+def _hard4p1(n=4, c=3, **kw):
+    return encode_payload(InferencePayload(_probs(n, c), 1, "probs", **kw),
+                          Codec("hard4p1", compress=False))
+
+
+def test_hard4p1_sends_the_label_and_the_nearer_of_two_top_probabilities():
+    from flower_gd.codecs import top_floor
+    probs = _probs(1003, 10)  # 1003: the packed bits need pad bits
+    w = np.exp(np.random.default_rng(3).uniform(-4, 2, len(probs)))
+    content = encode_payload(InferencePayload(probs, 3, "probs", sample_weights=w),
+                             Codec("hard4p1"))
+    got = decode_payload(content, probs.shape, expect=Expect(sample_weights=True))
+    hard4 = decode_payload(encode_payload(InferencePayload(probs, 3, "probs", sample_weights=w),
+                                          Codec("hard4")), probs.shape)
+    np.testing.assert_array_equal(got.scores.argmax(1), probs.argmax(1))  # the label decodes
+    np.testing.assert_array_equal(got.sample_weights, hard4.sample_weights)  # hard4's weights
+    np.testing.assert_allclose(got.scores.sum(1), 1.0, atol=1e-6)
+    lo, hi = meta(content)["top-levels"]
+    assert top_floor(10) <= lo < hi <= 1.0
+    sent = got.scores.max(1)
+    assert np.minimum(np.abs(sent - lo), np.abs(sent - hi)).max() < 1e-6  # one of the two
+    top = probs.max(1).astype(np.float64)
+    nearer = np.where(np.abs(top - lo) <= np.abs(top - hi), lo, hi)
+    np.testing.assert_allclose(sent, nearer, atol=1e-6)  # each sample gets the nearer value
+    # off the label the rest of the sample's mass is spread evenly
+    rest = np.where(np.eye(10, dtype=bool)[probs.argmax(1)], np.nan, got.scores)
+    np.testing.assert_allclose(np.nanmax(rest, 1), np.nanmin(rest, 1), atol=1e-7)
+
+
+def test_hard4p1_levels_are_the_centroids_of_their_cells_above_the_floor():
+    """Lloyd-Max's fixed point: each value is the mean of the probabilities sent as it; a
+    value the floor holds up sits at the floor, and its cell's mean is below it."""
+    from flower_gd.codecs import top_floor, top_levels
+    rng = np.random.default_rng(4)
+    p = np.concatenate([rng.uniform(0.35, 0.6, 300), rng.uniform(0.9, 1.0, 700)])
+    lo, hi = top_levels(p, top_floor(10))
+    cut = (lo + hi) / 2
+    assert lo == pytest.approx(p[p <= cut].mean()) and hi == pytest.approx(p[p > cut].mean())
+    floor = top_floor(3)  # 0.375: most of the low cell lies under it
+    q = np.concatenate([rng.uniform(0.34, 0.36, 500), rng.uniform(0.95, 1.0, 500)])
+    lo, hi = top_levels(q, floor)
+    assert lo == floor and hi == pytest.approx(q[q > (lo + hi) / 2].mean())
+    assert top_levels(np.zeros(0), floor).tolist() == [floor, floor]  # no samples: any
+
+
+def test_hard4p1_costs_one_bit_a_sample_more_than_hard4():
+    n = 301
+    for kw in ({}, {"sample_weights": np.ones(n)}, {"confidence": np.ones(n) / 2}):
+        sizes = [encoded_nbytes(encode_payload(InferencePayload(_probs(n), 1, "probs", **kw),
+                                               Codec(c, compress=False)))
+                 for c in ("hard4", "hard4p1")]
+        assert sizes[1] - sizes[0] == (n + 7) // 8
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_an_empty_payload_decodes_to_no_samples(codec):
+    empty = encode_payload(InferencePayload(np.zeros((0, 10), np.float32), 1, "probs",
+                                            sample_weights=np.zeros(0)), Codec(codec))
+    got = decode_payload(empty, (0, 10), expect=Expect(sample_weights=True))
+    assert got.scores.shape == (0, 10) and got.sample_weights.shape == (0,)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: _set_meta(_hard4p1(), **{"top-levels": [0.2, 0.9]}), "top-levels"),  # < floor
+    (lambda: _set_meta(_hard4p1(), **{"top-levels": [0.5, 1.5]}), "top-levels"),
+    (lambda: _set_meta(_hard4p1(), **{"top-levels": [0.5]}), "top-levels"),
+    (lambda: _set_meta(_hard4p1(), **{"top-levels": ["0.5", 0.9]}), "top-levels"),
+    (lambda: _set_meta(_hard4p1(), **{"top-levels": None}), "top-levels"),
+    (lambda: _replace(_hard4p1(), "top-bit", np.array([0xFF], np.uint8)), "pad bits"),
+    (lambda: _replace(_hard4p1(), "top-bit", np.zeros(2, np.uint8)), "shape"),
+    (lambda: _replace(_hard4(), "top-bit", np.zeros(1, np.uint8)), "no hard4 payload has"),
+])
+def test_every_hard4p1_error_names_the_problem(make, match):
+    with pytest.raises(PayloadError, match=match):
+        decode_payload(make(), (4, 3))
+
+
 def test_deflate_nears_the_order0_entropy_of_independent_symbols():
     """hard4-like bytes (a skewed label and weight level, drawn independently): zlib's
     default strategy spends its LZ77 codes on matches that do not pay; `deflate` keeps the
@@ -343,8 +424,7 @@ def _garbled_header():
 
 @pytest.mark.parametrize("make, match", [
     (lambda: write_blob(_sealed(), blob(_sealed()), name="scores"), "expected only 'payload'"),
-    (lambda: write_blob(_sealed(), blob(_sealed()), stype="numpy.ndarray"),
-     "serialization type 'numpy.ndarray'"),
+    (lambda: write_blob(_sealed(), blob(_sealed()).decode("latin-1")), "holds str, not bytes"),
     (lambda: write_blob(_sealed(), b"FGD1"), "shorter than its header"),
     (lambda: write_blob(_sealed(), b"NOPE" + blob(_sealed())[4:]), "not b'FGD1'"),
     (_garbled_header, "not valid JSON"),
@@ -385,25 +465,30 @@ def test_the_header_lists_each_part_once_and_must_be_a_shallow_object_of_finite_
 
 
 @pytest.mark.usefixtures("task_identity")
-@pytest.mark.parametrize("codec", ["float32", "hard4"])
-def test_one_sealed_array_costs_less_on_the_wire_than_separate_arrays_and_metadata(codec):
-    """What the layout saves against each part as its own numpy Array beside a ConfigRecord of
-    metadata (the layout before): a Flower object and its calls, and each part's .npy
-    header (the module docstring: 414 bytes for this hard4 payload, 1138 for float32 with
-    weights)."""
+@pytest.mark.parametrize("codec", ["float32", "hard4", "hard4p1"])
+@pytest.mark.parametrize("direction", ["down", "up"])
+def test_a_payload_in_one_config_record_costs_less_on_the_wire_than_in_arrays(codec, direction):
+    """What the layout saves (module docstring) against the same bytes as one Array in an
+    ArrayRecord (the layout before: three Flower objects instead of one, 618 bytes going
+    down and 806 going up), and against each part as its own numpy Array beside a
+    ConfigRecord of metadata (the layout before that: more again, an .npy header a part)."""
     from flwr.app import Array, ArrayRecord, ConfigRecord
 
     from flower_gd.metering import transfer_nbytes
     probs = _probs(6000, 10)
     sealed = encode_payload(InferencePayload(probs, 3, "probs", sample_weights=np.ones(6000)),
                             Codec(codec))
+    data = blob(sealed)
+    one_array = RecordDict({PAYLOAD_KEY: ArrayRecord({"payload": Array(
+        dtype="uint8", shape=(len(data),), stype="flower-gd.payload.v1", data=data)})})
     separate = RecordDict({PAYLOAD_KEY: ArrayRecord({n: Array(np.ascontiguousarray(a))
                                                      for n, a in parts(sealed).items()}),
                            "inference-meta": ConfigRecord(meta(sealed))})
     size = {name: transfer_nbytes(Message(content=c, dst_node_id=1 << 60,
-                                          message_type="train.gossip"), "down")
-            for name, c in (("sealed", sealed), ("separate", separate))}
-    saved = size["separate"] - size["sealed"]
-    assert saved >= 350 * (2 if codec == "float32" else 1), size  # two parts: two .npy headers
+                                          message_type="train.gossip"), direction)
+            for name, c in (("sealed", sealed), ("one-array", one_array),
+                            ("separate", separate))}
+    assert size["one-array"] - size["sealed"] >= (600 if direction == "down" else 780), size
+    assert size["separate"] > size["one-array"], size
     np.testing.assert_array_equal(decode_payload(sealed, probs.shape).scores.argmax(1),
                                   probs.argmax(1))

@@ -154,3 +154,26 @@ def test_a_slow_peer_is_a_failed_pull_retried_on_another(tmp_path):
                 and m["direction"] == "up" and m["node_id"] == slow_id]
     assert asked and 1 <= len(answered) <= len(asked)
     assert json.loads((run_dir / "config.json").read_text())["slow-nodes"] == "0"
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_which_messages_are_lost_follows_the_seed_and_partitions_not_node_ids_or_arrival():
+    """Every message draws twice (there, back) in partition order: other node ids, another
+    send order and replies arriving in another order lose the same partitions' messages."""
+    class Reversed(FakeGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            return list(self.pull_messages(self.push_messages(list(messages))))[::-1]
+
+    def lost(node_ids, order, seed=5):
+        faulty = FaultyGrid(Reversed(), loss=0.3, seed=seed)
+        faulty.partition_of = {n: p for p, n in enumerate(node_ids)}
+        messages = [Message(RecordDict(), dst_node_id=node_ids[p], message_type="train.gossip")
+                    for p in order]
+        list(faulty.send_and_receive(messages, timeout=5))
+        return sorted((faulty.partition_of[x.node_id], x.direction) for x in faulty.lost)
+
+    ids_a, ids_b = [11 + 3 * p for p in range(12)], [900 - 7 * p for p in range(12)]
+    first = lost(ids_a, range(12))
+    assert first and {d for _, d in first} == {"down", "up"}
+    assert lost(ids_b, reversed(range(12))) == first
+    assert lost(ids_a, range(12), seed=6) != first

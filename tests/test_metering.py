@@ -29,17 +29,23 @@ def _payload_message(rows: int, dst: int = 7) -> Message:
                    dst_node_id=dst, message_type="train.gossip")
 
 
-def test_array_chunk_size_is_object_header_plus_payload_bytes():
-    # Hand-computed: the payload = magic and header length (8 bytes) + its JSON header + 1000*10*4
-    # data bytes; the chunk object is "ArrayChunk" + " " + "" (no children) + " " + length +
-    # "\x00" + body.
+def test_payload_record_size_is_object_header_plus_payload_bytes():
+    # Hand-computed: the payload = magic and header length (8 bytes) + its JSON header +
+    # 1000*10*4 data bytes = 40100, the one bytes value of a ConfigRecord. Its protobuf body:
+    # the bytes field (tag, 3-byte length, 40100) = 40104, inside the config value (tag,
+    # 3-byte length) = 40108, beside the key "payload" (tag, length, 7) in the item = 40117,
+    # the item's own tag and 3-byte length = 40121. The object is "ConfigRecord" + " " + ""
+    # (no children) + " " + that length + "\x00" + body.
     header = ('{"meta":{"counter":1,"kind":"probs","codec":"float32"},'
               '"parts":[["scores","<f4",[1000,10]]]}')
-    body = 8 + len(header) + 40000  # 40100
+    payload = 8 + len(header) + 40000
+    assert payload == 40100
+    body = (1 + 3 + payload) + 4 + (1 + 1 + len("payload")) + 4
     msg = _payload_message(1000)
-    chunks = [o for o in get_all_nested_objects(msg).values() if type(o).__name__ == "ArrayChunk"]
-    assert len(chunks) == 1
-    assert len(chunks[0].deflate()) == len("ArrayChunk  40100") + 1 + body == 40118
+    records = [o for o in get_all_nested_objects(msg).values()
+               if type(o).__name__ == "ConfigRecord" and len(o.deflate()) > payload]
+    assert len(records) == 1
+    assert len(records[0].deflate()) == len("ConfigRecord  40121") + 1 + body == 40141
 
 
 def test_message_size_grows_by_exactly_the_payload_bytes():

@@ -43,7 +43,7 @@ def _valid(rng, codec):
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
     confidence, weights = rng.uniform(0, 1, N), rng.uniform(0.01, 9, N)
-    if codec == "hard4":  # one 4-bit side value per sample: weights or confidences
+    if codec in ("hard4", "hard4p1"):  # one 4-bit side value per sample: weights or confidences
         confidence, weights = (confidence, None) if rng.integers(2) else (None, weights)
     payload = InferencePayload(probs, int(rng.integers(1, 9)), "probs",
                                confidence=confidence, sample_weights=weights)
@@ -66,6 +66,9 @@ def _set_meta(content, **changes):
 ODD_DTYPES = ["f4,(", "i4,)", "10000000000u1", "(2147483647,2147483647)f8", "V4", "O", "S4",
               "b1", "<M8", "<f16", ">f4", "<f8", "<i4", "a", "", "|u1", "<u2", "<f2", "<f4"]
 ODD_VALUES = [[], {}, [1, [2]], {"a": 1}, None, True, 1.5, -1, 2**70, "x" * 50]
+# hard4p1's codebook: a pair of probabilities at or above its floor, or refused
+ODD_TOP_LEVELS = [[None], [0.5], [0.5, 0.9, 0.95], ["a", 1.0], [True, 1.0], [0.01, 1.0],
+                  [0.5, 1.5], [0.9, 0.5], [0, 1], [-0.5, 0.9], [1e-320, 1.0]]
 
 
 def _mutate_header(rng, content):
@@ -81,8 +84,10 @@ def _mutate_header(rng, content):
         header["parts"][int(rng.integers(len(header["parts"])))][2] = [
             dims[int(rng.integers(len(dims)))] for _ in range(int(rng.integers(4)))]
     elif what == 2:
-        key = str(rng.choice(["codec", "kind", "counter", "topk", "zlib", "side", "log-top"]))
-        header["meta"][key] = ODD_VALUES[int(rng.integers(len(ODD_VALUES)))]
+        key = str(rng.choice(["codec", "kind", "counter", "topk", "zlib", "side", "log-top",
+                              "top-levels"]))
+        odd = [*ODD_VALUES, *ODD_TOP_LEVELS] if key == "top-levels" else ODD_VALUES
+        header["meta"][key] = odd[int(rng.integers(len(odd)))]
     else:
         depth = int(rng.integers(10, 2000))
         header["meta"]["deep"] = json.loads("[" * depth + "]" * depth) if depth < 900 else 0
@@ -108,8 +113,8 @@ def _mutate_bytes(rng, content):
     elif what == 2:
         data += rng.integers(0, 256, size=int(rng.integers(1, 16)), dtype=np.uint8).tobytes()
     else:
-        write_blob(content, bytes(data), stype=str(rng.choice(["numpy.ndarray", ""])),
-                   name=str(rng.choice(["payload", "scores"])))
+        value = bytes(data) if rng.random() < 0.5 else bytes(data).decode("latin-1")
+        write_blob(content, value, name=str(rng.choice(["payload", "scores"])))
         return
     write_blob(content, bytes(data))
 

@@ -70,3 +70,62 @@ def test_next_larger_pulls_only_from_the_next_larger_family_and_the_largest_from
         assert seen[node] == want
     with pytest.raises(ValueError, match="next-larger needs family_of"):
         PullRelay("/unused", 5, assist="next-larger")
+
+
+# ------------------------------------------------------------- re-sending what was lost
+class ScriptedGrid:
+    """Answers each message by its node's next scripted outcome: `ok` (a reply), `lost`
+    (MESSAGE_UNAVAILABLE, a loss either way), `dead` (NODE_UNAVAILABLE), `raised` (the
+    ClientApp raised) or `silent` (no reply before the timeout); `ok` once the script ends.
+    Evaluations are always answered."""
+
+    def __init__(self, script: dict[int, list[str]]) -> None:
+        self.script = {n: list(s) for n, s in script.items()}
+        self.sent: dict[tuple[int, str], int] = {}
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from flwr.app import Error, Message, MetricRecord, RecordDict
+        from flwr.common.constant import ErrorCode
+        codes = {"lost": ErrorCode.MESSAGE_UNAVAILABLE, "dead": ErrorCode.NODE_UNAVAILABLE,
+                 "raised": ErrorCode.CLIENT_APP_RAISED_EXCEPTION}
+        out = []
+        for m in messages:
+            node, kind = m.metadata.dst_node_id, m.metadata.message_type
+            m.metadata.__dict__["_message_id"] = f"{kind}-{node}-{self.sent.get((node, kind), 0)}"
+            self.sent[node, kind] = self.sent.get((node, kind), 0) + 1
+            script = self.script.get(node, []) if kind != "evaluate" else []
+            outcome = script.pop(0) if script else "ok"
+            if outcome == "ok":
+                out.append(Message(RecordDict({"metrics": MetricRecord(
+                    {"partition-id": IDS.index(node), "accuracy": 0.5, "loss": 1.0})}),
+                    reply_to=m))
+            elif outcome != "silent":
+                out.append(Message(Error(code=codes[outcome], reason=outcome), reply_to=m))
+        return out[::-1]  # in any order
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_lost_or_unanswered_local_phase_is_sent_again_and_a_dead_or_failing_node_is_not():
+    from strategies.relay import LOCAL
+    relay = PullRelay("/unused", len(IDS), seed=3, min_nodes=2)
+    relay.node_ids = list(IDS)
+    grid = ScriptedGrid({IDS[0]: ["lost", "lost"], IDS[1]: ["silent"], IDS[2]: ["dead"],
+                         IDS[3]: ["raised"]})
+    relay.with_state = lambda grid, nodes, timeout: {}  # nobody silent holds state
+    relay.local_phase(grid, timeout=60)
+    sends = {IDS.index(n): k for (n, kind), k in grid.sent.items() if kind == LOCAL}
+    assert sends == {0: 3, 1: 2, 2: 1, 3: 1, 4: 1}
+    # the lost and the unanswered took part in the end; the dead and the failing did not
+    assert sorted(relay.partition_of[n] for n in relay.node_ids) == [0, 1, 4]
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_re_sending_gives_up_after_step_attempts():
+    from strategies.relay import LOCAL, STEP_ATTEMPTS
+    relay = PullRelay("/unused", len(IDS), seed=3, min_nodes=2)
+    relay.node_ids = list(IDS)
+    grid = ScriptedGrid({IDS[0]: ["lost"] * (STEP_ATTEMPTS + 5)})
+    relay.with_state = lambda grid, nodes, timeout: {}
+    relay.local_phase(grid, timeout=60)
+    assert grid.sent[IDS[0], LOCAL] == STEP_ATTEMPTS
+    assert IDS[0] not in relay.node_ids and len(relay.node_ids) == 4
