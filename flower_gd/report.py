@@ -1,7 +1,12 @@
 """Tabulate finished runs as Markdown and CSV (the paper's Tables II, IV and V analogues).
 
-Usage: ``python -m flower_gd.report RESULTS_DIR`` prints the tables and writes
-``RESULTS_DIR/results.md`` and ``RESULTS_DIR/results.csv`` (one row per run).
+Usage: ``python -m flower_gd.report RESULTS_DIR [--include-stale]`` prints the tables and
+writes ``RESULTS_DIR/results.md`` and ``RESULTS_DIR/results.csv`` (one row per run).
+
+Runs made by other code than this (a sweep not yet re-measured, or runs kept with
+`reuse-stale=true`) are left out of every table and listed at the end: a mean or a paired
+difference never mixes two versions of the code. ``--include-stale`` puts them in the
+tables, each cell that holds one marked †.
 """
 
 from __future__ import annotations
@@ -78,12 +83,16 @@ def local_phase_groups(runs: list[SavedRun]) -> list[str]:
     return lines
 
 
-def write_report(root: Path, with_models: bool = True) -> str:
+def write_report(root: Path, with_models: bool = True, include_stale: bool = False) -> str:
     """Write results.md / results.csv under `root`; return the Markdown text.
 
-    `with_models` adds the tables measured by serializing models and payloads.
+    `with_models` adds the tables measured by serializing models and payloads;
+    `include_stale` tabulates the runs made by other code too (marked †), which are
+    otherwise only listed.
     """
-    everything = load_runs(root)
+    loaded = load_runs(root)
+    stale = [r for r in loaded if r.stale]
+    everything = loaded if include_stale else [r for r in loaded if not r.stale]
     shared = shared_settings(everything)
     rows = [row(r, shared) for r in everything]
     runs = [r for r in everything if r.clean]  # attacks and faults get their own tables
@@ -134,10 +143,14 @@ def write_report(root: Path, with_models: bool = True) -> str:
          assist_table(runs, shared)),
     ]
     parts += [f"## {title}\n\n" + markdown(*table) for title, table in optional if table[1]]
-    if stale := [r for r in everything if r.stale]:
-        parts.append("## Runs made by other code (†)\n\nKept with `reuse-stale=true`; "
-                     "their code-version differs from this code's (or is missing): "
-                     "re-measure them before reading them as results.\n\n"
+    if stale:
+        where = ("in the tables above, each cell that holds one marked †" if include_stale
+                 else "left out of every table above (`--include-stale` puts them in, "
+                 "marked †)")
+        parts.append(f"## Runs made by other code ({len(stale)})\n\nNot yet re-measured, or "
+                     "kept with `reuse-stale=true`; their code-version differs from this "
+                     f"code's (or is missing): {where}. Re-measure them (rerun the sweep that "
+                     "made them) before reading them as results.\n\n"
                      + "\n".join(f"- {r.path.name}: commit "
                                   f"{str(r.config.get('code-version', {}).get('commit'))[:10]}"
                                   for r in stale))
@@ -163,9 +176,11 @@ def write_report(root: Path, with_models: bool = True) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.exit("usage: python -m flower_gd.report RESULTS_DIR")
-    print(write_report(Path(args[0])))
+    include_stale = "--include-stale" in args
+    args = [a for a in args if a != "--include-stale"]
+    if len(args) != 1 or args[0].startswith("-"):
+        sys.exit("usage: python -m flower_gd.report RESULTS_DIR [--include-stale]")
+    print(write_report(Path(args[0]), include_stale=include_stale))
 
 
 if __name__ == "__main__":

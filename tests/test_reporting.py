@@ -1,6 +1,7 @@
 """Tables and every figure from a small saved-results fixture; a mini-sweep that skips
 finished cells."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -364,7 +365,9 @@ def test_paired_differences_pair_by_seed_and_say_when_not_distinguishable(tmp_pa
     assert fed[4].endswith("(3) n.d.")  # seed 7 has no gossip run: three pairs, not four
 
 
-def test_a_run_made_by_other_code_is_marked_in_the_report(results):
+def test_a_run_made_by_other_code_is_left_out_of_the_tables_or_marked(results):
+    """A mean or a paired difference never mixes code versions by default; on request the
+    other code's runs are tabulated, each cell holding one marked."""
     from flower_gd.results import CODE_VERSION_KEY
 
     (run,) = [d for d in results.iterdir() if d.name.startswith("gossip_iid") and
@@ -375,7 +378,14 @@ def test_a_run_made_by_other_code_is_marked_in_the_report(results):
     header, body = accuracy_table(load_runs(results))
     gossip = next(r for r in body if r[2] == "gossip")
     assert gossip[3].endswith(" †") and not gossip[4].endswith(" †")
-    assert f"- {run.name}: commit" in write_report(results, with_models=False)
+    text = write_report(results, with_models=False)
+    assert f"- {run.name}: commit" in text and "left out of every table" in text
+    assert " †" not in text.split("## Runs made by other code")[0]
+    rows = list(csv.DictReader((results / "results.csv").open()))
+    assert len(rows) == sum((d / "summary.json").is_file() for d in results.iterdir()) - 1
+    marked = write_report(results, with_models=False, include_stale=True)
+    assert " †" in marked.split("## Runs made by other code")[0]
+    assert "marked †" in marked
 
 
 def _set_val(root: Path, val: float) -> None:
