@@ -423,8 +423,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("figure", choices=[*FIGURES, "all"])
     parser.add_argument("results", type=Path, help="directory of saved runs")
     parser.add_argument("--out", type=Path, default=Path("figures"))
+    parser.add_argument("--include-stale", action="store_true",
+                        help="draw runs made by other code too (left out by default, as in "
+                             "the report)")
     args = parser.parse_args(argv)
-    everything = load_runs(args.results)
+    loaded = load_runs(args.results)
+    everything = loaded if args.include_stale else [r for r in loaded if not r.stale]
+    if len(everything) < len(loaded):
+        print(f"left out {len(loaded) - len(everything)} run(s) made by other code "
+              "(re-measure them, or --include-stale)")
     for name in FIGURES if args.figure == "all" else [args.figure]:
         # attacks and faults only in their own figure
         runs = everything if name == "fig6" else [r for r in everything if r.clean]

@@ -539,3 +539,16 @@ def test_the_assist_table_pairs_each_family_with_the_run_without_assist(tmp_path
         assert row[header.index("assist")] == "next-larger"
         assert row[-1] == "+4.00 ± 12.71 (2) n.d."  # t(1) = 12.706 x sd 1.414 / sqrt 2
     assert "the teacher assistant's effect" in write_report(tmp_path, with_models=False)
+
+
+def test_figures_leave_out_runs_made_by_other_code_unless_asked(results, tmp_path, capsys):
+    from flower_gd.results import CODE_VERSION_KEY
+
+    run = next(d for d in sorted(results.iterdir()) if (d / "config.json").is_file())
+    cfg = json.loads((run / "config.json").read_text())
+    cfg[CODE_VERSION_KEY] = {**cfg[CODE_VERSION_KEY], "source": "0" * 32}
+    (run / "config.json").write_text(json.dumps(cfg))
+    plots.main(["fig2", str(results), "--out", str(tmp_path / "a")])
+    assert "left out 1 run(s) made by other code" in capsys.readouterr().out
+    plots.main(["fig2", str(results), "--out", str(tmp_path / "b"), "--include-stale"])
+    assert "left out" not in capsys.readouterr().out
