@@ -18,7 +18,7 @@ from typing import Any
 
 from flower_gd.config import format_setting
 from flower_gd.metering import MIB
-from flower_gd.select import select, write_selection
+from flower_gd.select import mixed_experiments, mixed_note, select, write_selection
 from flower_gd.sizes import model_size_table, paper_payload_table
 from flower_gd.tables import (
     SavedRun,
@@ -105,12 +105,16 @@ def write_report(root: Path, with_models: bool = True, include_stale: bool = Fal
         + markdown(*accuracy_table(runs, shared)),
     ]
     selection = select(runs)
+    mixed = mixed_experiments(runs)
     chosen_names = {n for sel in selection.values() for n in sel["runs"]}
     tuned = any(len(sel["candidates"]) > 1 for sel in selection.values())
     compared = [r for r in runs if r.path.name in chosen_names] if tuned else runs
     hide = {k: None for r in compared for k in r.settings} if tuned else shared
+    if mixed:
+        parts.append("## Settings chosen on validation\n\n" + mixed_note(mixed))
+    if tuned or mixed:
+        write_selection(root, selection, mixed)
     if tuned:
-        write_selection(root, selection)
         said_chosen = "\n".join(
             f"- {m}: `{sel['chosen']}` ("
             + ("the only setting that competed; validation " if len(sel["candidates"]) == 1

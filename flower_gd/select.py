@@ -15,6 +15,13 @@ runs under a condition the method is measured in rather than tuned by (CONDITION
 payload codec, faults, attackers and the defence against them, how long a node waits for its
 peers): a codec or an attack is a result to report, never the setting chosen. Settings every
 candidate shares (the sweep's data settings) are not part of the choice.
+
+A choice is made within one experiment: the data a method learns from and the model it trains
+(EXPERIMENT_KEYS: the dataset, the fleet, the splits' sizes, the model). A method whose runs
+here differ in any of them (say a digits and a Fashion-MNIST study in one folder) gets no
+selection: its settings would compete across experiments and its (partition, seed) cells
+collide. `mixed_experiments` names the keys that differ; keep each experiment in its own
+`output-dir`.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ SELECTION = "selection.json"
 # is a variant of the method and competes.
 CONDITION_KEYS = frozenset({*ATTACK_KEYS, *FAULT_KEYS, *ROBUST_KEYS, *CODEC_KEYS,
                             "pull-timeout", "pull-retries", "min-nodes"})
+# What defines the experiment a setting is chosen in, never a setting to choose.
+EXPERIMENT_KEYS = ("dataset", "num-nodes", "private-fraction", "val-fraction", "val-limit",
+                   "common-limit", "test-limit", "dirichlet-alpha", "model", "pretrained")
 
 
 def _val(run: SavedRun) -> float | None:
@@ -54,8 +64,8 @@ def _val(run: SavedRun) -> float | None:
     return None if val is None or val != val else float(val)  # NaN: no validation set
 
 
-def select(runs: list[SavedRun]) -> dict[str, Any]:
-    """Per method: every candidate setting's validation score and the chosen one."""
+def _competing(runs: list[SavedRun]) -> dict[str, list[SavedRun]]:
+    """Per method, its runs that may compete (see the module doc)."""
     of_method: dict[str, list[SavedRun]] = defaultdict(list)
     for run in runs:
         if run.summary.get("label-leak"):
@@ -64,8 +74,29 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
             continue  # measured under a codec, fault or attack: reported, never chosen
         if not run.stale and _val(run) is not None:
             of_method[run.method].append(run)
+    return of_method
+
+
+def mixed_experiments(runs: list[SavedRun]) -> dict[str, dict[str, list[str]]]:
+    """Per method whose competing runs differ in an EXPERIMENT_KEYS value: each such key and
+    its values (sorted, as text). Those methods get no selection."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for method, mine in sorted(_competing(runs).items()):
+        differ = {key: sorted({str(r.config.get(key)) for r in mine}) for key in EXPERIMENT_KEYS}
+        differ = {key: values for key, values in differ.items() if len(values) > 1}
+        if differ:
+            out[method] = differ
+    return out
+
+
+def select(runs: list[SavedRun]) -> dict[str, Any]:
+    """Per method: every candidate setting's validation score and the chosen one (methods
+    whose runs span experiments are left out: `mixed_experiments`)."""
+    mixed = mixed_experiments(runs)
     out: dict[str, Any] = {}
-    for method, mine in sorted(of_method.items()):
+    for method, mine in sorted(_competing(runs).items()):
+        if method in mixed:
+            continue
         shared = shared_settings(mine)  # what every candidate has: the sweep's, not a choice
         labels: dict[str, list[SavedRun]] = defaultdict(list)
         for run in mine:
@@ -106,7 +137,9 @@ def overrides(selection: dict[str, Any], method: str) -> str:
     if method not in selection:
         raise SystemExit(f"no selection for method {method!r}: run `make bench-study` first "
                          "(runs under a codec, fault, attack or the robust mix never compete: "
-                         "the method needs runs at its default conditions)")
+                         "the method needs runs at its default conditions; and a method whose "
+                         "runs in one folder differ in dataset, fleet, split sizes or model "
+                         "gets none: keep each experiment in its own output-dir)")
     pairs = []
     for key, value in sorted(selection[method]["settings"].items()):
         value = str(value).lower() if isinstance(value, bool) else value
@@ -114,11 +147,26 @@ def overrides(selection: dict[str, Any], method: str) -> str:
     return " ".join(pairs)
 
 
-def write_selection(root: Path, selection: dict[str, Any] | None = None) -> str:
-    """Write `selection.json` and `selection.md` under `root` (`selection`: one `select`
-    already made of its runs, else made here); return the Markdown."""
-    if selection is None:
-        selection = select(load_runs(root))
+def mixed_note(mixed: dict[str, dict[str, list[str]]]) -> str:
+    """Markdown naming each method left unchosen because its runs span experiments."""
+    if not mixed:
+        return ""
+    lines = ["- " + method + ": " + "; ".join(k + " = " + ", ".join(v) for k, v in keys.items())
+             for method, keys in mixed.items()]
+    return ("No setting is chosen for these methods: their runs here differ in what defines "
+            "the experiment (a choice is made within one; keep each experiment in its own "
+            "output-dir):\n\n" + "\n".join(lines))
+
+
+def write_selection(root: Path, selection: dict[str, Any] | None = None,
+                    mixed: dict[str, dict[str, list[str]]] | None = None) -> str:
+    """Write `selection.json` and `selection.md` under `root` (`selection` and `mixed`: a
+    `select` and a `mixed_experiments` already made of its runs, else made here); return the
+    Markdown."""
+    if selection is None or mixed is None:
+        runs = load_runs(root)
+        selection = select(runs) if selection is None else selection
+        mixed = mixed_experiments(runs) if mixed is None else mixed
     (Path(root) / SELECTION).write_text(json.dumps(selection, indent=1, sort_keys=True))
     parts = []
     for method, sel in selection.items():
@@ -131,6 +179,8 @@ def write_selection(root: Path, selection: dict[str, Any] | None = None) -> str:
             f"over the same cells: {sel['test-of-chosen']}.\n\n"
             + markdown(["setting", "cells", "validation accuracy (mean ± 95% CI)",
                         "on every cell", ""], rows))
+    if mixed:
+        parts.append(mixed_note(mixed))
     text = "\n\n".join(parts) + "\n"
     (Path(root) / "selection.md").write_text(text)
     return text

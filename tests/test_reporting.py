@@ -552,3 +552,31 @@ def test_figures_leave_out_runs_made_by_other_code_unless_asked(results, tmp_pat
     assert "left out 1 run(s) made by other code" in capsys.readouterr().out
     plots.main(["fig2", str(results), "--out", str(tmp_path / "b"), "--include-stale"])
     assert "left out" not in capsys.readouterr().out
+
+
+def test_a_choice_is_made_within_one_experiment_never_across_datasets(tmp_path):
+    """Runs of one method on two datasets (or split sizes) in one folder never compete: their
+    (partition, seed) cells would collide and a data setting would be "chosen"."""
+    from flower_gd.select import mixed_experiments, overrides, select
+
+    for seed in (0, 1):
+        _saved_run(tmp_path, "gossip-adaptive", "iid", seed, [0.5, 0.6], 40_000, "scores")
+        _saved_run(tmp_path, "gossip-adaptive", "iid", seed, [0.5, 0.9], 40_000, "scores",
+                   dataset="fashion-mnist", **{"gossip-peers": 3})
+        _saved_run(tmp_path, "dlad", "iid", seed, [0.5, 0.6], 40_000, "scores")
+        _saved_run(tmp_path, "dlad", "iid", seed, [0.5, 0.7], 40_000, "scores",
+                   **{"distill-epochs": 20})
+    _set_val(tmp_path, 0.5)
+    runs = load_runs(tmp_path)
+    assert mixed_experiments(runs) == {"gossip-adaptive": {"dataset": ["digits",
+                                                                       "fashion-mnist"]}}
+    selection = select(runs)
+    assert "gossip-adaptive" not in selection and "dlad" in selection  # dlad: one experiment
+    with pytest.raises(SystemExit, match="own output-dir"):
+        overrides(selection, "gossip-adaptive")
+    text = write_report(tmp_path, with_models=False)
+    assert "- gossip-adaptive: dataset = digits, fashion-mnist" in text
+    assert "- gossip-adaptive: dataset" in (tmp_path / "selection.md").read_text()
+    chosen = text.split("## Each method at its setting chosen on validation")[1]
+    assert "- dlad:" in chosen.split("Test accuracy")[0]
+    assert "gossip-adaptive" not in chosen.split("Test accuracy")[0]
