@@ -43,11 +43,11 @@ demo: $(STAMP)
 
 # lint (ruff: pyflakes, style, import order) and the type check (mypy) first: CI enforces both.
 # Two pytest workers: the deployment tests (one group, one worker) mostly wait on the processes
-# they start while the other worker runs the rest.
+# they start while the other worker runs the rest. The 15 slowest tests are listed at the end.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15
 
 fashion-mnist:
 	@test -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz || \
