@@ -277,7 +277,8 @@ def main_runs(runs: list[SavedRun]) -> list[SavedRun]:
     whose settings were tuned (several candidates with validation scores) shows its setting
     chosen on validation (`flower_gd.select`); any other shows the configuration with the
     default codec measured on the most partitions (a codec variant is left to the tables and
-    Figs. 5 and 7); single-family fleets only."""
+    Figs. 5 and 7), as does a method whose runs here span experiments (no setting of it is
+    chosen: `flower_gd.select.mixed_experiments`); single-family fleets only."""
     pool = [r for r in runs if not r.off_default(CODEC_KEYS) and "," not in r.model]
     chosen_runs = {name for sel in select(pool).values() if len(sel["candidates"]) > 1
                    for name in sel["runs"]}

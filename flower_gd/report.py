@@ -18,7 +18,7 @@ from typing import Any
 
 from flower_gd.config import format_setting
 from flower_gd.metering import MIB
-from flower_gd.select import mixed_experiments, mixed_note, select, write_selection
+from flower_gd.select import SELECTION, mixed_experiments, mixed_note, select, write_selection
 from flower_gd.sizes import model_size_table, paper_payload_table
 from flower_gd.tables import (
     SavedRun,
@@ -111,9 +111,14 @@ def write_report(root: Path, with_models: bool = True, include_stale: bool = Fal
     compared = [r for r in runs if r.path.name in chosen_names] if tuned else runs
     hide = {k: None for r in compared for k in r.settings} if tuned else shared
     if mixed:
-        parts.append("## Settings chosen on validation\n\n" + mixed_note(mixed))
+        parts.append("## Methods with no setting chosen (their runs span experiments)\n\n"
+                     + mixed_note(mixed) + "\n\nThey appear in the tables of every run above"
+                     + (", not in those of the chosen settings below." if tuned else "."))
     if tuned or mixed:
         write_selection(root, selection, mixed)
+    else:  # nothing here is chosen: an earlier report's choice would describe other runs
+        for name in (SELECTION, "selection.md"):
+            (Path(root) / name).unlink(missing_ok=True)
     if tuned:
         said_chosen = "\n".join(
             f"- {m}: `{sel['chosen']}` ("

@@ -34,7 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from flower_gd.config import ATTACK_KEYS, CODEC_KEYS, FAULT_KEYS
+from flower_gd.config import ATTACK_KEYS, CODEC_KEYS, FAULT_KEYS, load_defaults
 from flower_gd.tables import (
     PARTITION_ORDER,
     ROBUST_KEYS,
@@ -80,9 +80,23 @@ def _competing(runs: list[SavedRun]) -> dict[str, list[SavedRun]]:
 def mixed_experiments(runs: list[SavedRun]) -> dict[str, dict[str, list[str]]]:
     """Per method whose competing runs differ in an EXPERIMENT_KEYS value: each such key and
     its values (sorted, as text). Those methods get no selection."""
+    defaults = load_defaults()
+
+    def value(run: SavedRun, key: str) -> Any:
+        if key == "dirichlet-alpha" and run.config.get("partition-scheme") != "dirichlet":
+            return None  # alpha shapes a dirichlet partition only
+        return run.config.get(key, defaults.get(key))  # a missing key is its default
+
+    def as_number(text: str) -> tuple[int, float, str]:
+        try:
+            return (0, float(text), text)
+        except ValueError:
+            return (1, 0.0, text)
+
     out: dict[str, dict[str, list[str]]] = {}
     for method, mine in sorted(_competing(runs).items()):
-        differ = {key: sorted({str(r.config.get(key)) for r in mine}) for key in EXPERIMENT_KEYS}
+        differ = {key: sorted({str(value(r, key)) for r in mine}, key=as_number)
+                  for key in EXPERIMENT_KEYS}
         differ = {key: values for key, values in differ.items() if len(values) > 1}
         if differ:
             out[method] = differ

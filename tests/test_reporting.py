@@ -580,3 +580,39 @@ def test_a_choice_is_made_within_one_experiment_never_across_datasets(tmp_path):
     chosen = text.split("## Each method at its setting chosen on validation")[1]
     assert "- dlad:" in chosen.split("Test accuracy")[0]
     assert "gossip-adaptive" not in chosen.split("Test accuracy")[0]
+
+
+def test_a_folder_whose_every_method_spans_experiments_chooses_nothing(tmp_path):
+    """The small-sets study's shape: the same methods on digits and on Fashion-MNIST with
+    other split sizes; nothing is chosen, the note says why, an earlier choice is removed.
+    A key missing from an old run's config is its default, not a difference."""
+    from flower_gd.select import SELECTION, mixed_experiments
+
+    (tmp_path / SELECTION).write_text('{"local": {}}')  # an earlier report's choice
+    for seed in (0, 1):
+        _saved_run(tmp_path, "local", "iid", seed, [0.5, 0.6], 0, "scores")
+        _saved_run(tmp_path, "local", "iid", seed, [0.5, 0.7], 0, "scores",
+                   dataset="fashion-mnist", **{"common-limit": 2000, "num-nodes": 50})
+        _saved_run(tmp_path, "gossip", "iid", seed, [0.5, 0.6], 40_000, "scores")
+    _set_val(tmp_path, 0.5)
+    for config_path in tmp_path.glob("gossip_*_s1/config.json"):  # an old run: no val-limit
+        config = json.loads(config_path.read_text())
+        del config["val-limit"]
+        config_path.write_text(json.dumps(config))
+    mixed = mixed_experiments(load_runs(tmp_path))
+    assert mixed == {"local": {"dataset": ["digits", "fashion-mnist"],
+                               "num-nodes": ["2", "50"], "common-limit": ["0", "2000"]}}
+    text = write_report(tmp_path, with_models=False)
+    assert "## Methods with no setting chosen" in text
+    assert "- local: dataset = digits, fashion-mnist; num-nodes = 2, 50" in text
+    assert "## Each method at its setting chosen on validation" not in text
+    assert list(json.loads((tmp_path / SELECTION).read_text())) == ["gossip"]  # one setting
+
+
+def test_a_report_with_nothing_chosen_removes_an_earlier_choice(results):
+    from flower_gd.select import SELECTION
+
+    (results / SELECTION).write_text('{"gossip": {}}')
+    (results / "selection.md").write_text("### gossip")
+    write_report(results, with_models=False)  # one setting per method, no validation scores
+    assert not (results / SELECTION).exists() and not (results / "selection.md").exists()
