@@ -11,3 +11,10 @@ from flower_gd.flower_internals import act_as_serverapp
 def task_identity() -> None:
     """Flower builds a message's metadata from the running task; tests play the ServerApp."""
     act_as_serverapp(run_id=1234, task_id=1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `long_running` (deployments, `flwr run`, a killed run: minutes each,
+    mostly waiting on the processes they start) go first, so that `make test`'s workers
+    start them on separate workers at once and run the rest beside them."""
+    items.sort(key=lambda item: item.get_closest_marker("long_running") is None)  # stable

@@ -8,10 +8,6 @@ import pytest
 from flower_gd.deploy import _alive, deploy
 from flower_gd.results import SUMMARY
 
-# one worker runs these one after another (make test runs the suite on two workers):
-# they start many processes each, mostly waiting on them
-pytestmark = pytest.mark.xdist_group("deploy")
-
 TINY = "local-epochs=1 common-limit=60 test-limit=40 round-timeout=180.0 pull-timeout=60.0"
 
 
@@ -19,6 +15,7 @@ def _summary(report: dict) -> dict:
     return json.loads((Path(report["run-dir"]) / SUMMARY).read_text())
 
 
+@pytest.mark.long_running
 def test_gossip_runs_over_tls_with_authenticated_supernodes_and_refuses_an_intruder(tmp_path):
     """One deployment checks it all (each message is a new ClientApp process on a SuperNode,
     about 5 s each, so every run counts): gossip over TLS between a SuperLink and three
@@ -45,6 +42,7 @@ def test_gossip_runs_over_tls_with_authenticated_supernodes_and_refuses_an_intru
     assert len(report["pids"]) >= 7 and not any(_alive(p) for p in report["pids"])
 
 
+@pytest.mark.long_running
 def test_killing_a_supernode_mid_run_ends_the_run_with_the_others(tmp_path):
     # a pull of the dead node fails after pull-timeout: shorter than the others' default
     report = deploy(tmp_path / "dep", nodes=3, rounds=2, kill_node=2, kill_after_round=1,

@@ -10,10 +10,6 @@ from pathlib import Path
 
 import pytest
 
-# one worker runs these one after another (make test runs the suite on two workers):
-# they start many processes each, mostly waiting on them
-pytestmark = pytest.mark.xdist_group("deploy")
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,6 +57,7 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+@pytest.mark.long_running
 def test_flwr_run_dot_runs_gossip_and_writes_results(flwr_env, tmp_path):
     flwr = ["flwr"]
     setup = subprocess.run(

@@ -51,6 +51,7 @@ def uninterrupted(tmp_path_factory):
     return summary, _rows(out / "resumable")
 
 
+@pytest.mark.long_running
 def test_a_killed_run_resumes_from_its_last_round_and_ends_the_same(tmp_path, uninterrupted):
     out = tmp_path / "runs"
     run_dir = out / "resumable"
