@@ -80,6 +80,11 @@ def _competing(runs: list[SavedRun]) -> dict[str, list[SavedRun]]:
 def mixed_experiments(runs: list[SavedRun]) -> dict[str, dict[str, list[str]]]:
     """Per method whose competing runs differ in an EXPERIMENT_KEYS value: each such key and
     its values (sorted, as text). Those methods get no selection."""
+    return _mixed(_competing(runs))
+
+
+def _mixed(of_method: dict[str, list[SavedRun]]) -> dict[str, dict[str, list[str]]]:
+    """`mixed_experiments` of runs already grouped by `_competing`."""
     defaults = load_defaults()
 
     def value(run: SavedRun, key: str) -> Any:
@@ -94,7 +99,7 @@ def mixed_experiments(runs: list[SavedRun]) -> dict[str, dict[str, list[str]]]:
             return (1, 0.0, text)
 
     out: dict[str, dict[str, list[str]]] = {}
-    for method, mine in sorted(_competing(runs).items()):
+    for method, mine in sorted(of_method.items()):
         differ = {key: sorted({str(value(r, key)) for r in mine}, key=as_number)
                   for key in EXPERIMENT_KEYS}
         differ = {key: values for key, values in differ.items() if len(values) > 1}
@@ -106,9 +111,10 @@ def mixed_experiments(runs: list[SavedRun]) -> dict[str, dict[str, list[str]]]:
 def select(runs: list[SavedRun]) -> dict[str, Any]:
     """Per method: every candidate setting's validation score and the chosen one (methods
     whose runs span experiments are left out: `mixed_experiments`)."""
-    mixed = mixed_experiments(runs)
+    of_method = _competing(runs)
+    mixed = _mixed(of_method)
     out: dict[str, Any] = {}
-    for method, mine in sorted(_competing(runs).items()):
+    for method, mine in sorted(of_method.items()):
         if method in mixed:
             continue
         shared = shared_settings(mine)  # what every candidate has: the sweep's, not a choice

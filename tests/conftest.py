@@ -15,6 +15,6 @@ def task_identity() -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked `long_running` (deployments, `flwr run`, a killed run: minutes each,
-    mostly waiting on the processes they start) go first, so that `make test`'s workers
-    start them on separate workers at once and run the rest beside them."""
+    mostly waiting on the processes they start) go first: `make test`'s workers are handed
+    them before the rest, so they run beside it rather than one after another at the end."""
     items.sort(key=lambda item: item.get_closest_marker("long_running") is None)  # stable
