@@ -22,12 +22,13 @@ DD := app.method=dist-distill app.gossip-peers=2
 
 # gossip-adaptive with 2 peers and 2 epochs per round: the study's first stage. On Fashion-MNIST
 # `bench-study` chose on validation (results/bench/selection.md) 2 peers, 2 epochs, the fresh
-# student and ratio weighting; GA_BEST is that choice, used by the demo, faults and fleets.
+# student and ratio weighting; GA_BEST is that choice, used by the demo and bench-faults
+# (the Fashion-MNIST targets, fleets among them, read the current choice: GA_CHOSEN).
 # Since a8fcc61 it is also pyproject's default; the Makefile spells it out anyway.
 GA_BASE := app.method=gossip-adaptive app.gossip-peers=2 app.round-epochs=2
 GA_BEST := $(GA_BASE) app.gossip-student=fresh
 
-# The comparison on the embedded digits data: 6 methods x {iid, niid1}, 10 nodes, seeds
+# The comparison on the embedded digits data: 9 methods x {iid, niid1}, 10 nodes, seeds
 # DEMO_SEEDS (three: the tables give 95% intervals and paired differences). Every method
 # runs at two learning rates; the report compares each at the one chosen on validation.
 DEMO_SEEDS ?= 0,1,2
