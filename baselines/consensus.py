@@ -18,7 +18,7 @@ Everything that moves is an inference list (metered as ``scores``); no weights a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from logging import INFO, WARNING
+from logging import INFO
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,6 @@ from flower_gd.codecs import (
     Codec,
     Expect,
     InferencePayload,
-    PayloadError,
     decode_payload,
     encode_payload,
 )
@@ -63,9 +62,7 @@ def local_phase(node: Node, content: RecordDict | None = None) -> dict[str, floa
     with Timer() as t:
         model, loss = node.fit_private()
         node.store.commit(0, model)
-    return {"partition-id": node.partition_id, "train-loss": loss, "wall-s": t.seconds,
-            "num-examples": len(node.data.parts[node.partition_id]),
-            **node.local_phase_metrics()}
+    return node.local_phase_metrics(loss, t.seconds)
 
 
 def scores_step(kind: str) -> NodeStep:
@@ -104,7 +101,7 @@ def digest_step(kind: str, digest: Digest) -> NodeStep:
                                           node.seed(r))
             node.store.commit(r, model)
         return {"digest-loss": digest_loss, "train-loss": revisit_loss,
-                "label-accuracy": float((target.argmax(1) == node.data.common_y[idx]).mean()),
+                "label-accuracy": node.label_accuracy(target.argmax(axis=1), idx),
                 "wall-s": t.seconds}
     return step
 
@@ -159,21 +156,12 @@ class ConsensusServer(NodeRecordingStrategy):
 
     def target(self, server_round: int, replies: Iterable[Message]) -> np.ndarray:
         """The aggregate of every valid upload of this round, in partition order."""
-        got = self.collect(server_round, replies, f"{self.label} upload")
         shape = (len(round_subset(self.cfg, self.num_common, server_round)), self.num_classes)
-        valid: dict[int, np.ndarray] = {}
-        for node, reply in got.items():  # partition order: the sum is reproducible
-            self.register(node, partition_of_reply(reply))
-            try:
-                valid[node] = decode_payload(reply.content, shape,
-                                             expect=Expect(kind=self.kind)).scores
-            except PayloadError as err:
-                log(WARNING, "%s: rejected the upload of node %s: %s", self.label, node, err)
-                if self.recorder is not None:
-                    self.recorder.record(server_round, node, {"payload-rejected": 1.0})
-        self.require_min(valid, f"the {self.label} upload")
-        with self.server_work():
-            return self.aggregate(np.stack(list(valid.values()))).astype(np.float32)
+        valid = self.valid_uploads(server_round, replies, f"{self.label} upload", shape,
+                                   Expect(kind=self.kind))
+        with self.server_work():  # partition order: the sum is reproducible
+            return self.aggregate(np.stack([p.scores for p in valid.values()])).astype(
+                np.float32)
 
     def local_round(self, grid: Grid, timeout: float) -> MetricRecord:
         """Round 0; later rounds go on with the nodes that finished it (a node without a

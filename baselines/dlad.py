@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from logging import INFO, WARNING
+from logging import INFO
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
-from flower_gd.codecs import Expect, InferencePayload, PayloadError, decode_payload, encode_payload
+from flower_gd.codecs import Expect, InferencePayload, encode_payload
 from flower_gd.distill import adaptive_target, hard_labels
 from flower_gd.federation import FederatedData
 from flower_gd.metering import set_meter_round
@@ -20,7 +20,7 @@ from flower_gd.method import Method, ServerRun
 from flower_gd.models import seeded_model
 from flower_gd.node import Node, Timer
 from flower_gd.results import RunRecorder
-from flower_gd.strategy_base import EVALUATE, NodeRecordingStrategy, evaluate, partition_of_reply
+from flower_gd.strategy_base import EVALUATE, NodeRecordingStrategy, evaluate
 from flower_gd.training import OptimConfig, train_soft
 
 UPLOAD = "train.dlad"
@@ -33,13 +33,13 @@ def local_phase(node: Node, content: RecordDict | None = None) -> RecordDict:
         classifier, loss = node.fit_private()
         confidence, disc_loss = node.fit_discriminator()
         node.store.commit(0, classifier)
-        probs = node.outgoing_scores(node.soft_scores(classifier), "probs")
+        own = node.soft_scores(classifier)
+        probs = node.outgoing_scores(own, "probs")  # a Byzantine node's corrupted list
     upload = encode_payload(InferencePayload(probs, 1, "probs", confidence),
                             node.outgoing_codec)
     upload["metrics"] = MetricRecord({
-        "partition-id": float(node.partition_id), "train-loss": loss, "disc-loss": disc_loss,
-        "mean-confidence": float(confidence.mean()), "wall-s": t.seconds,
-        **node.local_phase_metrics()})
+        **node.local_phase_metrics(loss, t.seconds, own), "disc-loss": disc_loss,
+        "mean-confidence": float(confidence.mean())})
     return upload
 
 
@@ -61,7 +61,7 @@ class DLAD(NodeRecordingStrategy):
     those with higher confidence"), the usual one: the paper's exact normalisation is not
     reproduced here from its text.
 
-    Round 0 is the nodes' local phase and upload (metered as ``logits``) and the accuracy of
+    Round 0 is the nodes' local phase and upload (metered as ``scores``) and the accuracy of
     their own classifiers; round 1 delivers the global model to every node (metered as
     ``weights``) and reports its accuracy on each node's test set.
 
@@ -114,25 +114,14 @@ class DLAD(NodeRecordingStrategy):
 
         An upload that fails validation, or carries no confidences, is left out (logged).
         """
-        got = self.collect(server_round, replies, "DLAD upload")
         shape = (len(self.data.split.common), self.data.dataset.num_classes)
-        valid: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # node -> (scores, confidence)
-        for node, reply in got.items():  # partition order: the sum is reproducible
-            self.register(node, partition_of_reply(reply))
-            try:
-                payload = decode_payload(reply.content, shape,
-                                         expect=Expect(kind="probs", confidence=True))
-                if payload.confidence is None:  # refused at decode already; for the types
-                    raise PayloadError("the upload carries no discriminator confidences")
-                valid[node] = (payload.scores, payload.confidence)
-            except PayloadError as err:  # aggregate the nodes that answered with valid data
-                log(WARNING, "DLAD: rejected the upload of node %s: %s", node, err)
-                if self.recorder is not None:
-                    self.recorder.record(server_round, node, {"payload-rejected": 1.0})
-        self.require_min(valid, "the DLAD upload")
+        # partition order: the sum is reproducible; the decoder refuses an upload without
+        # confidences (Expect(confidence=True))
+        valid = self.valid_uploads(server_round, replies, "DLAD upload", shape,
+                                   Expect(kind="probs", confidence=True))
         with self.server_work():
-            probs = np.stack([p for p, _ in valid.values()])  # (nodes, n_common, C)
-            conf = np.stack([d for _, d in valid.values()])  # (nodes, n_common)
+            probs = np.stack([p.scores for p in valid.values()])  # (nodes, n_common, C)
+            conf = np.stack([_confidence(p) for p in valid.values()])  # (nodes, n_common)
             target = adaptive_target(probs, conf)
             model = seeded_model(self.family, self.data.dataset.input_shape[0],
                                  self.data.dataset.num_classes, self.seed)
@@ -162,6 +151,12 @@ class DLAD(NodeRecordingStrategy):
         result.train_metrics_clientapp[1] = train_metrics
         result.evaluate_metrics_clientapp[1] = self.evaluate_round(grid, 1, timeout, arrays)
         return result
+
+
+def _confidence(payload: InferencePayload) -> np.ndarray:
+    """A DLAD upload's confidences (the decoder refused any upload without them)."""
+    assert payload.confidence is not None
+    return payload.confidence
 
 
 def run(server: ServerRun) -> dict[str, Any]:

@@ -56,6 +56,9 @@ from flwr.app import ConfigRecord, RecordDict
 # `weights` when it carries ARRAYS_KEY (model arrays, Flower's own key), so these names are
 # part of the metering contract.
 PAYLOAD_KEY = "inference"
+# Every instruction's own ConfigRecord (run-dir, server-round, the relay's receipts and
+# relay-from): the one record name the ServerApp, the nodes and the meter agree on.
+CONFIG_KEY = "config"
 # A payload is the one bytes value of its ConfigRecord, under this field (module docstring).
 PAYLOAD_FIELD = "payload"
 _MAGIC = b"FGD1"
@@ -191,9 +194,8 @@ def top_levels(top: np.ndarray, floor: float, iterations: int = 50) -> np.ndarra
     two values, each in [floor, 1], that minimise the squared error of sending each
     probability as the nearer of them (Lloyd's iteration from the quartiles; each value is
     its cell's mean held within [floor, 1], and the cells are those of the values actually
-    sent). A value that is not finite counts as 0 (it is sent as the floor)."""
+    sent). `top` comes from `finite_tops`."""
     p = np.asarray(top, dtype=np.float64)
-    p = np.clip(np.where(np.isfinite(p), p, 0.0), 0.0, 1.0)
     if len(p) == 0:
         return np.array([floor, floor])
     levels = np.clip(np.quantile(p, [0.25, 0.75]), floor, 1.0)
@@ -208,12 +210,18 @@ def top_levels(top: np.ndarray, floor: float, iterations: int = 50) -> np.ndarra
     return levels
 
 
+def finite_tops(scores: np.ndarray) -> np.ndarray:
+    """Each sample's top-class probability in [0, 1]; a row that is not finite counts as 0
+    (it is sent at the codebook's floor)."""
+    top = np.asarray(scores, dtype=np.float64).max(axis=1) if len(scores) else np.zeros(0)
+    return np.clip(np.where(np.isfinite(top), top, 0.0), 0.0, 1.0)
+
+
 def top_bits(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """hard4p1's extra bit per sample (packed, 8 samples a byte, first sample in the high
     bit): 1 where the sample's top-class probability is nearer the codebook's upper value;
     and the codebook (`top_levels`)."""
-    top = np.asarray(scores, dtype=np.float64).max(axis=1) if len(scores) else np.zeros(0)
-    top = np.where(np.isfinite(top), top, 0.0)  # a NaN row: sent at the floor
+    top = finite_tops(scores)
     levels = top_levels(top, top_floor(scores.shape[1]))
     return np.packbits(top > levels.mean()), levels
 

@@ -108,6 +108,16 @@ def _number(cfg: Mapping[str, Any], key: str, low: float, high: float | None = N
     return int(value) if integer else float(value)
 
 
+def _batch_size(cfg: Mapping[str, Any]) -> int:
+    """At least 2: training skips one-sample batches (a BatchNorm layer cannot normalise one
+    sample), so with batch-size 1 no step would ever be taken."""
+    if cfg["batch-size"] == 1:
+        raise ConfigError("batch-size=1 must be >= 2: training skips one-sample batches (a "
+                          "BatchNorm layer cannot normalise one sample), so no step would be "
+                          "taken; use batch-size=2 or more")
+    return _number(cfg, "batch-size", 2, integer=True)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """A validated run config; field names mirror the dashed run-config keys."""
@@ -213,7 +223,7 @@ class RunConfig:
             temperature=_number(cfg, "temperature", 1e-3),
             distill_epochs=_number(cfg, "distill-epochs", 1, integer=True),
             disc_epochs=_number(cfg, "disc-epochs", 1, integer=True),
-            batch_size=_number(cfg, "batch-size", 1, integer=True),
+            batch_size=_batch_size(cfg),
             min_epoch_steps=_number(cfg, "min-epoch-steps", 1, integer=True),
             grad_clip=_number(cfg, "grad-clip", 0.0),
             lr=_number(cfg, "lr", 0.0),

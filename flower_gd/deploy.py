@@ -33,7 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from flower_gd.config import PROJECT_ROOT
-from flower_gd.results import CHECKPOINT, CODE_VERSION_ENV, SUMMARY, code_version
+from flower_gd.provenance import CODE_VERSION_ENV, code_version
+from flower_gd.results import CHECKPOINT, SUMMARY
 from flower_gd.wire_proxy import WireProxy
 
 FEDERATION = "deploy"

@@ -40,7 +40,26 @@ def hard_labels(scores: np.ndarray) -> np.ndarray:
     return scores.argmax(axis=1).astype(np.int64)
 
 
-def adaptive_target(probs: np.ndarray, confidence: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+def finite_confidence(confidence: np.ndarray) -> np.ndarray:
+    """Discriminator outputs as float64 in [0, 1], a non-finite one (a diverged
+    discriminator) read as 0: no claim that the sample looks like the node's data."""
+    conf = np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=0.0, posinf=0.0,
+                         neginf=0.0)
+    return np.clip(conf, 0.0, 1.0)
+
+
+def normalised_mix(weights: np.ndarray, beliefs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample mix sum_m w_m(x) B_m(x) / sum_m w_m(x) of (m, n) weights and (m, n, C)
+    beliefs, and the total weight per sample; where every weight is 0 the beliefs are
+    averaged. DLAD's target and gossip-adaptive's mix are both this one function, so the
+    `dlad` weighting's limit is DLAD's target exactly."""
+    w = weights.astype(np.float64)
+    total = w.sum(axis=0)
+    coef = np.where(total > 0, w / np.where(total > 0, total, 1.0), 1.0 / len(w))
+    return np.einsum("mn,mnc->nc", coef, beliefs.astype(np.float64)), total
+
+
+def adaptive_target(probs: np.ndarray, confidence: np.ndarray) -> np.ndarray:
     """DLAD's per-sample adaptive distillation target.
 
     .. math:: y(x) = \\sum_i w_i(x)\\, p_i(x), \\qquad w_i(x) = d_i(x) / \\sum_j d_j(x)
@@ -52,15 +71,14 @@ def adaptive_target(probs: np.ndarray, confidence: np.ndarray, eps: float = 1e-1
     confidence : np.ndarray
         (nodes, n_common) discriminator outputs d_i(x) in [0, 1].
 
-    Where every node has d_i(x) = 0 the nodes are weighted equally.
+    Where every node has d_i(x) = 0 the nodes are weighted equally; a non-finite confidence
+    counts as 0 (`finite_confidence`).
     """
     if probs.ndim != 3 or confidence.shape != probs.shape[:2]:
         raise ValueError(f"probs {probs.shape} and confidence {confidence.shape} do not match "
                          "as (nodes, n_common, C) and (nodes, n_common)")
-    conf = confidence.astype(np.float64)
-    total = conf.sum(axis=0, keepdims=True)  # (1, n_common)
-    weights = np.where(total > eps, conf / np.maximum(total, eps), 1.0 / len(conf))
-    return np.einsum("in,inc->nc", weights, probs.astype(np.float64)).astype(np.float32)
+    mixed, _ = normalised_mix(finite_confidence(confidence), probs)
+    return mixed.astype(np.float32)
 
 
 def density_ratio(confidence: np.ndarray, clip: float = 1e-4) -> np.ndarray:
@@ -68,9 +86,10 @@ def density_ratio(confidence: np.ndarray, clip: float = 1e-4) -> np.ndarray:
 
     With the discriminator trained on balanced batches (private = 1, common = 0), d/(1-d)
     estimates p_private(x) / p_common(x): how typical x is of the node's own data. `d` is
-    clipped to [clip, 1 - clip], so weights lie in [clip / (1 - clip), (1 - clip) / clip].
+    clipped to [clip, 1 - clip], so weights lie in [clip / (1 - clip), (1 - clip) / clip];
+    a non-finite d counts as 0 (`finite_confidence`), the smallest weight.
     """
-    d = np.clip(confidence.astype(np.float64), clip, 1.0 - clip)
+    d = np.clip(finite_confidence(confidence), clip, 1.0 - clip)
     return d / (1.0 - d)
 
 
@@ -94,12 +113,7 @@ def weighted_mix(belief: np.ndarray, weights: np.ndarray, peer_beliefs: list[np.
     for b, w in zip(beliefs, ws, strict=True):
         if b.shape != belief.shape or w.shape != belief.shape[:1]:
             raise ValueError(f"belief {b.shape} / weights {w.shape} do not match {belief.shape}")
-    w = np.stack([x.astype(np.float64) for x in ws])  # (m, n)
-    b = np.stack([x.astype(np.float64) for x in beliefs])  # (m, n, C)
-    total = w.sum(axis=0)
-    safe = np.where(total > 0, total, 1.0)
-    coef = np.where(total > 0, w / safe, 1.0 / len(ws))
-    mixed = np.einsum("mn,mnc->nc", coef, b)
+    mixed, total = normalised_mix(np.stack(ws), np.stack(beliefs))
     return mixed.astype(np.float32), total
 
 

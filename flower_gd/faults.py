@@ -11,8 +11,11 @@
   reports a loss at once instead of waiting out a timeout, as a deployment would. Which
   messages are lost follows the seed: every message draws twice (its way there, its reply's
   way back), in the partition order of the nodes, whatever the order replies arrive in and
-  whatever node ids Flower hands out; only the local phase's first send, before any node has
-  said which partition it is, draws in node-id order.
+  whatever node ids Flower hands out; only round 0's messages to nodes not yet known by their
+  partition (the local phase's first send, its re-sends to nodes whose first reply was lost,
+  and the status queries of nodes still silent) draw in node-id order, so a rerun of a
+  message-loss run can lose other round-0 messages and, through their re-sends, shift later
+  draws.
 """
 
 from __future__ import annotations

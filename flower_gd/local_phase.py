@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flower_gd.results import source_digest
+from flower_gd.provenance import source_digest
 
 CACHE_DIR = ".local-phase"  # hidden, beside the run directories of a sweep (its output dir)
 MODEL_FILE, CONFIDENCE_FILE, LOSS_FILE = "model.pt", "confidence.npy", "loss.json"

@@ -60,7 +60,7 @@ from flwr.supercore.inflatable.inflatable_object import (
     iterate_object_tree,
 )
 
-from flower_gd.codecs import ARRAYS_KEY, PAYLOAD_KEY, PRIVATE_DATA_KEY, payload_key
+from flower_gd.codecs import ARRAYS_KEY, CONFIG_KEY, PAYLOAD_KEY, PRIVATE_DATA_KEY, payload_key
 from flower_gd.flower_internals import REPLY_STORED
 from flower_gd.grids import ForwardingGrid
 
@@ -69,10 +69,9 @@ MIB = 2**20  # bytes in a MiB, the unit of every table and figure
 TAGS = ("scores", "weights", "data", "control")
 LEGACY_TAGS = {"logits": "scores"}
 
-# Key, in a step message's ConfigRecord RELAY_CONFIG_KEY (the instruction's own "config"), under
-# which a relaying strategy lists the nodes its forwarded payloads came from, in their order.
+# Key, in a step message's own ConfigRecord (codecs.CONFIG_KEY), under which a relaying
+# strategy lists the nodes its forwarded payloads came from, in their order.
 RELAY_FROM_KEY = "relay-from"
-RELAY_CONFIG_KEY = "config"
 
 
 def object_nbytes(obj: InflatableObject) -> int:
@@ -214,7 +213,7 @@ class MeteredGrid(ForwardingGrid):
         node = md.dst_node_id if direction == "down" else md.src_node_id
         tag = message_tag(message)
         self.entries.append(MeterEntry(self.round, direction, node, md.message_type, tag, nbytes))
-        relay = (message.content.config_records.get(RELAY_CONFIG_KEY) if direction == "down"
+        relay = (message.content.config_records.get(CONFIG_KEY) if direction == "down"
                  else None)
         if relay is not None and RELAY_FROM_KEY in relay:
             # Relayed payloads: on direct peer links each would cross once, peer -> node. A

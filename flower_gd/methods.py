@@ -3,7 +3,8 @@
 Adding a method: write one file with its strategy, its node steps and a `METHOD` entry
 (`flower_gd.method.Method`), then list that entry in `REGISTRY` below. The ServerApp, the
 ClientApp, config validation, run names, tables and figures all read this registry; no
-other module compares method names.
+other module compares method names. The registry is part of no run's code
+(`flower_gd.provenance`): a new entry keeps every saved run of the other methods.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def get(name: str) -> Method:
     return REGISTRY[name]
 
 
+def unread_keys(name: str) -> frozenset[str]:
+    """The option keys method `name` does not read (only other methods do): they change
+    nothing it computes, are not in its run names and are not compared with its saved runs."""
+    return OPTION_KEYS - get(name).reads
+
+
 def order(name: str) -> int:
     """A method's place in tables and legends (unknown names last)."""
     return list(REGISTRY).index(name) if name in REGISTRY else len(REGISTRY)
@@ -88,6 +95,10 @@ def load_config(mapping: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"gossip-peers={cfg.gossip_peers} needs at least "
                           f"{cfg.gossip_peers + 1} nodes (num-nodes={cfg.num_nodes}); set "
                           f"gossip-peers={max(cfg.num_nodes - 1, 1)} or add nodes")
+    if ("gossip-peers" in method.reads and cfg.topology == "ring" and cfg.gossip_peers > 2):
+        raise ConfigError(f"gossip-peers={cfg.gossip_peers} with topology=ring: a node on a "
+                          "ring has two neighbours, so it would pull only 2; set "
+                          "gossip-peers=2 or topology=complete")
     if method.check is not None:
         method.check(cfg)
     return cfg

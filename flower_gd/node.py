@@ -12,7 +12,7 @@ import torch
 from flwr.app import Context, Message
 
 from flower_gd.byzantine import attack_codec, byzantine_partitions, corrupt_scores
-from flower_gd.codecs import Codec
+from flower_gd.codecs import CONFIG_KEY, Codec
 from flower_gd.config import RunConfig
 from flower_gd.federation import FederatedData, federated_data
 from flower_gd.local_phase import CACHE_DIR, LocalPhaseCache, array_digest, key_of
@@ -55,7 +55,7 @@ class Node:
         """The node a message is addressed to; `cfg` is the context's run config, parsed."""
         # One CPU per simulated node (backend client resources): avoid oversubscription.
         torch.set_num_threads(1)
-        config = message.content.config_records["config"]
+        config = message.content.config_records[CONFIG_KEY]
         run_dir = str(config[RUN_DIR_KEY])
         num_partitions = int(context.node_config["num-partitions"])
         if num_partitions != cfg.num_nodes:
@@ -200,13 +200,27 @@ class Node:
         self.local_phase_cache.save(key, loss, confidence=confidence)
         return confidence, loss
 
-    def local_phase_metrics(self) -> dict[str, float]:
-        """For the round-0 reply: which local phase this node started from (the first 48
-        bits of the classifier's key, exact in a float), how many parts (classifier,
-        discriminator) it has and how many of them were reused; and how many common samples
-        its inference lists cover (what a payload's bits per sample divide by)."""
+    def label_accuracy(self, labels: np.ndarray, rows: np.ndarray | None = None) -> float:
+        """Share of X_c (or of its `rows`) whose pseudo-label equals the truth: a diagnostic
+        of what a node would train on, never trained on."""
+        truth = self.data.common_y if rows is None else self.data.common_y[rows]
+        return float((labels == truth).mean())
+
+    def local_phase_metrics(self, loss: float, wall_s: float,
+                            scores: np.ndarray | None = None) -> dict[str, float]:
+        """Every method's round-0 reply: the partition, its size, the training loss and the
+        step's time; the label accuracy of `scores` on X_c when the phase inferred them;
+        which local phase this node started from (the first 48 bits of the classifier's
+        key, exact in a float), how many parts (classifier, discriminator) it has and how
+        many of them were reused; and how many common samples its inference lists cover
+        (what a payload's bits per sample divide by)."""
         key, _ = self.local_phase["classifier"]
-        return {"common-samples": float(len(self.data.common_x)),
+        labels = {} if scores is None else {
+            "label-accuracy": self.label_accuracy(scores.argmax(axis=1))}
+        return {"partition-id": float(self.partition_id),
+                "num-examples": float(len(self.data.parts[self.partition_id])),
+                "train-loss": loss, "wall-s": wall_s, **labels,
+                "common-samples": float(len(self.data.common_x)),
                 "local-phase-key": float(int(key[:12], 16)),
                 "local-phase-parts": float(len(self.local_phase)),
                 "local-phase-reused": float(sum(hit for _, hit in self.local_phase.values()))}

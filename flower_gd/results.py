@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
-import hashlib
 import json
-import os
 import statistics
-import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from flower_gd.config import HOUSEKEEPING_KEYS, PROJECT_ROOT, upgrade
 from flower_gd.metering import TAGS, MeteredGrid, MeterEntry
+from flower_gd.provenance import (
+    CODE_VERSION_KEY,
+    code_version,
+    config_differs,
+    made_by_this_code,
+    set_aside,
+)
 
 ROUND_COLUMNS = [
     "round", "node", "node_id", "model", "accuracy", "loss", "val_accuracy", "val_loss",
@@ -45,123 +46,11 @@ SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.json"
 
 
-CODE_VERSION_KEY = "code-version"  # in config.json beside the run config: which code ran it
+def _unread(config: dict[str, Any]) -> frozenset[str]:
+    """The keys only other methods than the config's read (not compared with a saved run)."""
+    from flower_gd.methods import unread_keys  # the registry imports every method
 
-
-CODE_VERSION_ENV = "FLOWER_GD_CODE_VERSION"  # set by a launcher for apps run off a checkout
-CODE_PATHS = ("flower_gd", "strategies", "baselines", "pyproject.toml")
-
-
-@functools.cache
-def code_version() -> dict[str, Any]:
-    """The code that makes runs in this process: git commit and whether the tree had
-    uncommitted changes, and the versions of the packages that compute the numbers.
-
-    An app installed from a bundle (the deployment engine) has no git checkout: it takes the
-    commit its launcher put in FLOWER_GD_CODE_VERSION, or says `unknown`.
-    """
-    launched = os.environ.get(CODE_VERSION_ENV)
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True,
-                                 text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    # dirty: uncommitted changes to what computes the numbers (docs and results aside)
-    # (an untracked .py file there counts: the source digest includes it)
-    status = git("status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS) \
-        if commit else None
-    packages = {}
-    for name in ("flwr", "torch", "numpy"):
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = "absent"
-    if commit is None and launched:
-        return {**json.loads(launched), "source": source_digest(), **packages}
-    return {"commit": commit or "unknown",
-            "dirty": None if status is None else bool(status), "source": source_digest(),
-            **packages}
-
-
-SOURCE_ROOTS = ("flower_gd", "strategies", "baselines")
-# modules that only read finished runs (tables, figures, the choice on validation): a change
-# to them changes no run, so they are not part of a run's code
-READ_ONLY = ("flower_gd/report.py", "flower_gd/tables.py", "flower_gd/plots.py",
-             "flower_gd/select.py")
-
-
-@functools.cache
-def source_digest() -> str:
-    """Digest of the project's Python source (every file of its three packages but the
-    READ_ONLY ones): what decides whether two runs were made by the same code."""
-    h = hashlib.blake2b(digest_size=16)
-    for package in SOURCE_ROOTS:
-        for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
-            if str(path.relative_to(PROJECT_ROOT)) in READ_ONLY:
-                continue
-            h.update(str(path.relative_to(PROJECT_ROOT)).encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def config_differs(run_dir: Path, config: dict[str, Any]) -> list[str]:
-    """Keys in which `config` differs from the config a run directory saved.
-
-    A key the saved run lacks (it predates the key) is a difference, not a default: the code
-    that made the run may have meant something else by its absence. Where the run lives is
-    not part of what it computed, so a moved or cloned results folder still matches.
-    """
-    saved = upgrade(json.loads((Path(run_dir) / "config.json").read_text()))
-    saved.pop(CODE_VERSION_KEY, None)  # which code made it is not part of the config
-    missing = object()
-    return sorted(k for k in set(saved) | set(config)
-                  if k not in HOUSEKEEPING_KEYS
-                  and saved.get(k, missing) != config.get(k, missing))
-
-
-def saved_code_version(run_dir: Path) -> dict[str, Any] | None:
-    """The `code-version` a run directory saved, or None (made before runs recorded it)."""
-    saved = json.loads((Path(run_dir) / "config.json").read_text())
-    version = saved.get(CODE_VERSION_KEY)
-    return version if isinstance(version, dict) else None
-
-
-def made_by_this_code(run_dir: Path, saved: dict[str, Any] | None = None) -> bool:
-    """Whether the run was made by the code this process runs: the same source (digest of
-    every Python file of the project) and the same flwr, torch and numpy.
-
-    The commit alone would not do: a commit that changes only the README keeps the runs,
-    and a dirty tree's runs match only the tree they were made by. `saved` is the run's
-    config.json when the caller has read it already.
-    """
-    version = (saved.get(CODE_VERSION_KEY) if saved is not None
-               else saved_code_version(run_dir))
-    if not isinstance(version, dict):
-        return False
-    now = code_version()
-    return all(version.get(k) == now[k] for k in ("source", "flwr", "torch", "numpy"))
-
-
-STALE_DIR = ".stale"  # where a sweep moves runs made by other code before re-measuring them
-
-
-def set_aside(run_dir: Path) -> Path:
-    """Move a run made by other code to `<parent>/.stale/<name>-<commit>` (never deleted
-    here: its owner decides), so that the sweep re-measures the cell."""
-    run_dir = Path(run_dir)
-    commit = str((saved_code_version(run_dir) or {}).get("commit", "unknown"))[:10]
-    target = run_dir.parent / STALE_DIR / f"{run_dir.name}-{commit}"
-    n = 1
-    while target.exists():
-        n += 1
-        target = run_dir.parent / STALE_DIR / f"{run_dir.name}-{commit}-{n}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    run_dir.rename(target)
-    return target
+    return unread_keys(str(config["method"]))
 
 
 def is_finished(run_dir: Path, config: dict[str, Any] | None = None,
@@ -185,7 +74,7 @@ def is_finished(run_dir: Path, config: dict[str, Any] | None = None,
         moved = set_aside(run_dir)
         print(f"re-measure: {run_dir} was made by other code; moved to {moved}")
         return False
-    differ = config_differs(run_dir, config)
+    differ = config_differs(run_dir, config, _unread(config))
     if differ:
         raise FileExistsError(
             f"{run_dir} holds a finished run with another config (differs in {differ}); "
@@ -248,7 +137,8 @@ class RunRecorder:
         self.resumed: ResumePoint | None = self._restore() if resume else None
         if self.resumed is None:
             (self.run_dir / "config.json").write_text(json.dumps(
-                {**self.config, CODE_VERSION_KEY: code_version()}, indent=2, sort_keys=True))
+                {**self.config, CODE_VERSION_KEY: code_version(str(self.config["method"]))},
+                indent=2, sort_keys=True))
             (self.run_dir / CHECKPOINT).unlink(missing_ok=True)
             for name, cols in (("rounds.csv", ROUND_COLUMNS), ("messages.csv", MESSAGE_COLUMNS)):
                 with (self.run_dir / name).open("w", newline="") as fh:
@@ -268,7 +158,8 @@ class RunRecorder:
         path = self.run_dir / CHECKPOINT
         if not path.is_file() or not (self.run_dir / "config.json").is_file():
             return None
-        if config_differs(self.run_dir, self.config) or not made_by_this_code(self.run_dir):
+        if (config_differs(self.run_dir, self.config, _unread(self.config))
+                or not made_by_this_code(self.run_dir)):
             return None  # another computation, or other code: start afresh
         point = json.loads(path.read_text())
         last = int(point["round"])

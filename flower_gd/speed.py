@@ -42,7 +42,7 @@ from flower_gd.config import RunConfig, load_defaults, merge_overrides
 from flower_gd.experiment import run_experiment
 from flower_gd.node import Node
 from flower_gd.node_store import NodeStore
-from flower_gd.results import code_version
+from flower_gd.provenance import code_version
 from flower_gd.tables import markdown
 from flower_gd.training import train_hard
 

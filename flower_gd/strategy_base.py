@@ -17,7 +17,14 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from flower_gd.codecs import ARRAYS_KEY
+from flower_gd.codecs import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    Expect,
+    InferencePayload,
+    PayloadError,
+    decode_payload,
+)
 from flower_gd.fleet import wait_for_nodes
 from flower_gd.node import RUN_DIR_KEY, Node
 from flower_gd.results import RunRecorder
@@ -85,7 +92,8 @@ class NodeRecordingStrategy(Strategy):
     def message(self, node_id: int, message_type: str, server_round: int,
                 content: RecordDict | None = None) -> Message:
         content = RecordDict() if content is None else content
-        content["config"] = ConfigRecord({RUN_DIR_KEY: self.run_dir, "server-round": server_round})
+        content[CONFIG_KEY] = ConfigRecord({RUN_DIR_KEY: self.run_dir,
+                                            "server-round": server_round})
         return Message(content=content, dst_node_id=node_id, message_type=message_type,
                        group_id=str(server_round))
 
@@ -115,15 +123,42 @@ class NodeRecordingStrategy(Strategy):
                     self.recorder.record(server_round, node, metrics_of(reply))
         return out
 
+    def valid_uploads(self, server_round: int, replies: Iterable[Message], what: str,
+                      shape: tuple[int, int], expect: Expect) -> dict[int, InferencePayload]:
+        """The decoded payload of every reply that passes validation, by node in partition
+        order (the nodes registered by the partition they report). A refused upload is
+        logged and recorded on its node as `payload-rejected`; the round goes on while
+        `min-nodes` uploads are valid (`require_min`)."""
+        valid: dict[int, InferencePayload] = {}
+        for node, reply in self.collect(server_round, replies, what).items():
+            self.register(node, partition_of_reply(reply))
+            try:
+                valid[node] = decode_payload(reply.content, shape, expect=expect)
+            except PayloadError as err:
+                log(WARNING, "%s: rejected the upload of node %s: %s", what, node, err)
+                if self.recorder is not None:
+                    self.recorder.record(server_round, node, {"payload-rejected": 1.0})
+        self.require_min(valid, f"the {what}")
+        return valid
+
     def require_min(self, got: dict[int, Any], what: str) -> None:
         """Go on with the nodes that answered, as long as at least `min-nodes` did."""
-        missing = sorted(set(self.node_ids) - set(got))
+        missing = self.by_partition(set(self.node_ids) - set(got))
+        named = [f"partition {self.partition_of[n]}" if n in self.partition_of else f"node {n}"
+                 for n in missing]
         if len(got) < self.min_nodes:
             raise RuntimeError(f"{what}: only {len(got)} node(s) answered, fewer than "
-                               f"min-nodes={self.min_nodes} (failed: {missing}); see the log")
+                               f"min-nodes={self.min_nodes} (failed: {', '.join(named)}); "
+                               "see the log")
         if missing:
-            log(WARNING, "%s: nodes %s did not answer; going on with %s nodes", what, missing,
-                len(got))
+            log(WARNING, "%s: %s did not answer; going on with %s nodes", what,
+                ", ".join(named), len(got))
+
+    def by_partition(self, nodes: Iterable[int]) -> list[int]:
+        """`nodes` in partition order (nodes not yet known by their partition last, by id):
+        the order every strategy handles nodes in, whatever order Flower lists them in."""
+        return sorted(nodes, key=lambda n: (n not in self.partition_of,
+                                            self.partition_of.get(n, n)))
 
     def with_state(self, grid: Grid, nodes: list[int], timeout: float) -> dict[int, int]:
         """Ask `nodes` which partition they are and whether they hold state

@@ -26,7 +26,8 @@ from flower_gd.config import (
     upgrade,
 )
 from flower_gd.metering import LEGACY_TAGS, MIB
-from flower_gd.results import SUMMARY, made_by_this_code
+from flower_gd.provenance import made_by_this_code
+from flower_gd.results import SUMMARY
 
 PARTITION_ORDER = ["iid", "niid1", "niid2", "niid3", "niid4"]
 ROBUST_KEYS = ("robust-mix", "clip-radius")

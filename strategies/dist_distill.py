@@ -9,7 +9,7 @@ import numpy as np
 from flwr.app import RecordDict
 from flwr.common.logger import log
 
-from flower_gd.codecs import Expect, InferencePayload, PayloadError, encode_payload
+from flower_gd.codecs import Expect, InferencePayload, encode_payload
 from flower_gd.distill import round_subset
 from flower_gd.method import Method, ServerRun
 from flower_gd.node import Node, Timer
@@ -34,10 +34,9 @@ def local_phase(node: Node, content: RecordDict | None = None) -> dict[str, floa
     """The shared local phase; its soft decisions on X_c are round 0's list."""
     with Timer() as t:
         model, loss = node.fit_private()
-        node.store.commit(0, model, {LIST: softmax(infer(model, node.data.common_x))})
-    return {"partition-id": node.partition_id, "train-loss": loss, "wall-s": t.seconds,
-            "num-examples": len(node.data.parts[node.partition_id]),
-            **node.local_phase_metrics()}
+        probs = softmax(infer(model, node.data.common_x))
+        node.store.commit(0, model, {LIST: probs})
+    return node.local_phase_metrics(loss, t.seconds, probs)
 
 
 def share(node: Node, content: RecordDict | None = None) -> RecordDict:
@@ -60,10 +59,8 @@ def distill_step(node: Node, content: RecordDict) -> dict[str, float]:
         idx = round_subset(node.cfg, len(node.data.common_x), r)
         own = base.array(LIST)[idx]
         peers, refused = decode_peers(node, content, own.shape, Expect(kind="probs"))
-        if refused and not peers:
-            raise PayloadError("; ".join(refused.values()))
         if not peers:
-            return {"peers": 0, "wall-s": t.seconds}
+            return {"peers": 0, "payload-rejected": len(refused), "wall-s": t.seconds}
         target = neighbourhood_average(own, [p.scores for p in peers])
         model = base.load_model(node.new_model())
         x, y = node.data.private(node.partition_id)
@@ -72,7 +69,7 @@ def distill_step(node: Node, content: RecordDict) -> dict[str, float]:
                                  node.seed(r))
         node.store.commit(r, model, {LIST: softmax(infer(model, node.data.common_x))})
     return {"train-loss": loss, "peers": len(peers), "payload-rejected": len(refused),
-            "label-accuracy": float((target.argmax(1) == node.data.common_y[idx]).mean()),
+            "label-accuracy": node.label_accuracy(target.argmax(axis=1), idx),
             "wall-s": t.seconds}
 
 

@@ -34,10 +34,7 @@ def local_phase(node: Node, content: RecordDict | None = None) -> dict[str, floa
         model, loss = node.fit_private()
         scores = node.scores(model)
         node.store.commit(0, model, {LIST: scores}, {"counter": 1})
-    return {"partition-id": node.partition_id,
-            "num-examples": len(node.data.parts[node.partition_id]), "train-loss": loss,
-            "label-accuracy": label_accuracy(node, hard_labels(scores)), "wall-s": t.seconds,
-            **node.local_phase_metrics()}
+    return node.local_phase_metrics(loss, t.seconds, scores)
 
 
 def share(node: Node, content: RecordDict | None = None) -> RecordDict:
@@ -80,8 +77,9 @@ def robust(node: Node, own: np.ndarray, peer: np.ndarray) -> np.ndarray:
 def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
     """Steps 2.3-2.5 on a pulled (IL_j, C_j): mix (Eq. 1), label, train one epoch, re-infer.
 
-    A payload that fails validation raises PayloadError before any state changes; a message
-    with no payload (every pull failed) leaves the state as it is.
+    A payload that fails validation is refused before it touches anything and counted
+    (`payload-rejected`); with no valid payload (every pull failed, or the one pulled was
+    refused) the state stays as it is.
     """
     with Timer() as t:
         base = node.base_snapshot()
@@ -89,15 +87,14 @@ def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
         counter = int(base.meta["counter"])
         peers, refused = decode_peers(node, content, il_own.shape,
                                       Expect(kind=node.cfg.inference_output))
-        if refused and not peers:
-            raise PayloadError("; ".join(refused.values()))
         if not peers:
-            return {"peers": 0, "counter": counter, "wall-s": t.seconds}
+            return {"peers": 0, "payload-rejected": len(refused), "counter": counter,
+                    "wall-s": t.seconds}
         peer = peers[0]  # the paper pulls one peer
         mixed = mix_inference_lists(il_own, counter, robust(node, il_own, peer.scores),
                                     peer.counter)  # paper Eq. 1
         labels = hard_labels(mixed)
-        label_acc = label_accuracy(node, labels)
+        label_acc = node.label_accuracy(labels)
         if node.cfg.label_source == "ground-truth":
             # LABEL LEAK, on purpose: what the reference code's dist_train does.
             labels = node.data.common_y
@@ -109,11 +106,6 @@ def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
         node.store.commit(step_round, model, {LIST: scores}, {"counter": counter + 1})
     return {"train-loss": loss, "label-accuracy": label_acc, "peers": 1,
             "payload-rejected": len(refused), "counter": counter + 1, "wall-s": t.seconds}
-
-
-def label_accuracy(node: Node, labels: np.ndarray) -> float:
-    """Share of X_c whose pseudo-label equals the truth (a diagnostic, never trained on)."""
-    return float((labels == node.data.common_y).mean())
 
 
 # ======================================================================== relay side

@@ -17,10 +17,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 from tqdm.auto import tqdm
 
-from flower_gd.codecs import PAYLOAD_KEY, payload_key, payload_record
+from flower_gd.codecs import CONFIG_KEY, PAYLOAD_KEY, payload_key, payload_record
 from flower_gd.config import PEER_ASSISTS, TOPOLOGIES
 from flower_gd.faults import delay_if_slow
-from flower_gd.metering import RELAY_CONFIG_KEY, RELAY_FROM_KEY, set_meter_round
+from flower_gd.metering import RELAY_FROM_KEY, set_meter_round
 from flower_gd.method import NodeStep, ServerRun
 from flower_gd.models import parameter_count
 from flower_gd.node import Node
@@ -72,14 +72,14 @@ def status(node: Node, content: RecordDict) -> dict[str, float]:
 
 def delivered(content: RecordDict) -> list[int]:
     """The fan-outs of this node's answers delivered this round (the relay's receipts)."""
-    config = content.config_records.get("config")
+    config = content.config_records.get(CONFIG_KEY)
     value = [] if config is None else config.get(DELIVERED_KEY, [])
     return [int(p) for p in value] if isinstance(value, list) else [int(value)]
 
 
 def fanout(content: RecordDict) -> int:
     """How many nodes receive the answer to this share request (1 if the relay says not)."""
-    config = content.config_records.get("config")
+    config = content.config_records.get(CONFIG_KEY)
     value = 1 if config is None else config.get(FANOUT_KEY, 1)
     if not isinstance(value, int):
         raise ValueError(f"{FANOUT_KEY}={value!r} is not a node count")
@@ -206,6 +206,7 @@ class PullRelay(NodeRecordingStrategy):
         self._relay: dict[int, list[tuple[int, Message]]] = {}  # dst -> [(src, share reply)]
         self._delivered: dict[int, list[int]] = {}  # src -> fan-out of each delivered answer
         self.failed_pulls = 0
+        self._short: set[int] = set()  # nodes warned of having fewer candidates than peers
 
     @classmethod
     def relay_options(cls, run: ServerRun) -> dict[str, Any]:
@@ -280,7 +281,7 @@ class PullRelay(NodeRecordingStrategy):
     def candidates(self, node: int, node_ids: list[int]) -> list[int]:
         """The peers `node` may pull from under the topology (and `assist`), in partition
         order."""
-        by_partition = sorted(node_ids, key=lambda n: self.partition_of.get(n, n))
+        by_partition = self.by_partition(node_ids)
         if self.topology == "ring":
             pos = by_partition.index(node)
             ring = [by_partition[(pos - 1) % len(by_partition)],
@@ -307,8 +308,14 @@ class PullRelay(NodeRecordingStrategy):
     def choose_peers(self, node_ids: list[int], k: int = 1) -> dict[int, list[int]]:
         """Pick, for every node, the k distinct peers it pulls from this round (pull gossip)."""
         pulls = {}
-        for node in sorted(node_ids, key=lambda n: self.partition_of.get(n, n)):
+        for node in self.by_partition(node_ids):
             candidates = self.candidates(node, node_ids)
+            if len(candidates) < k and node not in self._short:
+                self._short.add(node)  # once per node and run
+                log(WARNING, "partition %s has %s candidate peer(s) under %s%s: it pulls "
+                    "%s, not %s", self.partition_of.get(node, node), len(candidates),
+                    self.topology, "" if self.assist == "none" else f" and {self.assist}",
+                    len(candidates), k)
             if k == 1:  # the paper's single pull (and the same random stream as before)
                 chosen = [int(self.rng.integers(len(candidates)))]
             else:
@@ -329,7 +336,7 @@ class PullRelay(NodeRecordingStrategy):
         messages = []
         for src in sorted(fanout):
             message = self.message(src, SHARE, server_round)
-            config = message.content.config_records["config"]
+            config = message.content.config_records[CONFIG_KEY]
             config[FANOUT_KEY] = fanout[src]
             if self._delivered.get(src):
                 config[DELIVERED_KEY] = list(self._delivered[src])
@@ -342,7 +349,7 @@ class PullRelay(NodeRecordingStrategy):
         a step message, with no payload when all its pulls failed, and the receipts of its
         own delivered answers."""
         return [self.step_message(dst, server_round)
-                for dst in sorted(self.node_ids, key=lambda n: self.partition_of.get(n, n))]
+                for dst in self.by_partition(self.node_ids)]
 
     def step_message(self, dst: int, server_round: int) -> Message:
         """Node `dst`'s step: the payloads it pulled, and the receipts of its own answers."""
@@ -351,7 +358,7 @@ class PullRelay(NodeRecordingStrategy):
         for i, (_, reply) in enumerate(relayed):
             content[payload_key(i)] = payload_record(reply.content)
         message = self.message(dst, STEP, server_round, content)
-        config = message.content.config_records[RELAY_CONFIG_KEY]
+        config = message.content.config_records[CONFIG_KEY]
         if relayed:
             config[RELAY_FROM_KEY] = [s for s, _ in relayed]
         if self._delivered.get(dst):
@@ -363,7 +370,7 @@ class PullRelay(NodeRecordingStrategy):
         step lost on the way there, or whose reply was lost, would otherwise drop the
         payloads' push-sum mass and the node's receipts. Nodes apply a step at most once (a
         re-sent one is replayed), so re-sending is safe."""
-        order = sorted(self.node_ids, key=lambda n: self.partition_of.get(n, n))
+        order = self.by_partition(self.node_ids)
         return self.send_until_answered(
             grid, server_round,
             {dst: partial(self.step_message, dst, server_round) for dst in order},
@@ -371,10 +378,10 @@ class PullRelay(NodeRecordingStrategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Record each node's step metrics; there is no global model to aggregate."""
+        """Record each node's step metrics; there is no global model to aggregate. The run
+        goes on while at least `min-nodes` nodes took their step (`require_min`)."""
         got = self.collect(server_round, replies, "gossip step")
-        if not got:
-            return None, None
+        self.require_min(got, f"round {server_round}: the gossip step")
         metrics = [metrics_of(m) for m in got.values()]
         # only nodes that trained on labels this round report their quality (a node with no
         # payload did not): the others are left out, not counted as 0

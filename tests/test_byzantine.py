@@ -56,7 +56,7 @@ TINY = {"num-nodes": 4, "num-server-rounds": 2, "local-epochs": 1, "common-limit
         "byzantine-attack": "malformed"}
 
 
-@pytest.mark.parametrize("method", ["gossip", "gossip-adaptive", "dlad"])
+@pytest.mark.parametrize("method", ["gossip", "gossip-adaptive", "dist-distill", "dlad"])
 def test_malformed_payloads_are_rejected_at_decode_and_the_run_goes_on(tmp_path, method):
     summary = run_experiment({**TINY, "method": method, "output-dir": str(tmp_path)})
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]

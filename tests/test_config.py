@@ -30,6 +30,8 @@ def test_unknown_key_names_the_key_and_the_known_ones():
     ("private-fraction", 1.5, "in \\[1e-06, 0.999\\]"),
     ("topology", "star", "choose one of"),
     ("method", "gossip-magic", "method='gossip-magic' is not valid"),
+    ("batch-size", 1, "training skips one-sample batches .* use batch-size=2 or more"),
+    ("batch-size", 0, "batch-size=0 must be >= 2"),
 ])
 def test_bad_values_fail_before_any_work(key, value, match):
     with pytest.raises(ConfigError, match=match):

@@ -62,3 +62,30 @@ def test_dlad_target_falls_back_to_equal_weights_when_no_node_is_confident():
     np.testing.assert_allclose(target, [[0.5, 0.5]])
     with pytest.raises(ValueError, match="do not match"):
         adaptive_target(probs, np.zeros((3, 1)))
+
+
+def test_a_non_finite_confidence_counts_as_no_confidence_and_never_spreads():
+    from flower_gd.distill import adaptive_target, density_ratio, weighted_mix
+
+    probs = np.array([[[0.9, 0.1], [0.6, 0.4]], [[0.2, 0.8], [0.3, 0.7]]])
+    conf = np.array([[np.nan, 0.1], [0.25, np.inf]])
+    # a diverged discriminator's NaN or inf is d = 0: the other node's scores alone
+    np.testing.assert_allclose(adaptive_target(probs, conf), [[0.2, 0.8], [0.6, 0.4]],
+                               rtol=1e-6)
+    w = density_ratio(np.array([np.nan, -np.inf, 0.5]))
+    np.testing.assert_allclose(w, [1e-4 / (1 - 1e-4)] * 2 + [1.0])
+    # gossip-adaptive's mix of those weights: finite belief and total weight
+    belief, total = weighted_mix(probs[0], w[:2], [probs[1]], [np.ones(2)])
+    assert np.isfinite(belief).all() and np.isfinite(total).all()
+
+
+def test_the_dlad_weighting_and_dlads_target_are_one_mix():
+    from flower_gd.distill import adaptive_target, weighted_mix
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=(3, 50))
+    conf = rng.uniform(size=(3, 50))
+    conf[:, :5] = 0.0  # no node confident: both average the nodes
+    belief, total = weighted_mix(probs[0], conf[0], list(probs[1:]), list(conf[1:]))
+    np.testing.assert_allclose(belief, adaptive_target(probs, conf), rtol=1e-6)
+    np.testing.assert_allclose(total, conf.sum(axis=0))

@@ -108,6 +108,13 @@ def test_gossip_goes_on_when_a_node_dies_and_messages_are_lost(tmp_path, method)
     assert np.isfinite(summary["final"]["median"])
 
 
+def test_a_gossip_run_stops_when_fewer_than_min_nodes_take_their_step(tmp_path):
+    # two of four nodes die at round 1: two steps answered, min-nodes=3 wants three
+    with pytest.raises(RuntimeError, match=r"round 1: the gossip step: only 2 node\(s\) "
+                       r"answered, fewer than min-nodes=3 \(failed: partition 1, partition 2\)"):
+        _run(tmp_path, method="gossip", **{"drop-nodes": "1@1,2@1", "min-nodes": 3})
+
+
 def test_dlad_aggregates_the_nodes_that_answered(tmp_path):
     summary, rows, _ = _run(tmp_path, method="dlad", **{"drop-nodes": "2@0"})
     uploads = [r for r in rows if r["round"] == "0"]

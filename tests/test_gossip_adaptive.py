@@ -238,12 +238,17 @@ def test_config_refuses_impossible_options():
         methods.load_config({**base, "gossip-peers": 10})
     # a method that pulls no peers does not care how many it would pull
     methods.load_config({**base, "method": "dlad", "num-nodes": 2})
+    with pytest.raises(ConfigError, match="gossip-peers=3 with topology=ring.*set "
+                                          "gossip-peers=2 or topology=complete"):
+        methods.load_config({**base, "gossip-peers": 3, "topology": "ring"})
     with pytest.raises(ConfigError, match="cannot carry logits"):
         RunConfig.from_mapping({**base, "codec": "uint8", "inference-output": "logits",
                                 "method": "gossip"})
     with pytest.raises(ConfigError, match="gossip-bookkeeping='push'"):
         RunConfig.from_mapping({**base, "gossip-bookkeeping": "push"})
-    with pytest.raises(ConfigError, match="set inference-output=probs"):
+    # gossip-adaptive always shares probabilities: a sweep's inference-output=logits (for
+    # gossip) is ignored with a warning, not refused
+    with pytest.warns(UserWarning, match=r"method=gossip-adaptive ignores \['inference-output'\]"):
         methods.load_config({**base, "inference-output": "logits"})
 
 

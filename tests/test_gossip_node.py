@@ -1,5 +1,6 @@
 """Node-side gossip steps on digits: state on disk, Eq. 1 counters, label leak, bad payloads."""
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -99,13 +100,15 @@ def _malformed(content, what):
     ("counter", "counter -5"), ("absurd counter", "out of range"), ("shape", "shape"),
     ("NaN", "NaN/inf"), ("negative", "negative"),
 ])
-def test_a_malformed_payload_is_rejected_and_the_node_state_untouched(tmp_path, what, match):
+def test_a_malformed_payload_is_rejected_and_the_node_state_untouched(tmp_path, caplog, what,
+                                                                      match):
     a, b = _node(tmp_path, 0), _node(tmp_path, 1)
     gossip.local_phase(a)
     gossip.local_phase(b)
     before = {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()}
-    with pytest.raises(gossip.PayloadError, match=match):
-        _step(a, _malformed(gossip.share(b), what))
+    metrics = _step(a, _malformed(gossip.share(b), what))
+    assert metrics["peers"] == 0 and metrics["payload-rejected"] == 1
+    assert re.search(match, caplog.text)  # the log names the problem
     assert {p: p.read_bytes() for p in a.store.root.rglob('*') if p.is_file()} == before
 
 

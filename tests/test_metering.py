@@ -8,9 +8,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
-from flower_gd.codecs import Codec, InferencePayload, encode_payload
+from flower_gd.codecs import CONFIG_KEY, Codec, InferencePayload, encode_payload
 from flower_gd.metering import (
-    RELAY_CONFIG_KEY,
     RELAY_FROM_KEY,
     SESSION_ID,
     MeteredGrid,
@@ -180,7 +179,7 @@ def test_metered_grid_counts_both_legs_and_the_relay_once_as_p2p():
     meter = MeteredGrid(FakeGrid())
     meter.set_round(3)
     msg = _payload_message(100, dst=7)
-    msg.content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: 8})
+    msg.content[CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: 8})
     size = transfer_nbytes(msg, "down")
     replies = list(meter.send_and_receive([msg], timeout=5))
     assert len(replies) == 1
@@ -202,7 +201,7 @@ def test_a_relay_of_several_payloads_splits_its_bytes_by_payload_size():
     small = _payload_message(100)
     msg = _payload_message(300, dst=7)
     msg.content[payload_key(1)] = small.content["inference"]
-    msg.content[RELAY_CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: [8, 9]})
+    msg.content[CONFIG_KEY] = ConfigRecord({RELAY_FROM_KEY: [8, 9]})
     size = transfer_nbytes(msg, "down")
     list(meter.send_and_receive([msg], timeout=5))
     down = {e.peer_id: e.nbytes for e in meter.entries if e.kind == "p2p" and e.direction == "down"}

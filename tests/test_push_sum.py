@@ -82,3 +82,32 @@ def test_each_weighting_tends_to_its_closed_form_limit(weighting):
     dlad = adaptive_target(beliefs, d).astype(np.float64)
     agree = np.abs(final[0] - dlad).max() < 1e-5  # float32 target: 1e-5, not 1e-7
     assert agree == (weighting == "dlad")  # and the ratio limit is another point
+
+
+def test_accumulate_bookkeeping_rescales_without_changing_the_mix():
+    """`accumulate` keeps every received weight: unscaled, the fleet's weight triples a round
+    with 2 peers and passes the decoder's 1e30 within about 60 rounds. The common rescale
+    keeps it bounded and changes no belief (the mix reads ratios only)."""
+    from flower_gd.distill import weighted_mix
+
+    rng = np.random.default_rng(5)
+    n, peers = 6, 2
+    beliefs = list(rng.dirichlet(np.ones(4), size=(n, 20)))
+    d = rng.uniform(0.02, 0.98, size=(n, 20))
+    plain = scaled = [ga.initial_weights(d[i], "ratio") for i in range(n)]
+    b_plain = b_scaled = beliefs
+    for r in range(200):
+        pulls = [rng.choice([j for j in range(n) if j != i], peers, replace=False)
+                 for i in range(n)]
+        step = [weighted_mix(b_scaled[i], scaled[i], [b_scaled[j] for j in pulls[i]],
+                             [scaled[j] for j in pulls[i]]) for i in range(n)]
+        b_scaled = [b for b, _ in step]
+        scaled = [ga.accumulate_rescale(w, peers) for _, w in step]
+        if r < 20:
+            step = [weighted_mix(b_plain[i], plain[i], [b_plain[j] for j in pulls[i]],
+                                 [plain[j] for j in pulls[i]]) for i in range(n)]
+            b_plain, plain = [b for b, _ in step], [w for _, w in step]
+            for a, b in zip(b_plain, b_scaled, strict=True):
+                np.testing.assert_allclose(a, b, atol=1e-6)
+    assert max(float(np.max(w)) for w in plain) > 1e8  # unscaled: 20 rounds, already huge
+    assert all(np.isfinite(w).all() and np.max(w) < 1e6 for w in scaled)

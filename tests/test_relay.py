@@ -72,6 +72,20 @@ def test_next_larger_pulls_only_from_the_next_larger_family_and_the_largest_from
         PullRelay("/unused", 5, assist="next-larger")
 
 
+def test_a_node_with_fewer_candidates_than_peers_pulls_them_all_and_says_so(caplog):
+    families = ["cnn", "cnn-wide", "mobilenet_v3_small"]  # partition 2 is the only mobilenet
+    relay = PullRelay("/unused", len(IDS), seed=3, peers=2, assist="next-larger",
+                      family_of=lambda p: families[p % 3])
+    relay.partition_of = {node: p for p, node in enumerate(IDS)}
+    for _ in range(3):
+        pulls = relay.choose_peers(IDS, k=2)
+    # the cnn-wide partitions 1 and 4 have one mobilenet to pull from, not two
+    assert pulls[IDS[1]] == pulls[IDS[4]] == [IDS[2]]
+    warned = [r.getMessage() for r in caplog.records if "candidate peer" in r.getMessage()]
+    assert warned == [f"partition {p} has 1 candidate peer(s) under complete and next-larger: "
+                      "it pulls 1, not 2" for p in (1, 4)]  # once per node and run
+
+
 # ------------------------------------------------------------- re-sending what was lost
 class ScriptedGrid:
     """Answers each message by its node's next scripted outcome: `ok` (a reply), `lost`

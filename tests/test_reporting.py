@@ -368,7 +368,7 @@ def test_paired_differences_pair_by_seed_and_say_when_not_distinguishable(tmp_pa
 def test_a_run_made_by_other_code_is_left_out_of_the_tables_or_marked(results):
     """A mean or a paired difference never mixes code versions by default; on request the
     other code's runs are tabulated, each cell holding one marked."""
-    from flower_gd.results import CODE_VERSION_KEY
+    from flower_gd.provenance import CODE_VERSION_KEY
 
     (run,) = [d for d in results.iterdir() if d.name.startswith("gossip_iid") and
               d.name.endswith("_s0")]
@@ -542,7 +542,7 @@ def test_the_assist_table_pairs_each_family_with_the_run_without_assist(tmp_path
 
 
 def test_figures_leave_out_runs_made_by_other_code_unless_asked(results, tmp_path, capsys):
-    from flower_gd.results import CODE_VERSION_KEY
+    from flower_gd.provenance import CODE_VERSION_KEY
 
     run = next(d for d in sorted(results.iterdir()) if (d / "config.json").is_file())
     cfg = json.loads((run / "config.json").read_text())

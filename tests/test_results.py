@@ -10,11 +10,12 @@ from flower_gd.results import SUMMARY, RunRecorder, is_finished
 
 def _saved(tmp_path, config, version=None, name="run"):
     """A finished run directory as a sweep leaves it, made by `version` (today's code)."""
-    from flower_gd.results import CODE_VERSION_KEY, code_version
+    from flower_gd.provenance import CODE_VERSION_KEY, code_version
 
     run = tmp_path / name
     run.mkdir()
-    saved = {**config, CODE_VERSION_KEY: code_version() if version is None else version}
+    saved = {**config,
+             CODE_VERSION_KEY: code_version(config["method"]) if version is None else version}
     (run / "config.json").write_text(json.dumps(saved))
     (run / SUMMARY).write_text("{}")
     return run
@@ -26,18 +27,34 @@ def test_a_moved_results_folder_still_counts(tmp_path):
 
 
 def test_a_key_the_run_lacks_is_a_difference_not_a_default(tmp_path):
-    defaults = load_defaults()
-    old = {k: v for k, v in defaults.items() if k not in ("codec", "gossip-peers")}
+    defaults = load_defaults()  # method = gossip: it reads codec and label-source
+    old = {k: v for k, v in defaults.items() if k not in ("codec", "label-source")}
     run = _saved(tmp_path, old)
-    with pytest.raises(FileExistsError, match=r"differs in \['codec', 'gossip-peers'\]"):
+    with pytest.raises(FileExistsError, match=r"differs in \['codec', 'label-source'\]"):
         is_finished(run, defaults)
 
 
+def test_keys_only_other_methods_read_are_not_compared(tmp_path):
+    """A key added for another method (the run predates it) or set for another method in a
+    sweep cannot change what this method computed: its run still counts (as its run name,
+    which leaves such keys out, already says)."""
+    defaults = load_defaults()  # gossip reads neither gossip-peers nor distill-weight
+    old = {k: v for k, v in defaults.items() if k != "gossip-peers"}
+    run = _saved(tmp_path, old)
+    assert is_finished(run, {**defaults, "distill-weight": 9.0})
+    gossip_adaptive = {**defaults, "method": "gossip-adaptive"}
+    run = _saved(tmp_path, {k: v for k, v in gossip_adaptive.items() if k != "gossip-peers"},
+                 name="ga")
+    with pytest.raises(FileExistsError, match=r"differs in \['gossip-peers'\]"):
+        is_finished(run, gossip_adaptive)  # gossip-adaptive reads it
+
+
 def test_a_run_made_by_other_code_is_set_aside_and_remeasured(tmp_path):
-    from flower_gd.results import STALE_DIR, code_version
+    from flower_gd.provenance import STALE_DIR, code_version
 
     config = load_defaults()
-    other = {**code_version(), "source": "0" * 32, "commit": "abcdef1234" + "0" * 30}
+    other = {**code_version(config["method"]), "source": "0" * 32,
+             "commit": "abcdef1234" + "0" * 30}
     run = _saved(tmp_path, config, version=other)
     assert not is_finished(run, config)  # the sweep runs the cell again
     assert not run.exists()
@@ -48,15 +65,16 @@ def test_a_run_made_by_other_code_is_set_aside_and_remeasured(tmp_path):
 def test_a_stale_run_is_remeasured_even_when_its_config_differs(tmp_path):
     """Code comes first: an older run whose keys differ (older code named them otherwise)
     is set aside and re-measured, not an error that stops the sweep."""
-    from flower_gd.results import STALE_DIR, code_version
+    from flower_gd.provenance import STALE_DIR, code_version
 
     defaults = load_defaults()
     old = {k: v for k, v in defaults.items() if k != "codec"}
-    run = _saved(tmp_path, old, version={**code_version(), "source": "1" * 32})
+    now = code_version(defaults["method"])
+    run = _saved(tmp_path, old, version={**now, "source": "1" * 32})
     assert not is_finished(run, defaults) and not run.exists()
     assert len(list((tmp_path / STALE_DIR).iterdir())) == 1
     # the same run kept on purpose (reuse-stale) must still match the config
-    run = _saved(tmp_path, old, version={**code_version(), "source": "1" * 32}, name="kept")
+    run = _saved(tmp_path, old, version={**now, "source": "1" * 32}, name="kept")
     with pytest.raises(FileExistsError, match=r"differs in \['codec'\]"):
         is_finished(run, defaults, reuse_stale=True)
 
@@ -72,11 +90,11 @@ def test_a_run_without_a_code_version_is_stale_and_reuse_stale_keeps_it(tmp_path
 
 
 def test_other_package_versions_are_other_code(tmp_path):
-    from flower_gd.results import code_version, made_by_this_code
+    from flower_gd.provenance import code_version, made_by_this_code
 
     config = load_defaults()
     assert made_by_this_code(_saved(tmp_path, config))
-    older_torch = {**code_version(), "torch": "2.13.0"}
+    older_torch = {**code_version(config["method"]), "torch": "2.13.0"}
     assert not made_by_this_code(_saved(tmp_path, config, version=older_torch, name="b"))
 
 
@@ -85,10 +103,12 @@ def test_an_unfinished_run_is_not_finished(tmp_path):
 
 
 def test_a_run_records_the_code_that_made_it(tmp_path):
-    from flower_gd.results import CODE_VERSION_KEY, code_version
+    from flower_gd.provenance import CODE_VERSION_KEY, code_version
 
-    version = code_version()
-    assert set(version) == {"commit", "dirty", "source", "flwr", "torch", "numpy"}
+    version = code_version("gossip")
+    assert set(version) == {"commit", "dirty", "source", "method-files", "flwr", "torch",
+                            "numpy"}
+    assert version["method-files"] == ["strategies/gossip.py", "strategies/relay.py"]
     assert len(version["commit"]) == 40 or version["commit"] == "unknown"
     assert version["flwr"].startswith("1.41")
     meter = type("Meter", (), {"entries": []})()
