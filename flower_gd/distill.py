@@ -41,8 +41,9 @@ def hard_labels(scores: np.ndarray) -> np.ndarray:
 
 
 def finite_confidence(confidence: np.ndarray) -> np.ndarray:
-    """Discriminator outputs as float64 in [0, 1], a non-finite one (a diverged
-    discriminator) read as 0: no claim that the sample looks like the node's data."""
+    """Discriminator outputs as float64 in [0, 1]. A non-finite one, +inf included, comes
+    from a diverged discriminator and is read as 0, on purpose: no claim that the sample
+    looks like the node's data (a sigmoid never gives inf)."""
     conf = np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=0.0, posinf=0.0,
                          neginf=0.0)
     return np.clip(conf, 0.0, 1.0)
@@ -50,9 +51,10 @@ def finite_confidence(confidence: np.ndarray) -> np.ndarray:
 
 def normalised_mix(weights: np.ndarray, beliefs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample mix sum_m w_m(x) B_m(x) / sum_m w_m(x) of (m, n) weights and (m, n, C)
-    beliefs, and the total weight per sample; where every weight is 0 the beliefs are
-    averaged. DLAD's target and gossip-adaptive's mix are both this one function, so the
-    `dlad` weighting's limit is DLAD's target exactly."""
+    beliefs, and the total weight per sample; where every weight is 0 (exactly: a positive
+    total however small still weights) the beliefs are averaged. DLAD's target and
+    gossip-adaptive's mix are both this one function, so the `dlad` weighting's limit is
+    DLAD's target exactly."""
     w = weights.astype(np.float64)
     total = w.sum(axis=0)
     coef = np.where(total > 0, w / np.where(total > 0, total, 1.0), 1.0 / len(w))

@@ -45,6 +45,9 @@ READ_ONLY = ("flower_gd/report.py", "flower_gd/tables.py", "flower_gd/plots.py",
 # method's module instead
 REGISTRY_FILE = "flower_gd/methods.py"
 PACKAGES = ("flower_gd", "strategies", "baselines")
+# the packages whose versions a run records and a reused run must share: the engine, the
+# arithmetic, the model definitions and the embedded digits data
+PACKAGE_VERSIONS = ("flwr", "torch", "numpy", "torchvision", "scikit-learn")
 
 
 def _git(*args: str) -> str | None:
@@ -69,7 +72,7 @@ def _commit_and_dirty() -> tuple[str | None, bool | None]:
 @functools.cache
 def _packages() -> dict[str, str]:
     packages = {}
-    for name in ("flwr", "torch", "numpy"):
+    for name in PACKAGE_VERSIONS:
         try:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -77,23 +80,38 @@ def _packages() -> dict[str, str]:
     return packages
 
 
+@functools.cache
 def code_version(method: str | None = None) -> dict[str, Any]:
     """The code that makes `method`'s runs in this process: git commit and whether the tree
     had uncommitted changes, the scoped source digest (`source_digest`) with the files of
-    its scope beyond the core (`method-files`), and the versions of the packages that
-    compute the numbers. Without a method: the core alone (what the local phase and tools
-    outside any method run).
+    its scope beyond the core (`method-files`), the option keys the method does not read
+    (`unread-keys`, see `config_differs`), and the versions of the packages that compute the
+    numbers. Without a method: the core alone (what the local phase and tools outside any
+    method run).
 
-    An app installed from a bundle (the deployment engine) has no git checkout: it takes the
-    commit its launcher put in FLOWER_GD_CODE_VERSION, or says `unknown`.
+    Taken once per process, as the code is imported once: a sweep in one process whose
+    files are edited while it runs goes on with the code it loaded, and `still_this_code`
+    tells its runs apart. An app installed from a bundle (the deployment engine) has no git
+    checkout: it takes the commit its launcher put in FLOWER_GD_CODE_VERSION, or `unknown`.
     """
     own = method_files(method) if method else ()
     version = {"source": source_digest(own), "method-files": list(own), **_packages()}
+    if method:
+        from flower_gd.methods import unread_keys  # the registry imports every method
+
+        version["unread-keys"] = sorted(unread_keys(method))
     commit, dirty = _commit_and_dirty()
     launched = os.environ.get(CODE_VERSION_ENV)
     if commit is None and launched:
         return {**json.loads(launched), **version}
     return {"commit": commit or "unknown", "dirty": dirty, **version}
+
+
+def still_this_code(method: str | None = None) -> bool:
+    """Whether the files on disk are still those `code_version` saw when this process took
+    its snapshot (a file edited during a sweep: later runs ran the code loaded before)."""
+    own = method_files(method) if method else ()
+    return source_digest(own) == code_version(method)["source"]
 
 
 # ------------------------------------------------------------------ the scope of a run
@@ -112,12 +130,6 @@ def _module_file(module: str, root: Path) -> str | None:
 def imported_files(path: str, root: Path = PROJECT_ROOT) -> set[str]:
     """The project's modules that the file `path` imports (statically: `import x.y`,
     `from x import y`, `from x.y import z`, at any depth of the file), as paths."""
-    stat = (root / path).stat()
-    return set(_imported_files(path, root, stat.st_mtime_ns, stat.st_size))
-
-
-@functools.cache
-def _imported_files(path: str, root: Path, mtime_ns: int, size: int) -> frozenset[str]:
     tree = ast.parse((root / path).read_text(), filename=path)
     package = path.rsplit("/", 1)[0].replace("/", ".")
     found: set[str] = set()
@@ -133,19 +145,41 @@ def _imported_files(path: str, root: Path, mtime_ns: int, size: int) -> frozense
         else:
             continue
         found.update(f for f in (_module_file(n, root) for n in names) if f is not None)
-    return frozenset(found)
+    return found
 
 
 def method_files(method: str, root: Path = PROJECT_ROOT) -> tuple[str, ...]:
     """The files of `method`'s scope beyond the core: its module (from the registry) and
     every `strategies` / `baselines` module reachable from it by imports, sorted."""
+    files: set[str] = set()
+    for module in entry_modules(method):
+        entry = _module_file(module, root)
+        if entry is None or entry.split("/", 1)[0] not in METHOD_ROOTS:
+            raise ConfigError(f"method={method}: its code comes from {module}, not from a "
+                              f"module of {METHOD_ROOTS}: move it there, so that runs "
+                              "record the code that made them")
+        files.update(module_closure(entry, root))
+    return tuple(sorted(files))
+
+
+def entry_modules(method: str) -> set[str]:
+    """The modules a method's code starts from: every method-package module that holds its
+    `Method` entry, and the modules of its `run` and `check` (partials unwrapped). Node
+    steps are wrappers from `strategies.relay` or functions of these modules."""
+    import sys
+
     from flower_gd import methods  # the registry imports every method: not at module load
 
-    module = methods.get(method).run.__module__
-    entry = _module_file(module, root)
-    if entry is None:
-        raise ValueError(f"method={method}: its module {module} is not under {METHOD_ROOTS}")
-    return module_closure(entry, root)
+    entry = methods.get(method)
+    found = {name for name, module in list(sys.modules.items())
+             if name.split(".", 1)[0] in METHOD_ROOTS
+             and any(value is entry for value in vars(module).values())}
+    for fn in (entry.run, entry.check):
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        if fn is not None:
+            found.add(str(fn.__module__))
+    return {m for m in found if not m.startswith("flower_gd.")}
 
 
 def module_closure(entry: str, root: Path = PROJECT_ROOT) -> tuple[str, ...]:
@@ -181,18 +215,9 @@ def source_digest(method_scope: Iterable[str] = (), root: Path = PROJECT_ROOT) -
     """Digest of the core and of the files `method_scope` names (their paths and bytes)."""
     h = hashlib.blake2b(digest_size=16)
     for rel in sorted({*core_files(root), *method_scope}):
-        path = root / rel
-        stat = path.stat()
         h.update(rel.encode())
-        h.update(_file_digest(path, stat.st_mtime_ns, stat.st_size))
+        h.update(hashlib.blake2b((root / rel).read_bytes(), digest_size=16).digest())
     return h.hexdigest()
-
-
-@functools.cache
-def _file_digest(path: Path, mtime_ns: int, size: int) -> bytes:
-    """A file's content digest, read once per version of the file (a report checks the
-    code of hundreds of runs)."""
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
 
 
 # ------------------------------------------------------------------ saved runs
@@ -202,13 +227,18 @@ def config_differs(run_dir: Path, config: dict[str, Any],
 
     A key the saved run lacks (it predates the key) is a difference, not a default: the code
     that made the run may have meant something else by its absence. Where the run lives is
-    not part of what it computed, so a moved or cloned results folder still matches; nor
-    are the `unread` keys (those only other methods read).
+    not part of what it computed, so a moved or cloned results folder still matches. A key
+    of `unread` (those only other methods read today) is skipped where it could not have
+    mattered then either: the saved run lacks it (another method added it since), or the
+    run recorded it as unread too. A key the run's method could read then (it was read by
+    every method) and no longer counts as its own is compared: the registry changed, not
+    the run's evidence.
     """
     saved = upgrade(json.loads((Path(run_dir) / "config.json").read_text()))
-    saved.pop(CODE_VERSION_KEY, None)  # which code made it is not part of the config
+    version = saved.pop(CODE_VERSION_KEY, None)  # which code made it: not the config
+    unread_then = set(version.get("unread-keys", [])) if isinstance(version, dict) else set()
     missing = object()
-    skip = set(HOUSEKEEPING_KEYS) | set(unread)
+    skip = set(HOUSEKEEPING_KEYS) | {k for k in unread if k not in saved or k in unread_then}
     return sorted(k for k in set(saved) | set(config)
                   if k not in skip and saved.get(k, missing) != config.get(k, missing))
 
@@ -237,10 +267,10 @@ def made_by_this_code(run_dir: Path, saved: dict[str, Any] | None = None) -> boo
         return False
     try:
         now = code_version(str(saved.get("method")))
-    except ConfigError:  # a method today's registry does not know: not this code
+    except ConfigError:  # a method today's registry does not know (or cannot scope)
         return False
-    return all(version.get(k) == now[k] for k in ("source", "method-files", "flwr", "torch",
-                                                  "numpy"))
+    return all(version.get(k) == now[k]
+               for k in ("source", "method-files", *PACKAGE_VERSIONS))
 
 
 STALE_DIR = ".stale"  # where a sweep moves runs made by other code before re-measuring them

@@ -13,6 +13,7 @@ import csv
 import json
 import statistics
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from flower_gd.provenance import (
     config_differs,
     made_by_this_code,
     set_aside,
+    still_this_code,
 )
 
 ROUND_COLUMNS = [
@@ -365,8 +367,24 @@ class RunRecorder:
             },
         }
         summary.update(extra or {})
+        self._check_code_unchanged()
         (self.run_dir / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True))
         return summary
+
+    def _check_code_unchanged(self) -> None:
+        """A file of the run's scope edited while it ran: the run computed with the code this
+        process loaded, which its record can no longer name. Its code-version says so, so
+        that no sweep reuses it (it is re-measured)."""
+        method = str(self.config["method"])
+        if still_this_code(method):
+            return
+        path = self.run_dir / "config.json"
+        saved = json.loads(path.read_text())
+        saved[CODE_VERSION_KEY] = {**saved[CODE_VERSION_KEY], "source": "changed-during-run"}
+        path.write_text(json.dumps(saved, indent=2, sort_keys=True))
+        warnings.warn(f"{self.run_dir}: the source of method={method} changed on disk while "
+                      "it ran; the run is kept but marked, and a sweep will re-measure it",
+                      stacklevel=2)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

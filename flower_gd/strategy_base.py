@@ -131,10 +131,10 @@ class NodeRecordingStrategy(Strategy):
         `min-nodes` uploads are valid (`require_min`)."""
         valid: dict[int, InferencePayload] = {}
         for node, reply in self.collect(server_round, replies, what).items():
-            self.register(node, partition_of_reply(reply))
             try:
+                self.register(node, partition_of_reply(reply))
                 valid[node] = decode_payload(reply.content, shape, expect=expect)
-            except PayloadError as err:
+            except (PayloadError, KeyError, ValueError) as err:  # KeyError: no partition-id
                 log(WARNING, "%s: rejected the upload of node %s: %s", what, node, err)
                 if self.recorder is not None:
                     self.recorder.record(server_round, node, {"payload-rejected": 1.0})

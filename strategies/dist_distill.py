@@ -14,7 +14,7 @@ from flower_gd.distill import round_subset
 from flower_gd.method import Method, ServerRun
 from flower_gd.node import Node, Timer
 from flower_gd.training import infer, softmax, train_regularized
-from strategies.gossip import decode_peers
+from strategies.peers import decode_peers, robust
 from strategies.relay import RELAY_KEYS, PullRelay, relay_steps
 
 LIST = "soft-decisions"  # the node's softmax outputs on all of X_c
@@ -61,7 +61,7 @@ def distill_step(node: Node, content: RecordDict) -> dict[str, float]:
         peers, refused = decode_peers(node, content, own.shape, Expect(kind="probs"))
         if not peers:
             return {"peers": 0, "payload-rejected": len(refused), "wall-s": t.seconds}
-        target = neighbourhood_average(own, [p.scores for p in peers])
+        target = neighbourhood_average(own, [robust(node, own, p.scores) for p in peers])
         model = base.load_model(node.new_model())
         x, y = node.data.private(node.partition_id)
         loss = train_regularized(model, x, y, node.data.common_x[idx], target,
@@ -120,6 +120,7 @@ METHOD = Method(
     steps=relay_steps(local_phase, share, distill_step),
     shares=frozenset({"scores"}),
     reads=RELAY_KEYS | {"local-epochs", "num-server-rounds", "round-epochs", "gossip-peers",
-                        "public-per-round", "distill-weight", "codec", "codec-topk"},
+                        "public-per-round", "distill-weight", "codec", "codec-topk",
+                        "robust-mix", "clip-radius"},
     color="#17becf",
 )

@@ -5,23 +5,15 @@ from __future__ import annotations
 from logging import WARNING
 from typing import Any
 
-import numpy as np
 from flwr.app import RecordDict
 from flwr.common.logger import log
 
-from flower_gd.codecs import (
-    Expect,
-    InferencePayload,
-    PayloadError,
-    count_payloads,
-    decode_payload,
-    encode_payload,
-    payload_key,
-)
-from flower_gd.distill import clip_toward, hard_labels, mix_inference_lists
+from flower_gd.codecs import Expect, InferencePayload, encode_payload
+from flower_gd.distill import hard_labels, mix_inference_lists
 from flower_gd.method import Method, ServerRun
 from flower_gd.node import Node, Timer
 from flower_gd.training import train_hard
+from strategies.peers import decode_peers, robust
 from strategies.relay import RELAY_KEYS, PullRelay, relay_steps
 
 LIST = "inference-list"  # the snapshot array IL_i
@@ -46,32 +38,6 @@ def share(node: Node, content: RecordDict | None = None) -> RecordDict:
     scores = node.outgoing_scores(snap.array(LIST), node.cfg.inference_output)
     payload = InferencePayload(scores, int(snap.meta["counter"]), node.cfg.inference_output)
     return encode_payload(payload, node.outgoing_codec)
-
-
-def decode_peers(node: Node, content: RecordDict, shape: tuple[int, int], expect: Expect
-                 ) -> tuple[list[InferencePayload], dict[int, str]]:
-    """Every relayed payload that passes validation (`expect`: what this receiver needs),
-    and the others' positions in the message with the reason each was refused.
-
-    A refused payload is logged with its reason and its scores never touch this node.
-    """
-    peers, refused = [], {}
-    for i in range(count_payloads(content)):
-        try:
-            peers.append(decode_payload(content, shape, payload_key(i), expect))
-        except PayloadError as err:
-            refused[i] = str(err)
-            log(WARNING, "node %s rejected payload %s in round %s: %s", node.partition_id, i,
-                node.server_round, err)
-    return peers, refused
-
-
-def robust(node: Node, own: np.ndarray, peer: np.ndarray) -> np.ndarray:
-    """`robust-mix = clip`: bound how far one peer can move each sample (self-centered
-    clipping); `none`: the peer's list as sent."""
-    if node.cfg.robust_mix == "clip":
-        return clip_toward(own, peer, node.cfg.clip_radius)
-    return peer
 
 
 def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:

@@ -21,7 +21,7 @@ from flower_gd.distill import density_ratio, hard_labels, weighted_mix
 from flower_gd.method import Method, ServerRun
 from flower_gd.node import Node, Timer
 from flower_gd.training import train_soft
-from strategies.gossip import decode_peers, robust
+from strategies.peers import decode_peers, robust
 from strategies.relay import RELAY_KEYS, PullRelay, delivered, fanout, relay_steps
 
 BELIEF = "belief"  # snapshot array B_i: (n_common, C)

@@ -307,7 +307,7 @@ class PullRelay(NodeRecordingStrategy):
 
     def choose_peers(self, node_ids: list[int], k: int = 1) -> dict[int, list[int]]:
         """Pick, for every node, the k distinct peers it pulls from this round (pull gossip)."""
-        pulls = {}
+        pulls: dict[int, list[int]] = {}
         for node in self.by_partition(node_ids):
             candidates = self.candidates(node, node_ids)
             if len(candidates) < k and node not in self._short:
@@ -316,6 +316,9 @@ class PullRelay(NodeRecordingStrategy):
                     "%s, not %s", self.partition_of.get(node, node), len(candidates),
                     self.topology, "" if self.assist == "none" else f" and {self.assist}",
                     len(candidates), k)
+            if not candidates:  # alone (min-nodes=1): nobody to pull from this round
+                pulls[node] = []
+                continue
             if k == 1:  # the paper's single pull (and the same random stream as before)
                 chosen = [int(self.rng.integers(len(candidates)))]
             else:

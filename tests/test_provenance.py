@@ -72,11 +72,12 @@ def test_a_new_method_file_changes_no_other_scope(tree):
 
 
 def test_the_real_methods_scopes():
-    assert method_files("gossip-adaptive") == ("strategies/gossip.py",
-                                               "strategies/gossip_adaptive.py",
-                                               "strategies/relay.py")
+    # what the relay methods share is in strategies/peers.py and relay.py: an edit to paper
+    # gossip's own file keeps gossip-adaptive's runs
+    assert method_files("gossip-adaptive") == ("strategies/gossip_adaptive.py",
+                                               "strategies/peers.py", "strategies/relay.py")
     assert method_files("local") == ("baselines/local.py", "strategies/gossip.py",
-                                     "strategies/relay.py")
+                                     "strategies/peers.py", "strategies/relay.py")
     assert method_files("dlad") == ("baselines/dlad.py",)
     assert method_files("fedmd") == ("baselines/consensus.py", "baselines/fedmd.py")
     assert method_files("central-all") == ("baselines/central.py",)
@@ -100,3 +101,98 @@ def test_a_run_is_this_codes_when_its_scope_is(tmp_path):
     assert not made_by_this_code(_run(tmp_path, "fedmd", legacy))
     # a method today's registry does not know
     assert not made_by_this_code(_run(tmp_path, "gone", {**now, "method-files": []}))
+
+
+def test_no_method_module_reaches_code_the_static_scope_cannot_see():
+    """The scope follows static imports: a method module may not import the registry or
+    import modules by name at run time, and no harness module but the registry imports a
+    method module (it would hide that module's edits from the scopes of the others)."""
+    import ast
+
+    from flower_gd.config import PROJECT_ROOT
+    from flower_gd.provenance import METHOD_ROOTS, REGISTRY_FILE, imported_files
+
+    for package in ("flower_gd", *METHOD_ROOTS):
+        for path in sorted((PROJECT_ROOT / package).glob("*.py")):
+            rel = path.relative_to(PROJECT_ROOT).as_posix()
+            imported = imported_files(rel)
+            if package in METHOD_ROOTS:
+                assert REGISTRY_FILE not in imported, rel
+                names = {n.id for n in ast.walk(ast.parse(path.read_text()))
+                         if isinstance(n, ast.Name)} | {
+                    a.name for n in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
+                assert not names & {"importlib", "import_module", "__import__"}, rel
+            elif rel != REGISTRY_FILE:
+                assert not {f for f in imported if f.split("/", 1)[0] in METHOD_ROOTS
+                            and not f.endswith("__init__.py")}, rel
+
+
+# `local` runs the relay for 0 rounds (baselines/local.py): of the files in its scope it
+# executes gossip's local phase and the relay's round 0, never a pull or a step, so the keys
+# only pulls and steps read cannot change it; and the inference list gossip's local phase
+# stores (logits or probabilities, `inference-output`) is never sent or reported by it.
+# `fedmd` shares logits and refuses every codec but float32 and float16 (its `check`), so the
+# consensus server's `codec-topk` never takes effect for it.
+NEVER_ON_ITS_PATH = {"local": {"topology", "pull-timeout", "pull-retries", "gossip-assist",
+                               "num-server-rounds", "round-epochs", "label-source",
+                               "robust-mix", "clip-radius", "inference-output"},
+                     "fedmd": {"codec-topk"}}
+
+
+def test_every_option_key_a_method_reads_in_its_scope_is_declared():
+    """A key only some methods declare (`reads`) is not compared with the saved runs of the
+    others: a method whose own modules read an option key (`cfg.<key>` anywhere in its
+    scope's files) must declare it."""
+    import ast
+
+    from flower_gd import methods
+    from flower_gd.config import PROJECT_ROOT
+
+    def reads_cfg(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and (
+            (isinstance(node.value, ast.Attribute) and node.value.attr == "cfg")
+            or (isinstance(node.value, ast.Name) and node.value.id == "cfg"))
+
+    for name in methods.REGISTRY:
+        used = {node.attr.replace("_", "-")  # type: ignore[attr-defined]
+                for rel in method_files(name)
+                for node in ast.walk(ast.parse((PROJECT_ROOT / rel).read_text()))
+                if reads_cfg(node)}
+        waived = NEVER_ON_ITS_PATH.get(name, set())
+        assert waived <= used, f"{name}: stale waiver {sorted(waived - used)}"
+        undeclared = (used & methods.OPTION_KEYS) - methods.get(name).reads - waived
+        assert not undeclared, f"{name} reads {sorted(undeclared)} without declaring them"
+
+
+def test_a_key_compared_when_the_run_was_made_stays_compared(tmp_path):
+    """Another method declaring a key the run's method read then (a key all methods read)
+    must not make the run's value of it irrelevant: the run recorded it as compared."""
+    from flower_gd.config import load_defaults
+    from flower_gd.provenance import config_differs
+
+    config = load_defaults()  # gossip: gossip-peers is a key only others read today
+    run = tmp_path / "run"
+    run.mkdir()
+    version = {**code_version("gossip"), "unread-keys": []}  # then: every key compared
+    (run / "config.json").write_text(json.dumps({**config, "gossip-peers": 3,
+                                                 CODE_VERSION_KEY: version}))
+    assert config_differs(run, config, {"gossip-peers"}) == ["gossip-peers"]
+    version["unread-keys"] = ["gossip-peers"]  # then as now: not the run's key
+    (run / "config.json").write_text(json.dumps({**config, "gossip-peers": 3,
+                                                 CODE_VERSION_KEY: version}))
+    assert config_differs(run, config, {"gossip-peers"}) == []
+
+
+def test_a_run_whose_code_changed_on_disk_while_it_ran_is_marked(tmp_path, monkeypatch):
+    from flower_gd import results
+    from flower_gd.results import RunRecorder
+
+    meter = type("Meter", (), {"entries": [], "collect_late": lambda self: 0})()
+    rec = RunRecorder(tmp_path / "run", {"method": "dlad"}, meter, lambda p: "cnn")
+    monkeypatch.setattr(results, "still_this_code", lambda method: False)
+    with pytest.warns(UserWarning, match="changed on disk while it ran"):
+        rec.finalize()
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved[CODE_VERSION_KEY]["source"] == "changed-during-run"
+    assert not made_by_this_code(tmp_path / "run")

@@ -86,6 +86,11 @@ def test_a_node_with_fewer_candidates_than_peers_pulls_them_all_and_says_so(capl
                       "it pulls 1, not 2" for p in (1, 4)]  # once per node and run
 
 
+def test_a_node_left_alone_pulls_nobody_instead_of_failing():
+    relay = _relay("complete", peers=1)
+    assert relay.choose_peers([IDS[0]], k=1) == {IDS[0]: []}  # min-nodes=1, the others dead
+
+
 # ------------------------------------------------------------- re-sending what was lost
 class ScriptedGrid:
     """Answers each message by its node's next scripted outcome: `ok` (a reply), `lost`
