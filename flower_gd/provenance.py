@@ -20,10 +20,12 @@ what this method computed, and they do not appear in its run name either.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import platform
 import subprocess
 from collections.abc import Iterable
 from importlib import metadata
@@ -112,6 +114,26 @@ def still_this_code(method: str | None = None) -> bool:
     its snapshot (a file edited during a sweep: later runs ran the code loaded before)."""
     own = method_files(method) if method else ()
     return source_digest(own) == code_version(method)["source"]
+
+
+@functools.cache
+def machine() -> dict[str, Any]:
+    """The machine a run ran on: CPU model, cores, platform, Python. Not part of a run's
+    identity (a run is reused across machines), but floating-point results differ in their
+    last bits across CPUs, and through training by more: tables that mix machines can say so."""
+    cpu, flags = platform.processor() or platform.machine(), ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu in ("", platform.machine()):
+                cpu = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = value.strip()
+    # the instruction-set extensions pick the SIMD kernels, and so the float rounding: a
+    # virtual machine's model name ("AMD EPYC") does not tell two CPU generations apart
+    return {"cpu": cpu, "cpu-flags": hashlib.blake2b(flags.encode(), digest_size=4).hexdigest(),
+            "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version()}
 
 
 # ------------------------------------------------------------------ the scope of a run

@@ -83,6 +83,23 @@ def local_phase_groups(runs: list[SavedRun]) -> list[str]:
     return lines
 
 
+def machines_note(runs: list[SavedRun]) -> str:
+    """Which machines the runs ran on (summaries record the CPU since code batch 5), and a
+    warning when the tables mix them: float arithmetic differs across CPUs, and through
+    training a cell can move by points where its interval is wide."""
+    count: dict[str, int] = {}
+    for run in runs:
+        machine = run.summary.get("machine") or {}
+        cpu = (f"{machine['cpu']} (flags {machine.get('cpu-flags', '?')})" if machine
+               else "not recorded")
+        count[cpu] = count.get(cpu, 0) + 1
+    said = "; ".join(f"{cpu} ({n} runs)" for cpu, n in sorted(count.items()))
+    if len(count) <= 1:
+        return f"Machine: {said or 'no runs'}."
+    return (f"Machines: {said}. These tables mix runs of several machines (or some that did "
+            "not record theirs): compare cells made on one machine, and read the intervals.")
+
+
 def write_report(root: Path, with_models: bool = True, include_stale: bool = False) -> str:
     """Write results.md / results.csv under `root`; return the Markdown text.
 
@@ -99,6 +116,7 @@ def write_report(root: Path, with_models: bool = True, include_stale: bool = Fal
     said = ", ".join(format_setting(k, v) for k, v in shared.items()) or "none"
     parts = [
         f"Settings off the defaults that every run here shares: {said}.",
+        machines_note(everything),
         "## Runs\n\n" + markdown([t for _, t in COLUMNS],
                                   [[str(r[k]) for k, _ in COLUMNS] for r in rows]),
         "## Final median node accuracy (Table V analogue)\n\n"

@@ -25,6 +25,7 @@ from flower_gd.provenance import (
     CODE_VERSION_KEY,
     code_version,
     config_differs,
+    machine,
     made_by_this_code,
     set_aside,
     still_this_code,
@@ -345,6 +346,7 @@ class RunRecorder:
                                        for m in self.metrics.get(0, {}).values()), default=0)),
             "wall-s": round(self._elapsed_before + time.perf_counter() - self._t0, 2),
             "started-at": round(self._started_at, 3),
+            "machine": machine(),
             "server-busy-s": round(self.server_busy_s, 3),
             "final-all-nodes": _stats([m["accuracy"] for m in self.metrics[last].values()
                                        if "accuracy" in m]),

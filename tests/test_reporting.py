@@ -616,3 +616,19 @@ def test_a_report_with_nothing_chosen_removes_an_earlier_choice(results):
     (results / "selection.md").write_text("### gossip")
     write_report(results, with_models=False)  # one setting per method, no validation scores
     assert not (results / SELECTION).exists() and not (results / "selection.md").exists()
+
+
+def test_the_report_says_when_its_runs_come_from_several_machines():
+    from pathlib import Path
+
+    from flower_gd.report import machines_note
+    from flower_gd.tables import SavedRun
+
+    def run(machine):
+        return SavedRun(Path("r"), {"method": "gossip", **({"machine": machine} if machine
+                                                          else {})}, {}, [])
+    one = {"cpu": "AMD EPYC", "cpu-flags": "73fecba4"}
+    assert machines_note([run(one), run(one)]) == "Machine: AMD EPYC (flags 73fecba4) (2 runs)."
+    mixed = machines_note([run(one), run({**one, "cpu-flags": "0000aaaa"}), run(None)])
+    assert "These tables mix runs of several machines" in mixed
+    assert "not recorded (1 runs)" in mixed

@@ -142,3 +142,11 @@ def test_the_summary_counts_collapsed_and_diverged_nodes_and_reads_validation(tm
         rows = list(csv.DictReader(fh))
     assert [r["diverged_steps"] for r in rows if r["round"] == "0"] == ["0", "3", "0", "0"]
     assert [r["top_share"] for r in rows if r["round"] == "1"][2] == "0.97"
+
+
+def test_a_summary_names_the_machine_that_ran_it(tmp_path):
+    meter = type("Meter", (), {"entries": [], "collect_late": lambda self: 0})()
+    rec = RunRecorder(tmp_path / "run", {"method": "dlad"}, meter, lambda p: "cnn")
+    summary = rec.finalize()
+    assert summary["machine"]["cpu"] and summary["machine"]["cores"] >= 1
+    assert summary["machine"]["python"].count(".") == 2
