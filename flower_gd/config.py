@@ -179,6 +179,11 @@ class RunConfig:
     byzantine_attack: str
     robust_mix: str
     clip_radius: float
+    # keys of pyproject's run config that are no field here: a method's own options, declared
+    # in its `reads` and validated by its `check` (flower_gd/methods.py refuses any that no
+    # method declares); read with `option`. So a new method's keys need no edit of this file,
+    # which is part of every run's code (flower_gd/provenance.py).
+    options: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> RunConfig:
@@ -189,13 +194,11 @@ class RunConfig:
         ConfigError
             On a missing or unknown key or an invalid value, before any work starts.
         """
-        expected = {f.replace("_", "-") for f in cls.__dataclass_fields__}
+        expected = cls.field_keys()
         missing = sorted(expected - set(cfg))
         if missing:
             raise ConfigError(f"run config lacks key(s) {missing}")
-        unknown = sorted(set(cfg) - expected)
-        if unknown:
-            raise ConfigError(f"unknown run-config key(s) {unknown}; known: {sorted(expected)}")
+        options = tuple(sorted((k, cfg[k]) for k in set(cfg) - expected))
         models = [m.strip() for m in str(cfg["model"]).replace("+", ",").split(",")]
         for m in models:
             if m not in MODELS:
@@ -259,6 +262,7 @@ class RunConfig:
             byzantine_attack=_choice(cfg, "byzantine-attack", ATTACKS),
             robust_mix=_choice(cfg, "robust-mix", ROBUST_MIXES),
             clip_radius=_number(cfg, "clip-radius", 1e-6, 2.0),
+            options=options,
         )
         # parse now: a malformed drop-nodes / slow-nodes fails before any work starts
         _ = (out.dropouts, out.slow_partitions)
@@ -323,9 +327,24 @@ class RunConfig:
         """Family of a server-side global model (DLAD, FedAvg, central): the first listed."""
         return self.model.split(",")[0]
 
+    @classmethod
+    def field_keys(cls) -> set[str]:
+        """The dashed keys the harness itself defines (every field but `options`)."""
+        return {f.replace("_", "-") for f in cls.__dataclass_fields__ if f != "options"}
+
+    def option(self, key: str) -> Any:
+        """A method's own option (a pyproject key that is no field of RunConfig)."""
+        found = dict(self.options)
+        if key not in found:
+            raise ConfigError(f"run config has no option {key!r}: add it to pyproject.toml's "
+                              "[tool.flwr.app.config] and to the method's `reads`")
+        return found[key]
+
     def to_mapping(self) -> dict[str, Any]:
         """Back to the flat dashed form (what Flower's run config carries)."""
-        return {k.replace("_", "-"): getattr(self, k) for k in self.__dataclass_fields__}
+        out = {k.replace("_", "-"): getattr(self, k) for k in self.__dataclass_fields__
+               if k != "options"}
+        return {**out, **dict(self.options)}
 
 
 

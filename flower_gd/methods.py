@@ -85,6 +85,11 @@ def load_config(mapping: Mapping[str, Any]) -> RunConfig:
         On a missing, unknown or invalid key or method, before any work starts.
     """
     cfg = RunConfig.from_mapping(mapping)
+    undeclared = sorted(k for k, _ in cfg.options if k not in OPTION_KEYS)
+    if undeclared:
+        raise ConfigError(f"unknown run-config key(s) {undeclared}: neither a harness key nor "
+                          f"an option some method declares in its `reads`; known: "
+                          f"{sorted(RunConfig.field_keys() | OPTION_KEYS)}")
     method = get(cfg.method)
     defaults = method_defaults(load_defaults(), cfg.method)
     ignored = sorted(set(off_default(cfg.to_mapping(), defaults, OPTION_KEYS)) - method.reads)

@@ -91,3 +91,22 @@ def test_changing_a_default_keeps_every_label_true():
 def test_a_key_the_method_ignores_warns():
     with pytest.warns(UserWarning, match=r"method=dlad ignores \['gossip-peers'\]"):
         _cfg(method="dlad", **{"gossip-peers": 3})
+
+
+def test_a_methods_own_option_needs_no_harness_field(monkeypatch):
+    """A new method's keys live in pyproject and the method's `reads` (read with
+    `cfg.option`): config.py, part of every run's code, is not edited, so adding the method
+    keeps every saved run of the others."""
+    from flower_gd import methods
+    from flower_gd.config import RunConfig
+
+    mapping = {**load_defaults(), "my-option": 3}
+    with pytest.raises(ConfigError, match=r"unknown run-config key\(s\) \['my-option'\]: "
+                                          "neither a harness key nor an option"):
+        methods.load_config(mapping)
+    monkeypatch.setattr(methods, "OPTION_KEYS", methods.OPTION_KEYS | {"my-option"})
+    cfg = methods.load_config(mapping)  # declared by some method: accepted
+    assert cfg.option("my-option") == 3 and cfg.to_mapping()["my-option"] == 3
+    assert RunConfig.from_mapping(cfg.to_mapping()) == cfg
+    with pytest.raises(ConfigError, match="has no option 'other'"):
+        cfg.option("other")

@@ -154,11 +154,19 @@ def test_every_option_key_a_method_reads_in_its_scope_is_declared():
             (isinstance(node.value, ast.Attribute) and node.value.attr == "cfg")
             or (isinstance(node.value, ast.Name) and node.value.id == "cfg"))
 
+    def option_read(node: ast.AST) -> str | None:  # cfg.option("key")
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "option" and node.args
+                and isinstance(node.args[0], ast.Constant)):
+            return str(node.args[0].value)
+        return None
+
     for name in methods.REGISTRY:
+        trees = [ast.parse((PROJECT_ROOT / rel).read_text()) for rel in method_files(name)]
         used = {node.attr.replace("_", "-")  # type: ignore[attr-defined]
-                for rel in method_files(name)
-                for node in ast.walk(ast.parse((PROJECT_ROOT / rel).read_text()))
-                if reads_cfg(node)}
+                for tree in trees for node in ast.walk(tree) if reads_cfg(node)}
+        used |= {k for tree in trees for node in ast.walk(tree)
+                 if (k := option_read(node)) is not None}
         waived = NEVER_ON_ITS_PATH.get(name, set())
         assert waived <= used, f"{name}: stale waiver {sorted(waived - used)}"
         undeclared = (used & methods.OPTION_KEYS) - methods.get(name).reads - waived
