@@ -1,0 +1,80 @@
+"""The belief replay reproduces a real gossip-adaptive run, then varies only the codec."""
+
+import csv
+import json
+import statistics
+
+import numpy as np
+import pytest
+
+from flower_gd.experiment import run_experiment
+from flower_gd.federation import federated_data
+from strategies import gossip_replay as gr
+
+# niid1 and two peers a round, so that mixing moves beliefs and push-sum splits shares;
+# hard4p1, so that the replay must reproduce the quantization of beliefs and weights too
+TINY = {"method": "gossip-adaptive", "codec": "hard4p1", "num-nodes": 5,
+        "num-server-rounds": 3, "local-epochs": 2, "disc-epochs": 1, "round-epochs": 1,
+        "common-limit": 150, "test-limit": 80, "partition-scheme": "niid1"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    run_experiment({**TINY, "output-dir": str(out)})
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return run_dir
+
+
+def test_the_replay_of_a_runs_own_codec_gives_its_beliefs_exactly(finished_run):
+    saved = gr.load(finished_run)
+    assert saved.last_round == 3 and len(saved.pulls) == 3
+    assert all(len(srcs) == 2 for pulls in saved.pulls.values() for srcs in pulls.values())
+    assert gr.check(saved) == 0.0
+    # and round by round: the median label accuracy the nodes reported
+    history, _ = gr.replay(saved, gr.Variant(codec="hard4p1"))
+    truth = federated_data(saved.cfg, saved.cfg.num_nodes).common_y
+    rows = list(csv.DictReader((finished_run / "rounds.csv").open()))
+    for server_round, beliefs in enumerate(history, start=1):
+        reported = statistics.median(float(r["label_accuracy"]) for r in rows
+                                     if int(r["round"]) == server_round)
+        assert gr.label_accuracy(beliefs, truth) == pytest.approx(reported, abs=1e-12)
+
+
+def test_another_codec_changes_the_beliefs_and_float32_sends_more(finished_run):
+    saved = gr.load(finished_run)
+    exact, exact_size = gr.replay(saved, gr.Variant(codec="float32"))
+    lossy, lossy_size = gr.replay(saved, gr.Variant(codec="hard4p1"))
+    assert max(np.abs(a - b).max() for a, b in zip(exact[-1], lossy[-1], strict=True)) > 1e-3
+    assert exact_size > 10 * lossy_size
+    # exact weights change the mix (hard4p1 rounds log-weights to 15 levels)
+    weights_only, _ = gr.replay(saved, gr.Variant(codec="hard4p1", exact_weights=True))
+    assert max(np.abs(a - b).max() for a, b in zip(weights_only[-1], lossy[-1], strict=True)) > 0
+
+
+def test_fill_own_spreads_the_rest_like_the_receivers_belief_by_hand():
+    decoded = np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]])
+    own = np.array([[0.5, 0.3, 0.0, 0.2], [0.0, 1.0, 0.0, 0.0]])
+    filled = gr.fill_like(decoded, own)
+    # sample 0: 0.3 off the label, split 0.3 : 0.0 : 0.2 -> 0.18, 0, 0.12;
+    # sample 1 (label 0): own has all its mass on class 1 -> 0.75 there
+    np.testing.assert_allclose(filled, [[0.7, 0.18, 0.0, 0.12], [0.25, 0.75, 0.0, 0.0]])
+    # where own has no mass off the label, the rest stays even
+    np.testing.assert_allclose(gr.fill_like(decoded[:1], np.array([[1.0, 0, 0, 0]])),
+                               decoded[:1])
+
+
+def test_runs_whose_beliefs_depend_on_more_than_the_codec_are_refused(finished_run, tmp_path):
+    copy = tmp_path / finished_run.name
+    copy.mkdir()
+    for name in ("summary.json", "rounds.csv", "messages.csv"):
+        (copy / name).write_bytes((finished_run / name).read_bytes())
+    config = json.loads((finished_run / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "gossip-share": "reinfer"}))
+    with pytest.raises(gr.ReplayError, match="gossip-share"):
+        gr.load(copy)
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(gr.ReplayError, match="nodes/"):  # snapshots are not committed
+        gr.load(copy)
+    with pytest.raises(gr.ReplayError, match="fill=own"):
+        gr.replay(gr.load(finished_run), gr.Variant(codec="float32", fill="own"))
