@@ -17,7 +17,9 @@ belief a function of the codec alone are refused: `gossip-share = reinfer`, `rob
 clip` (it reads the receiver's belief, so it is replayable, but not implemented here),
 Byzantine nodes, lost messages and crashed nodes.
 
-Two receiver-side variants, which send the same bytes, isolate where a codec loses:
+Besides the codecs, `CANDIDATES` are codec ideas (see `candidate`) replayed without a codec
+of their own, their sizes estimated. Two receiver-side variants, which send the same bytes,
+isolate where a codec loses:
 `--fill own` decodes a hard4p1 payload with the mass off the label spread like the
 receiver's own belief instead of evenly; `--exact-weights` mixes with
 the weights as the sender computed them, i.e. only the beliefs are quantized.
@@ -37,7 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
-from flower_gd.codecs import Codec, InferencePayload, decode_payload, encode_payload
+from flower_gd.codecs import (
+    Codec,
+    InferencePayload,
+    decode_payload,
+    deflate,
+    encode_payload,
+    top_floor,
+)
 from flower_gd.config import RunConfig
 from flower_gd.distill import hard_labels, weighted_mix
 from flower_gd.federation import federated_data
@@ -169,9 +178,65 @@ def fill_like(decoded: np.ndarray, own: np.ndarray) -> np.ndarray:
     return out
 
 
+def lloyd_levels(top: np.ndarray, count: int, floor: float, iterations: int = 50
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A `count`-level Lloyd-Max codebook of top-class probabilities (each level in [floor,
+    1]), and each sample's level index. With count=2 it is hard4p1's codebook."""
+    levels = np.clip(np.quantile(top, (np.arange(count) + 0.5) / count), floor, 1.0)
+    for _ in range(iterations):
+        index = np.searchsorted((levels[1:] + levels[:-1]) / 2, top)
+        new = np.clip([top[index == k].mean() if (index == k).any() else levels[k]
+                       for k in range(count)], floor, 1.0)
+        if np.array_equal(new, levels):
+            break
+        levels = new
+    return levels, np.searchsorted((levels[1:] + levels[:-1]) / 2, top)
+
+
+def candidate(name: str, belief: np.ndarray, weights: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Codec ideas not in `flower_gd.codecs`, built on hard4p1 (its labels and weight
+    levels): what a receiver would decode, and the payload's size estimated as hard4p1's
+    plus the extra parts deflated (8 bytes for each extra float of the header).
+
+    `hard4p2`: the top-class probability as one of 4 Lloyd-Max levels (2 bits, not 1).
+    `hard4p1r`: hard4p1, and for the samples at the lower top level their runner-up label
+    (4 bits) with one runner-up probability per payload (those samples' mean).
+    `hard4p2r`: both.
+    """
+    scores, decoded_w, size = _sent(belief, weights, Variant("hard4p1"))
+    rows, c = np.arange(len(belief)), belief.shape[1]
+    order = np.argsort(-belief, axis=1, kind="stable")
+    first, second = order[:, 0], order[:, 1]
+    count = 4 if name in ("hard4p2", "hard4p2r") else 2
+    levels, index = lloyd_levels(belief[rows, first].astype(np.float64), count, top_floor(c))
+    top = levels[index]
+    if count == 4:  # the second bit of each sample's level, packed
+        size += len(deflate(np.packbits(index % 2).tobytes())) + 16
+    out = np.repeat(((1.0 - top) / (c - 1))[:, None], c, axis=1)
+    out[rows, first] = top
+    if name in ("hard4p1r", "hard4p2r"):
+        low = index < count // 2
+        if low.any():
+            share = np.minimum(float(belief[low, second[low]].mean()), 0.999 * top[low])
+            share = np.minimum(share, 1.0 - top[low])
+            out[low] = ((1.0 - top[low] - share) / (c - 2))[:, None]
+            out[low, first[low]] = top[low]
+            out[low, second[low]] = share
+            labels = np.append(second[low], [0] * (int(low.sum()) % 2)).astype(np.uint8)
+            size += len(deflate((labels[0::2] << 4 | labels[1::2]).tobytes())) + 8
+    return out, decoded_w, size
+
+
+CANDIDATES = ("hard4p2", "hard4p1r", "hard4p2r")
+
+
 def _sent(belief: np.ndarray, weights: np.ndarray, variant: Variant
           ) -> tuple[np.ndarray, np.ndarray, int]:
     """What a receiver decodes from a payload of (belief, weights), and its encoded size."""
+    if variant.codec in CANDIDATES:
+        scores, decoded_w, size = candidate(variant.codec, belief, weights)
+        return scores, (weights if variant.exact_weights else decoded_w), size
     content = encode_payload(InferencePayload(belief, 1, "probs", sample_weights=weights),
                              Codec(variant.codec))
     payload = decode_payload(content, belief.shape, expect=EXPECT)
@@ -241,7 +306,8 @@ def label_accuracy(beliefs: list[np.ndarray], truth: np.ndarray) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="finished gossip-adaptive run directories")
-    parser.add_argument("--codec", action="append", help="codecs to replay (repeat)")
+    parser.add_argument("--codec", action="append",
+                        help=f"codecs to replay, or candidates {list(CANDIDATES)} (repeat)")
     parser.add_argument("--fill", action="append", choices=FILLS,
                         help="hard4p1 payloads' fill: even (the codec's) or own (repeat)")
     parser.add_argument("--exact-weights", action="store_true",

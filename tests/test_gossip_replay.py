@@ -78,3 +78,28 @@ def test_runs_whose_beliefs_depend_on_more_than_the_codec_are_refused(finished_r
         gr.load(copy)
     with pytest.raises(gr.ReplayError, match="fill=own"):
         gr.replay(gr.load(finished_run), gr.Variant(codec="float32", fill="own"))
+
+
+def test_two_lloyd_levels_are_hard4p1s_codebook():
+    from flower_gd.codecs import top_floor, top_levels
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        top = rng.uniform(0.1, 1.0, 300)
+        levels, index = gr.lloyd_levels(top, 2, top_floor(10))
+        np.testing.assert_array_equal(levels, top_levels(top, top_floor(10)))
+        np.testing.assert_array_equal(index, top > levels.mean())
+
+
+@pytest.mark.parametrize("name", gr.CANDIDATES)
+def test_candidates_keep_the_label_sum_to_one_and_cost_more_than_hard4p1(name):
+    rng = np.random.default_rng(1)
+    belief = rng.dirichlet(np.full(10, 0.3), size=400)
+    weights = rng.uniform(0.1, 5.0, 400)
+    base, _, base_size = gr._sent(belief, weights, gr.Variant("hard4p1"))
+    scores, _, size = gr.candidate(name, belief, weights)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(scores.argmax(axis=1), belief.argmax(axis=1))
+    assert size > base_size
+    # each sends more of the belief: its decode is nearer the sent belief than hard4p1's
+    assert np.abs(scores - belief).sum() < np.abs(base - belief).sum()
