@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench bench-study-rounds bench-study-rounds-run bench-stall bench-speed bench-speed-fmnist bench-speed-scale bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
+.PHONY: demo test bench bench-replay bench-study-rounds bench-study-rounds-run bench-stall bench-speed bench-speed-fmnist bench-speed-scale bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -126,6 +126,16 @@ bench-codecs: $(STAMP) fashion-mnist $(SELECTION)
 	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=uint8,topk app.partition-scheme=niid3 $(BENCH)
 	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=topk app.codec-topk=1 app.partition-scheme=niid3 $(BENCH)
 	$(PY) -m flower_gd -m app.method=gossip app.codec=hard $(PARTITIONS) $(BENCH)
+
+# The codec screen (no training, about a minute): gossip-adaptive's belief mixing in the bench's
+# float32 cells at the default setting (every partition and seed made), replayed under hard4,
+# hard4p1 and the candidates of strategies/gossip_replay.py; needs those runs' nodes/ (local).
+REPLAY_RUNS = $(sort $(wildcard results/bench/gossip-adaptive_fashion-mnist_*_cnn_common-limit=6000_test-limit=5000_s[0-9]))
+bench-replay: $(STAMP)
+	$(PY) -m strategies.gossip_replay $(REPLAY_RUNS) --codec float32 --codec hard4 \
+	  --codec hard4p1 --codec hard4p2 --codec hard4p1r --codec hard4p2r --fill even --fill own \
+	  --exact-weights > results/bench/replay.txt
+	tail -n 15 results/bench/replay.txt
 
 # The codec goal's hardest partition over five seeds: gossip-adaptive at its chosen setting
 # with float32 and hard4p1 under niid3, seeds 0-4, in results/codec-seeds (its seeds 0-2 are

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,25 +324,39 @@ def main(argv: list[str] | None = None) -> None:
             variants.append(Variant(codec, "even", exact_weights=True))
     from flower_gd.tables import paired_text
 
-    last: dict[str, list[float]] = defaultdict(list)
+    last: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    bits: dict[tuple[str, str], list[float]] = defaultdict(list)
     for run in args.runs:
         saved = load(run)
         truth = federated_data(saved.cfg, saved.cfg.num_nodes).common_y
-        print(f"\n{Path(run).name}: replay of its own codec ({saved.cfg.codec}) differs from "
-              f"its saved beliefs by at most {check(saved):.2e}")
-        print(f"round 0: {label_accuracy(saved.beliefs, truth):.4f}")
+        error = check(saved)
+        print(f"\n{Path(run).name}: replayed under its own codec ({saved.cfg.codec}), the last "
+              f"beliefs differ from the saved ones by at most {error:.2e}")
+        if error > 1e-9:
+            print("  not reproduced: left out (was it made by other code, or with faults?)")
+            continue
+        print(f"  {'round 0':28s} {label_accuracy(saved.beliefs, truth):.4f}")
+        part = saved.cfg.partition_scheme
         for variant in variants:
             history, size = replay(saved, variant)
             accs = [label_accuracy(b, truth) for b in history]
-            last[variant.name].append(accs[-1])
+            last[(variant.name, part)][saved.cfg.seed] = accs[-1]
+            bits[(variant.name, part)].append(8 * size / len(truth))
             print(f"  {variant.name:28s} {' '.join(f'{a:.4f}' for a in accs)}   "
-                  f"{8 * size / len(truth):.2f} bits/sample in the payload")
-    if len(args.runs) > 1:
-        reference = last[variants[0].name]
-        print(f"\nlast round, minus {variants[0].name}, paired over the runs (points):")
-        for name, accs in last.items():
-            diffs = [a - r for a, r in zip(accs, reference, strict=True)]
-            print(f"  {name:28s} {paired_text(diffs)}")
+                  f"{8 * size / len(truth):.2f} bits per sample in the payload")
+    parts = list(dict.fromkeys(p for _, p in last))
+    print(f"\nLast round's median belief label accuracy minus {variants[0].name}'s, paired by "
+          "seed (points), and the payload's mean bits per common sample:\n")
+    print("| variant | " + " | ".join(parts) + " |")
+    print("|---" * (len(parts) + 1) + "|")
+    for variant in variants[1:]:
+        cells = []
+        for part in parts:
+            ref, got = last[(variants[0].name, part)], last[(variant.name, part)]
+            diffs = [got[seed] - ref[seed] for seed in sorted(got) if seed in ref]
+            mean_bits = statistics.fmean(bits[(variant.name, part)])
+            cells.append(f"{paired_text(diffs)}, {mean_bits:.2f} b")
+        print(f"| {variant.name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

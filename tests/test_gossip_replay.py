@@ -103,3 +103,12 @@ def test_candidates_keep_the_label_sum_to_one_and_cost_more_than_hard4p1(name):
     assert size > base_size
     # each sends more of the belief: its decode is nearer the sent belief than hard4p1's
     assert np.abs(scores - belief).sum() < np.abs(base - belief).sum()
+
+
+def test_the_command_reports_the_check_and_a_table_per_partition(finished_run, capsys):
+    gr.main([str(finished_run), "--codec", "float32", "--codec", "hard4p1", "--fill", "even",
+             "--fill", "own"])
+    out = capsys.readouterr().out
+    assert "differ from the saved ones by at most 0.00e+00" in out
+    assert "| variant | niid1 |" in out
+    assert "| hard4p1 |" in out and "| hard4p1 fill=own |" in out
