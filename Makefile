@@ -133,7 +133,7 @@ bench-codecs: $(STAMP) fashion-mnist $(SELECTION)
 REPLAY_RUNS = $(sort $(wildcard results/bench/gossip-adaptive_fashion-mnist_*_cnn_common-limit=6000_test-limit=5000_s[0-9]))
 bench-replay: $(STAMP)
 	$(PY) -m strategies.gossip_replay $(REPLAY_RUNS) --codec float32 --codec hard4 \
-	  --codec hard4p1 --codec hard4p2 --codec hard4p1r --codec hard4p2r --fill even --fill own \
+	  --codec hard4p1 --codec hard4p2 --codec hard4p1r --codec hard4p2r --fill-own \
 	  --exact-weights > results/bench/replay.txt
 	tail -n 15 results/bench/replay.txt
 

@@ -25,7 +25,7 @@ receiver's own belief instead of evenly; `--exact-weights` mixes with
 the weights as the sender computed them, i.e. only the beliefs are quantized.
 
     python -m strategies.gossip_replay results/bench/gossip-adaptive_fashion-mnist_niid3_*_s[0-2] \
-        --codec float32 --codec hard4p1 --fill even --fill own
+        --codec float32 --codec hard4p1 --fill-own --exact-weights
 """
 
 from __future__ import annotations
@@ -39,18 +39,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from flwr.app import ConfigRecord
 
 from flower_gd.codecs import (
+    COMPRESS_WHEN,
+    PAYLOAD_FIELD,
     Codec,
     InferencePayload,
     decode_payload,
     deflate,
     encode_payload,
+    open_payload,
+    payload_record,
+    seal_payload,
     top_floor,
 )
 from flower_gd.config import RunConfig
 from flower_gd.distill import hard_labels, weighted_mix
 from flower_gd.federation import federated_data
+
+# constants and functions only: importing its METHOD would put this module in gossip-adaptive's
+# code scope (flower_gd/provenance.py), and an edit here would re-measure its runs
 from strategies.gossip_adaptive import (
     BELIEF,
     EXPECT,
@@ -76,10 +85,11 @@ class Variant:
     codec: str = "float32"
     fill: str = "even"
     exact_weights: bool = False
+    topk: int = 2  # `codec-topk` of the topk codec
 
     @property
     def name(self) -> str:
-        parts = [self.codec]
+        parts = [self.codec if self.codec != "topk" else f"top-{self.topk}"]
         if self.fill != "even":
             parts.append(f"fill={self.fill}")
         if self.exact_weights:
@@ -134,9 +144,19 @@ def load(run_dir: str | Path) -> SavedMixing:
     with open(run_dir / "rounds.csv", newline="") as f:
         for row in csv.DictReader(f):
             partition[int(row["node_id"])] = int(row["node"])
+            where = f"{run_dir.name}: node {row['node']} in round {row['round']}"
             if row.get("alive", "1") not in ("1", "True", "true"):
-                raise ReplayError(f"{run_dir.name}: node {row['node']} was down in round "
-                                  f"{row['round']}; replay a run without crashes")
+                raise ReplayError(f"{where} was down; replay a run without crashes")
+            # a failed pull is retried, and the sender then splits its weight once per batch
+            # of answers; a refused payload's mass is kept beside the receiver's belief; a
+            # step that failed leaves no metrics: none of these is replayed
+            for column in ("failed_pulls", "payload_rejected"):
+                if float(row.get(column) or 0) > 0:
+                    raise ReplayError(f"{where} has {column}={row[column]}; replay a run "
+                                      "without failed pulls or refused payloads")
+            if int(row["round"]) > 0 and not row.get("label_accuracy"):
+                raise ReplayError(f"{where} reported no step; replay a run in which every "
+                                  "node took every step")
     pulls: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
     with open(run_dir / "messages.csv", newline="") as f:
         for row in csv.DictReader(f):
@@ -152,13 +172,17 @@ def load(run_dir: str | Path) -> SavedMixing:
         raise ReplayError(f"{run_dir.name}: round-0 snapshots missing ({missing[:2]}...): "
                           "the replay needs the run's nodes/ directory, which is not "
                           "committed; rerun the cell on this machine")
-    last = max(int(p.name[1:]) for p in (nodes / "node-0").glob("r[0-9]*"))
+    last = cfg.num_server_rounds
+    final = [nodes / f"node-{i}" / f"r{last}" / f"{BELIEF}.npy" for i in range(n)]
+    if not all(p.is_file() for p in final):
+        raise ReplayError(f"{run_dir.name}: not every node has its round-{last} snapshot; "
+                          "replay a finished run")
     return SavedMixing(
         cfg=cfg,
         beliefs=[np.load(p / f"{BELIEF}.npy") for p in first],
         weights=[np.load(p / f"{SAMPLE_WEIGHTS}.npy") for p in first],
         pulls={r: dict(v) for r, v in pulls.items()}, last_round=last,
-        final=[np.load(nodes / f"node-{i}" / f"r{last}" / f"{BELIEF}.npy") for i in range(n)])
+        final=[np.load(p) for p in final])
 
 
 def fill_like(decoded: np.ndarray, own: np.ndarray) -> np.ndarray:
@@ -182,7 +206,9 @@ def fill_like(decoded: np.ndarray, own: np.ndarray) -> np.ndarray:
 def lloyd_levels(top: np.ndarray, count: int, floor: float, iterations: int = 50
                  ) -> tuple[np.ndarray, np.ndarray]:
     """A `count`-level Lloyd-Max codebook of top-class probabilities (each level in [floor,
-    1]), and each sample's level index. With count=2 it is hard4p1's codebook."""
+    1]), and each sample's level index. With count=2 it is hard4p1's codebook
+    (`codecs.top_levels`, pinned equal by a test); the generalisation lives here, not in
+    `flower_gd.codecs`, because an edit there changes every run's code and re-measures it."""
     levels = np.clip(np.quantile(top, (np.arange(count) + 0.5) / count), floor, 1.0)
     for _ in range(iterations):
         index = np.searchsorted((levels[1:] + levels[:-1]) / 2, top)
@@ -197,23 +223,33 @@ def lloyd_levels(top: np.ndarray, count: int, floor: float, iterations: int = 50
 def candidate(name: str, belief: np.ndarray, weights: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, int]:
     """Codec ideas not in `flower_gd.codecs`, built on hard4p1 (its labels and weight
-    levels): what a receiver would decode, and the payload's size estimated as hard4p1's
-    plus the extra parts deflated (8 bytes for each extra float of the header).
+    levels): what a receiver would decode, and the size of the payload they would send,
+    sealed as a codec seals one (hard4p1's parts, the extra parts deflated where that pays,
+    the extra header values).
 
     `hard4p2`: the top-class probability as one of 4 Lloyd-Max levels (2 bits, not 1).
     `hard4p1r`: hard4p1, and for the samples at the lower top level their runner-up label
     (4 bits) with one runner-up probability per payload (those samples' mean).
-    `hard4p2r`: both.
+    `hard4p2r`: both. Needs at least 6 classes (the runner-up's share stays below the top).
     """
-    scores, decoded_w, size = _sent(belief, weights, Variant("hard4p1"))
     rows, c = np.arange(len(belief)), belief.shape[1]
+    if c < 6:
+        raise ReplayError(f"candidate {name} needs at least 6 classes, not {c}")
+    content = encode_payload(InferencePayload(belief, 1, "probs", sample_weights=weights),
+                             Codec("hard4p1"))
+    decoded_w = decode_payload(content, belief.shape, expect=EXPECT).sample_weights
+    assert decoded_w is not None
+    arrays, meta = open_payload(content)
+    extra: dict[str, np.ndarray] = {}
     order = np.argsort(-belief, axis=1, kind="stable")
     first, second = order[:, 0], order[:, 1]
     count = 4 if name in ("hard4p2", "hard4p2r") else 2
     levels, index = lloyd_levels(belief[rows, first].astype(np.float64), count, top_floor(c))
     top = levels[index]
-    if count == 4:  # the second bit of each sample's level, packed
-        size += len(deflate(np.packbits(index % 2).tobytes())) + 16
+    if count == 4:  # the level's two bits, packed (hard4p1's one bit is the high one)
+        extra["top-bit"] = np.packbits(index // 2)
+        extra["top-bit-low"] = np.packbits(index % 2)
+        meta["top-levels"] = [float(v) for v in levels]
     out = np.repeat(((1.0 - top) / (c - 1))[:, None], c, axis=1)
     out[rows, first] = top
     if name in ("hard4p1r", "hard4p2r"):
@@ -225,8 +261,26 @@ def candidate(name: str, belief: np.ndarray, weights: np.ndarray
             out[low, first[low]] = top[low]
             out[low, second[low]] = share
             labels = np.append(second[low], [0] * (int(low.sum()) % 2)).astype(np.uint8)
-            size += len(deflate((labels[0::2] << 4 | labels[1::2]).tobytes())) + 8
-    return out, decoded_w, size
+            extra["runner-up"] = labels[0::2] << 4 | labels[1::2]
+            meta["runner-share"] = float(share.mean())
+    zipped = [z for z in meta.get("zlib", []) if z not in extra]
+    for part, raw in extra.items():
+        packed = deflate(raw.tobytes())
+        if len(packed) <= COMPRESS_WHEN * raw.nbytes:
+            arrays[part] = np.frombuffer(packed, dtype=np.uint8)
+            zipped.append(part)
+        else:
+            arrays[part] = raw
+    meta["zlib"] = zipped
+    meta["codec"] = name
+    return out, decoded_w, _size(seal_payload(arrays, meta))
+
+
+def _size(record: ConfigRecord) -> int:
+    """Bytes of a payload's byte string (what the codec's framing adds is not counted)."""
+    value = record[PAYLOAD_FIELD]
+    assert isinstance(value, bytes)
+    return len(value)
 
 
 CANDIDATES = ("hard4p2", "hard4p1r", "hard4p2r")
@@ -239,11 +293,10 @@ def _sent(belief: np.ndarray, weights: np.ndarray, variant: Variant
         scores, decoded_w, size = candidate(variant.codec, belief, weights)
         return scores, (weights if variant.exact_weights else decoded_w), size
     content = encode_payload(InferencePayload(belief, 1, "probs", sample_weights=weights),
-                             Codec(variant.codec))
+                             Codec(variant.codec, topk=variant.topk))
     payload = decode_payload(content, belief.shape, expect=EXPECT)
     assert payload.sample_weights is not None
-    size = sum(len(v) for rec in content.config_records.values() for v in rec.values()
-               if isinstance(v, bytes))
+    size = _size(payload_record(content))
     return payload.scores, (weights if variant.exact_weights else payload.sample_weights), size
 
 
@@ -295,7 +348,7 @@ def replay(saved: SavedMixing, variant: Variant) -> tuple[list[list[np.ndarray]]
 def check(saved: SavedMixing) -> float:
     """The largest difference between the run's saved last beliefs and the replay's under
     the run's own codec (0 up to float rounding when the replay is faithful)."""
-    history, _ = replay(saved, Variant(codec=saved.cfg.codec))
+    history, _ = replay(saved, Variant(codec=saved.cfg.codec, topk=saved.cfg.codec_topk))
     return max(float(np.abs(a - b).max()) for a, b in zip(history[-1], saved.final, strict=True))
 
 
@@ -304,57 +357,74 @@ def label_accuracy(beliefs: list[np.ndarray], truth: np.ndarray) -> float:
     return float(np.median([(hard_labels(b) == truth).mean() for b in beliefs]))
 
 
+def _columns(names: list[str]) -> dict[str, str]:
+    """Short column labels: each run group's name without the tokens all groups share."""
+    tokens = [name.split("_") for name in names]
+    shared = set.intersection(*(set(t) for t in tokens)) if len(tokens) > 1 else set()
+    return {name: "_".join(t for t in toks if t not in shared) or name
+            for name, toks in zip(names, tokens, strict=True)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="finished gossip-adaptive run directories")
     parser.add_argument("--codec", action="append",
-                        help=f"codecs to replay, or candidates {list(CANDIDATES)} (repeat)")
-    parser.add_argument("--fill", action="append", choices=FILLS,
-                        help="hard4p1 payloads' fill: even (the codec's) or own (repeat)")
+                        help=f"codecs to replay, or candidates {list(CANDIDATES)} (repeat; "
+                             "the first is the reference)")
+    parser.add_argument("--topk", type=int, default=2, help="k of --codec topk")
+    parser.add_argument("--fill-own", action="store_true",
+                        help="also replay hard4p1 with the rest filled like the receiver's belief")
     parser.add_argument("--exact-weights", action="store_true",
                         help="also replay each lossy codec with exact weights")
     args = parser.parse_args(argv)
-    codecs = args.codec or ["float32", "hard4p1"]
     variants = []
-    for codec in codecs:
-        for fill in args.fill or ["even"]:
-            if fill == "even" or codec in FILL_CODECS:
-                variants.append(Variant(codec, fill))
+    for codec in args.codec or ["float32", "hard4p1"]:
+        variants.append(Variant(codec, topk=args.topk))
+        if args.fill_own and codec in FILL_CODECS:
+            variants.append(Variant(codec, "own", topk=args.topk))
         if args.exact_weights and codec != "float32":
-            variants.append(Variant(codec, "even", exact_weights=True))
+            variants.append(Variant(codec, exact_weights=True, topk=args.topk))
     from flower_gd.tables import paired_text
 
+    # per run group (a run's name without its seed) and variant: last round's accuracy by seed
     last: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     bits: dict[tuple[str, str], list[float]] = defaultdict(list)
     for run in args.runs:
-        saved = load(run)
+        try:
+            saved = load(run)
+            error = check(saved)
+        except ReplayError as err:
+            print(f"\n{Path(run).name}: left out: {err}")
+            continue
         truth = federated_data(saved.cfg, saved.cfg.num_nodes).common_y
-        error = check(saved)
         print(f"\n{Path(run).name}: replayed under its own codec ({saved.cfg.codec}), the last "
               f"beliefs differ from the saved ones by at most {error:.2e}")
         if error > 1e-9:
-            print("  not reproduced: left out (was it made by other code, or with faults?)")
+            print("  not reproduced: left out (was it made by other code?)")
             continue
         print(f"  {'round 0':28s} {label_accuracy(saved.beliefs, truth):.4f}")
-        part = saved.cfg.partition_scheme
+        group = Path(run).name.removesuffix(f"_s{saved.cfg.seed}")
         for variant in variants:
             history, size = replay(saved, variant)
             accs = [label_accuracy(b, truth) for b in history]
-            last[(variant.name, part)][saved.cfg.seed] = accs[-1]
-            bits[(variant.name, part)].append(8 * size / len(truth))
+            last[(group, variant.name)][saved.cfg.seed] = accs[-1]
+            bits[(group, variant.name)].append(8 * size / len(truth))
             print(f"  {variant.name:28s} {' '.join(f'{a:.4f}' for a in accs)}   "
                   f"{8 * size / len(truth):.2f} bits per sample in the payload")
-    parts = list(dict.fromkeys(p for _, p in last))
+    groups = list(dict.fromkeys(g for g, _ in last))
+    if not groups:
+        return
+    label = _columns(groups)
     print(f"\nLast round's median belief label accuracy minus {variants[0].name}'s, paired by "
           "seed (points), and the payload's mean bits per common sample:\n")
-    print("| variant | " + " | ".join(parts) + " |")
-    print("|---" * (len(parts) + 1) + "|")
+    print("| variant | " + " | ".join(label[g] for g in groups) + " |")
+    print("|---" * (len(groups) + 1) + "|")
     for variant in variants[1:]:
         cells = []
-        for part in parts:
-            ref, got = last[(variants[0].name, part)], last[(variant.name, part)]
+        for group in groups:
+            ref, got = last[(group, variants[0].name)], last[(group, variant.name)]
             diffs = [got[seed] - ref[seed] for seed in sorted(got) if seed in ref]
-            mean_bits = statistics.fmean(bits[(variant.name, part)])
+            mean_bits = statistics.fmean(bits[(group, variant.name)])
             cells.append(f"{paired_text(diffs)}, {mean_bits:.2f} b")
         print(f"| {variant.name} | " + " | ".join(cells) + " |")
 

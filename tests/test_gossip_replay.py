@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import statistics
 
 import numpy as np
@@ -100,15 +101,30 @@ def test_candidates_keep_the_label_sum_to_one_and_cost_more_than_hard4p1(name):
     scores, _, size = gr.candidate(name, belief, weights)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0)
     np.testing.assert_array_equal(scores.argmax(axis=1), belief.argmax(axis=1))
-    assert size > base_size
+    assert size > base_size + len(belief) // 16  # at least a 4-bit field for 1/8 of the samples
     # each sends more of the belief: its decode is nearer the sent belief than hard4p1's
     assert np.abs(scores - belief).sum() < np.abs(base - belief).sum()
 
 
-def test_the_command_reports_the_check_and_a_table_per_partition(finished_run, capsys):
-    gr.main([str(finished_run), "--codec", "float32", "--codec", "hard4p1", "--fill", "even",
-             "--fill", "own"])
+def test_the_command_reports_the_check_and_a_table_and_leaves_out_what_it_cannot_replay(
+        finished_run, tmp_path, capsys):
+    altered = tmp_path / finished_run.name.replace("_s0", "_s1")
+    shutil.copytree(finished_run, altered)
+    belief = altered / "nodes" / "node-0" / "r0" / "belief.npy"
+    np.save(belief, np.load(belief)[:, ::-1])  # no longer what the run started from
+    crashed = tmp_path / finished_run.name.replace("_s0", "_s2")
+    shutil.copytree(finished_run, crashed)
+    rows = (crashed / "rounds.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    last = rows[-1].split(",")
+    last[header.index("failed_pulls")] = "1"
+    (crashed / "rounds.csv").write_text("\n".join([*rows[:-1], ",".join(last)]) + "\n")
+    gr.main([str(finished_run), str(altered), str(crashed), "--codec", "float32", "--codec",
+             "hard4p1", "--fill-own"])
     out = capsys.readouterr().out
     assert "differ from the saved ones by at most 0.00e+00" in out
-    assert "| variant | niid1 |" in out
-    assert "| hard4p1 |" in out and "| hard4p1 fill=own |" in out
+    assert "not reproduced: left out" in out  # the altered copy
+    assert "left out: " in out and "failed_pulls=1" in out  # the retried pull
+    assert "| hard4p1 fill=own |" in out
+    (row,) = [line for line in out.splitlines() if line.startswith("| hard4p1 |")]
+    assert row.count("(1 seed)") == 1  # only the real run was paired
