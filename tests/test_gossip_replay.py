@@ -20,11 +20,21 @@ TINY = {"method": "gossip-adaptive", "codec": "hard4p1", "num-nodes": 5,
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def runs(tmp_path_factory):
+    """The tiny hard4p1 run and its float32 twin (same seed, so the same local phase and the
+    same pull graph: the relay's random stream does not depend on the codec)."""
     out = tmp_path_factory.mktemp("runs")
-    run_experiment({**TINY, "output-dir": str(out)})
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return run_dir
+    made = {}
+    for codec in ("hard4p1", "float32"):
+        run_experiment({**TINY, "codec": codec, "output-dir": str(out)})
+        (made[codec],) = [p for p in out.iterdir() if p.is_dir() and p not in made.values()
+                          and not p.name.startswith(".")]
+    return made
+
+
+@pytest.fixture(scope="module")
+def finished_run(runs):
+    return runs["hard4p1"]
 
 
 def test_the_replay_of_a_runs_own_codec_gives_its_beliefs_exactly(finished_run):
@@ -40,6 +50,16 @@ def test_the_replay_of_a_runs_own_codec_gives_its_beliefs_exactly(finished_run):
         reported = statistics.median(float(r["label_accuracy"]) for r in rows
                                      if int(r["round"]) == server_round)
         assert gr.label_accuracy(beliefs, truth) == pytest.approx(reported, abs=1e-12)
+
+
+def test_the_float32_twin_replayed_under_hard4p1_ends_where_the_real_hard4p1_run_did(runs):
+    """The replay's counterfactual is what a run with that codec computes."""
+    twin, real = gr.load(runs["float32"]), gr.load(runs["hard4p1"])
+    assert twin.pulls == real.pulls
+    history, _ = gr.replay(twin, gr.Variant(codec="hard4p1"))
+    assert all(np.array_equal(a, b) for a, b in zip(history[-1], real.final, strict=True))
+    exact, _ = gr.replay(twin, gr.Variant(codec="float32"))
+    assert not all(np.array_equal(a, b) for a, b in zip(exact[-1], real.final, strict=True))
 
 
 def test_another_codec_changes_the_beliefs_and_float32_sends_more(finished_run):
