@@ -54,9 +54,10 @@ from flower_gd.codecs import (
     seal_payload,
     top_floor,
 )
-from flower_gd.config import RunConfig
+from flower_gd.config import RunConfig, upgrade
 from flower_gd.distill import hard_labels, weighted_mix
 from flower_gd.federation import federated_data
+from flower_gd.provenance import CODE_VERSION_KEY
 
 # constants and functions only: importing its METHOD would put this module in gossip-adaptive's
 # code scope (flower_gd/provenance.py), and an edit here would re-measure its runs
@@ -110,8 +111,8 @@ class SavedMixing:
 
 
 def _config(run_dir: Path) -> RunConfig:
-    saved = json.loads((run_dir / "config.json").read_text())
-    cfg = RunConfig.from_mapping({k: v for k, v in saved.items() if k != "code-version"})
+    saved = upgrade(json.loads((run_dir / "config.json").read_text()))
+    cfg = RunConfig.from_mapping({k: v for k, v in saved.items() if k != CODE_VERSION_KEY})
     if cfg.method != "gossip-adaptive":
         raise ReplayError(f"{run_dir.name}: method={cfg.method}; only gossip-adaptive runs "
                           "are replayed")
@@ -345,10 +346,17 @@ def replay(saved: SavedMixing, variant: Variant) -> tuple[list[list[np.ndarray]]
     return history, float(np.mean(sizes)) if sizes else 0.0
 
 
-def check(saved: SavedMixing) -> float:
+def own_variant(saved: SavedMixing) -> Variant:
+    """The variant the run itself ran: its codec, nothing else changed."""
+    return Variant(codec=saved.cfg.codec, topk=saved.cfg.codec_topk)
+
+
+def check(saved: SavedMixing, history: list[list[np.ndarray]] | None = None) -> float:
     """The largest difference between the run's saved last beliefs and the replay's under
-    the run's own codec (0 up to float rounding when the replay is faithful)."""
-    history, _ = replay(saved, Variant(codec=saved.cfg.codec, topk=saved.cfg.codec_topk))
+    the run's own codec (0 up to float rounding when the replay is faithful); `history`:
+    that replay, when the caller has it already."""
+    if history is None:
+        history, _ = replay(saved, own_variant(saved))
     return max(float(np.abs(a - b).max()) for a, b in zip(history[-1], saved.final, strict=True))
 
 
@@ -392,10 +400,11 @@ def main(argv: list[str] | None = None) -> None:
     for run in args.runs:
         try:
             saved = load(run)
-            error = check(saved)
+            replays = {v: replay(saved, v) for v in dict.fromkeys([own_variant(saved), *variants])}
         except ReplayError as err:
             print(f"\n{Path(run).name}: left out: {err}")
             continue
+        error = check(saved, replays[own_variant(saved)][0])
         truth = federated_data(saved.cfg, saved.cfg.num_nodes).common_y
         print(f"\n{Path(run).name}: replayed under its own codec ({saved.cfg.codec}), the last "
               f"beliefs differ from the saved ones by at most {error:.2e}")
@@ -405,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {'round 0':28s} {label_accuracy(saved.beliefs, truth):.4f}")
         group = Path(run).name.removesuffix(f"_s{saved.cfg.seed}")
         for variant in variants:
-            history, size = replay(saved, variant)
+            history, size = replays[variant]
             accs = [label_accuracy(b, truth) for b in history]
             last[(group, variant.name)][saved.cfg.seed] = accs[-1]
             bits[(group, variant.name)].append(8 * size / len(truth))
