@@ -127,13 +127,14 @@ bench-codecs: $(STAMP) fashion-mnist $(SELECTION)
 	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=topk app.codec-topk=1 app.partition-scheme=niid3 $(BENCH)
 	$(PY) -m flower_gd -m app.method=gossip app.codec=hard $(PARTITIONS) $(BENCH)
 
-# The codec screen (no training, about a minute): gossip-adaptive's belief mixing in the bench's
+# The codec screen (no training, a few minutes): gossip-adaptive's belief mixing in the bench's
 # float32 cells at the default setting (every partition and seed made), replayed under hard4,
 # hard4p1 and the candidates of strategies/gossip_replay.py; needs those runs' nodes/ (local).
 REPLAY_RUNS = $(sort $(wildcard results/bench/gossip-adaptive_fashion-mnist_*_cnn_common-limit=6000_test-limit=5000_s[0-9]))
 bench-replay: $(STAMP)
 	$(PY) -m strategies.gossip_replay $(REPLAY_RUNS) --codec float32 --codec hard4 \
-	  --codec hard4p1 --codec hard4p2 --codec hard4p1r --codec hard4p2r --fill-own \
+	  --codec hard4p1 --codec hard4p2 --codec hard4p1r --codec hard4p2r --codec hard4p2r1 \
+	  --codec hard4p1-ac --codec hard4p2r1-ac --fill-own \
 	  --exact-weights > results/bench/replay.txt
 	tail -n 15 results/bench/replay.txt
 

@@ -43,12 +43,14 @@ from flwr.app import ConfigRecord
 
 from flower_gd.codecs import (
     COMPRESS_WHEN,
+    NIBBLE,
     PAYLOAD_FIELD,
     Codec,
     InferencePayload,
     decode_payload,
     deflate,
     encode_payload,
+    nibble_weights,
     open_payload,
     payload_record,
     seal_payload,
@@ -68,6 +70,7 @@ from strategies.gossip_adaptive import (
     accumulate_rescale,
     push_sum_split,
 )
+from strategies.range_coder import encode_fields
 
 # Codecs that decode the label's mass and spread the rest evenly (hard and hard4 decode one-hot).
 FILL_CODECS = ("hard4p1",)
@@ -221,6 +224,32 @@ def lloyd_levels(top: np.ndarray, count: int, floor: float, iterations: int = 50
     return levels, np.searchsorted((levels[1:] + levels[:-1]) / 2, top)
 
 
+# Each candidate: (top-probability levels, how many of the lowest levels also send their
+# runner-up label). A name ending in AC_SUFFIX codes the same fields with the adaptive
+# arithmetic coder of `strategies.range_coder` instead of packing and deflating them.
+SHAPES = {"hard4p2": (4, 0), "hard4p1r": (2, 1), "hard4p2r": (4, 2), "hard4p2r1": (4, 1),
+          "hard4p1": (2, 0)}
+AC_SUFFIX = "-ac"
+# Each field's context (the earlier fields it is coded given): the label; the weight level
+# given the label; the top level given both; the runner-up given the label.
+AC_CONTEXTS = ((), (0,), (0, 1), (0,))
+
+
+def _shape(name: str) -> tuple[int, int, bool]:
+    base, ac = (name[:-len(AC_SUFFIX)], True) if name.endswith(AC_SUFFIX) else (name, False)
+    if base not in SHAPES or (base == "hard4p1" and not ac):
+        raise ReplayError(f"unknown candidate {name!r}: choose one of {list(CANDIDATES)}")
+    return (*SHAPES[base], ac)
+
+
+def ac_fields(labels: np.ndarray, weight_levels: np.ndarray, top_index: np.ndarray,
+              runner: np.ndarray, sends_runner: np.ndarray) -> list[list[int]]:
+    """The rows `range_coder.encode_fields` codes: label, weight level, top level, and the
+    runner-up label where `sends_runner` (-1, not coded, elsewhere)."""
+    return np.stack([labels, weight_levels, top_index, np.where(sends_runner, runner, -1)],
+                    axis=1).astype(int).tolist()
+
+
 def candidate(name: str, belief: np.ndarray, weights: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, int]:
     """Codec ideas not in `flower_gd.codecs`, built on hard4p1 (its labels and weight
@@ -231,20 +260,25 @@ def candidate(name: str, belief: np.ndarray, weights: np.ndarray
     `hard4p2`: the top-class probability as one of 4 Lloyd-Max levels (2 bits, not 1).
     `hard4p1r`: hard4p1, and for the samples at the lower top level their runner-up label
     (4 bits) with one runner-up probability per payload (those samples' mean).
-    `hard4p2r`: both. Needs at least 6 classes (the runner-up's share stays below the top).
+    `hard4p2r`: both, the runner-up for the lower two of the four levels.
+    `hard4p2r1`: hard4p2, the runner-up for the lowest of the four levels only.
+    With `-ac` (and `hard4p1-ac`): the same decode, its fields (label, weight level, top
+    level, runner-up) arithmetic-coded in contexts (`AC_CONTEXTS`) as one stream instead of
+    packed and deflated. Needs at least 6 classes (the runner-up's share stays below the top).
     """
+    count, runner_levels, ac = _shape(name)
     rows, c = np.arange(len(belief)), belief.shape[1]
     if c < 6:
         raise ReplayError(f"candidate {name} needs at least 6 classes, not {c}")
     content = encode_payload(InferencePayload(belief, 1, "probs", sample_weights=weights),
                              Codec("hard4p1"))
-    decoded_w = decode_payload(content, belief.shape, expect=EXPECT).sample_weights
+    hard4p1 = decode_payload(content, belief.shape, expect=EXPECT)
+    decoded_w = hard4p1.sample_weights
     assert decoded_w is not None
     arrays, meta = open_payload(content)
     extra: dict[str, np.ndarray] = {}
     order = np.argsort(-belief, axis=1, kind="stable")
     first, second = order[:, 0], order[:, 1]
-    count = 4 if name in ("hard4p2", "hard4p2r") else 2
     levels, index = lloyd_levels(belief[rows, first].astype(np.float64), count, top_floor(c))
     top = levels[index]
     if count == 4:  # the level's two bits, packed (hard4p1's one bit is the high one)
@@ -253,17 +287,26 @@ def candidate(name: str, belief: np.ndarray, weights: np.ndarray
         meta["top-levels"] = [float(v) for v in levels]
     out = np.repeat(((1.0 - top) / (c - 1))[:, None], c, axis=1)
     out[rows, first] = top
-    if name in ("hard4p1r", "hard4p2r"):
-        low = index < count // 2
-        if low.any():
-            share = np.minimum(float(belief[low, second[low]].mean()), 0.999 * top[low])
-            share = np.minimum(share, 1.0 - top[low])
-            out[low] = ((1.0 - top[low] - share) / (c - 2))[:, None]
-            out[low, first[low]] = top[low]
-            out[low, second[low]] = share
-            labels = np.append(second[low], [0] * (int(low.sum()) % 2)).astype(np.uint8)
-            extra["runner-up"] = labels[0::2] << 4 | labels[1::2]
-            meta["runner-share"] = float(share.mean())
+    if (count, runner_levels) == SHAPES["hard4p1"]:
+        out = hard4p1.scores  # the codec's own decode (float32), not its float64 twin
+    low = index < runner_levels
+    if low.any():
+        share = np.minimum(float(belief[low, second[low]].mean()), 0.999 * top[low])
+        share = np.minimum(share, 1.0 - top[low])
+        out[low] = ((1.0 - top[low] - share) / (c - 2))[:, None]
+        out[low, first[low]] = top[low]
+        out[low, second[low]] = share
+        labels = np.append(second[low], [0] * (int(low.sum()) % 2)).astype(np.uint8)
+        extra["runner-up"] = labels[0::2] << 4 | labels[1::2]
+        meta["runner-share"] = float(share.mean())
+    if ac:
+        weight_levels, _ = nibble_weights(weights)
+        stream = encode_fields(ac_fields(first, weight_levels, index, second, low),
+                               [c, NIBBLE, count, c], AC_CONTEXTS)
+        meta = {key: value for key, value in meta.items() if key != "zlib"}
+        meta["codec"] = name
+        return out, decoded_w, _size(seal_payload(
+            {"stream": np.frombuffer(stream, dtype=np.uint8)}, meta))
     zipped = [z for z in meta.get("zlib", []) if z not in extra]
     for part, raw in extra.items():
         packed = deflate(raw.tobytes())
@@ -284,7 +327,7 @@ def _size(record: ConfigRecord) -> int:
     return len(value)
 
 
-CANDIDATES = ("hard4p2", "hard4p1r", "hard4p2r")
+CANDIDATES = ("hard4p2", "hard4p1r", "hard4p2r", "hard4p2r1", "hard4p1-ac", "hard4p2r1-ac")
 
 
 def _sent(belief: np.ndarray, weights: np.ndarray, variant: Variant
