@@ -39,12 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ConfigRecord
+from flwr.app import ConfigRecord, RecordDict
 
 from flower_gd.codecs import (
     COMPRESS_WHEN,
     NIBBLE,
     PAYLOAD_FIELD,
+    PAYLOAD_KEY,
     Codec,
     InferencePayload,
     decode_payload,
@@ -55,6 +56,7 @@ from flower_gd.codecs import (
     payload_record,
     seal_payload,
     top_floor,
+    unnibble_weights,
 )
 from flower_gd.config import RunConfig, upgrade
 from flower_gd.distill import hard_labels, weighted_mix
@@ -70,7 +72,7 @@ from strategies.gossip_adaptive import (
     accumulate_rescale,
     push_sum_split,
 )
-from strategies.range_coder import encode_fields
+from strategies.range_coder import decode_fields, encode_fields
 
 # Codecs that decode the label's mass and spread the rest evenly (hard and hard4 decode one-hot).
 FILL_CODECS = ("hard4p1",)
@@ -252,8 +254,15 @@ def ac_fields(labels: np.ndarray, weight_levels: np.ndarray, top_index: np.ndarr
 
 def candidate(name: str, belief: np.ndarray, weights: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, int]:
+    """`candidate_payload`'s decode and weights, and the sealed payload's size in bytes."""
+    scores, decoded_w, record = candidate_payload(name, belief, weights)
+    return scores, decoded_w, _size(record)
+
+
+def candidate_payload(name: str, belief: np.ndarray, weights: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, ConfigRecord]:
     """Codec ideas not in `flower_gd.codecs`, built on hard4p1 (its labels and weight
-    levels): what a receiver would decode, and the size of the payload they would send,
+    levels): what a receiver would decode, and the payload they would send,
     sealed as a codec seals one (hard4p1's parts, the extra parts deflated where that pays,
     the extra header values).
 
@@ -264,7 +273,8 @@ def candidate(name: str, belief: np.ndarray, weights: np.ndarray
     `hard4p2r1`: hard4p2, the runner-up for the lowest of the four levels only.
     With `-ac` (and `hard4p1-ac`): the same decode, its fields (label, weight level, top
     level, runner-up) arithmetic-coded in contexts (`AC_CONTEXTS`) as one stream instead of
-    packed and deflated. Needs at least 6 classes (the runner-up's share stays below the top).
+    packed and deflated (`decode_ac` decodes such a payload from its bytes alone). Needs at
+    least 6 classes (the runner-up's share stays below the top).
     """
     count, runner_levels, ac = _shape(name)
     rows, c = np.arange(len(belief)), belief.shape[1]
@@ -291,22 +301,18 @@ def candidate(name: str, belief: np.ndarray, weights: np.ndarray
         out = hard4p1.scores  # the codec's own decode (float32), not its float64 twin
     low = index < runner_levels
     if low.any():
-        share = np.minimum(float(belief[low, second[low]].mean()), 0.999 * top[low])
-        share = np.minimum(share, 1.0 - top[low])
-        out[low] = ((1.0 - top[low] - share) / (c - 2))[:, None]
-        out[low, first[low]] = top[low]
-        out[low, second[low]] = share
+        meta["runner-share"] = float(belief[low, second[low]].mean())
+        out[low] = with_runner_up(top[low], first[low], second[low], meta["runner-share"], c)
         labels = np.append(second[low], [0] * (int(low.sum()) % 2)).astype(np.uint8)
         extra["runner-up"] = labels[0::2] << 4 | labels[1::2]
-        meta["runner-share"] = float(share.mean())
     if ac:
         weight_levels, _ = nibble_weights(weights)
         stream = encode_fields(ac_fields(first, weight_levels, index, second, low),
                                [c, NIBBLE, count, c], AC_CONTEXTS)
         meta = {key: value for key, value in meta.items() if key != "zlib"}
         meta["codec"] = name
-        return out, decoded_w, _size(seal_payload(
-            {"stream": np.frombuffer(stream, dtype=np.uint8)}, meta))
+        return out, decoded_w, seal_payload({"stream": np.frombuffer(stream, dtype=np.uint8)},
+                                            meta)
     zipped = [z for z in meta.get("zlib", []) if z not in extra]
     for part, raw in extra.items():
         packed = deflate(raw.tobytes())
@@ -317,7 +323,43 @@ def candidate(name: str, belief: np.ndarray, weights: np.ndarray
             arrays[part] = raw
     meta["zlib"] = zipped
     meta["codec"] = name
-    return out, decoded_w, _size(seal_payload(arrays, meta))
+    return out, decoded_w, seal_payload(arrays, meta)
+
+
+def with_runner_up(top: np.ndarray, first: np.ndarray, second: np.ndarray, share: float,
+                   c: int) -> np.ndarray:
+    """Rows with `top` on the label, the payload's runner-up `share` (held below the top
+    and within the mass left) on the runner-up, the rest spread evenly: what both sides
+    compute from the header's one share and each sample's top level."""
+    rows = np.arange(len(top))
+    held = np.minimum(np.minimum(share, 0.999 * top), 1.0 - top)
+    out = np.repeat(((1.0 - top - held) / (c - 2))[:, None], c, axis=1)
+    out[rows, first] = top
+    out[rows, second] = held
+    return out
+
+
+def decode_ac(record: ConfigRecord, shape: tuple[int, int], name: str
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The scores and weights an arithmetic-coded candidate payload carries, from its bytes
+    and header alone (the receiver knows the shape, as for every codec, and the name)."""
+    count, runner_levels, ac = _shape(name)
+    if not ac:
+        raise ReplayError(f"{name} is not an arithmetic-coded candidate")
+    arrays, meta = open_payload(RecordDict({PAYLOAD_KEY: record}))
+    n, c = shape
+    fields = decode_fields(arrays["stream"].tobytes(), n, [c, NIBBLE, count, c], AC_CONTEXTS,
+                           [None, None, None, lambda row: row[2] < runner_levels])
+    first, weight_levels, index, second = (np.array(f, dtype=np.int64).reshape(n)
+                                           for f in zip(*fields, strict=True)) \
+        if n else (np.zeros(0, np.int64),) * 4
+    top = np.asarray(meta["top-levels"], dtype=np.float64)[index]
+    out = np.repeat(((1.0 - top) / (c - 1))[:, None], c, axis=1)
+    out[np.arange(n), first] = top
+    low = index < runner_levels
+    if low.any():
+        out[low] = with_runner_up(top[low], first[low], second[low], meta["runner-share"], c)
+    return out, unnibble_weights(weight_levels.astype(np.uint8), meta["log-top"])
 
 
 def _size(record: ConfigRecord) -> int:

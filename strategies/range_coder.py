@@ -173,9 +173,12 @@ def encode_fields(rows: Iterable[Sequence[int]], sizes: Sequence[int],
     models = _models(sizes, contexts)
     encoder = Encoder()
     for row in rows:
+        if len(row) != len(sizes):
+            raise ValueError(f"a row of {len(row)} fields, not {len(sizes)}: {list(row)[:8]}")
         for k, symbol in enumerate(row):
-            if symbol >= 0:
-                encoder.encode(models[k], _context(row, contexts[k], sizes), symbol)
+            if symbol == -1:
+                continue
+            encoder.encode(models[k], _context(row, contexts[k], sizes), symbol)
     return encoder.finish()
 
 

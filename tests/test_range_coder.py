@@ -43,6 +43,10 @@ def test_a_context_that_predicts_the_field_makes_it_nearly_free():
 def test_symbols_outside_the_alphabet_are_refused():
     with pytest.raises(ValueError, match="outside the alphabet"):
         encode_fields([[10]], [10], [()])
+    with pytest.raises(ValueError, match="outside the alphabet"):
+        encode_fields([[-2]], [10], [()])  # only -1 means absent
+    with pytest.raises(ValueError, match="a row of 1 fields, not 2"):
+        encode_fields([[1]], [10, 10], [(), ()])
     with pytest.raises(ValueError, match="not coded before it"):
         encode_fields([[1, 1]], [10, 10], [(1,), ()])
     with pytest.raises(ValueError, match="at least one symbol"):
