@@ -468,14 +468,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fill-own", action="store_true",
                         help="also replay hard4p1 with the rest filled like the receiver's belief")
     parser.add_argument("--exact-weights", action="store_true",
-                        help="also replay each lossy codec with exact weights")
+                        help="also replay each lossy codec with exact weights (not the "
+                             "arithmetic-coded candidates: their decode is their twin's)")
     args = parser.parse_args(argv)
     variants = []
     for codec in args.codec or ["float32", "hard4p1"]:
         variants.append(Variant(codec, topk=args.topk))
         if args.fill_own and codec in FILL_CODECS:
             variants.append(Variant(codec, "own", topk=args.topk))
-        if args.exact_weights and codec != "float32":
+        # an -ac candidate decodes as its packed twin: with exact weights it is that twin's row
+        if args.exact_weights and codec != "float32" and not codec.endswith(AC_SUFFIX):
             variants.append(Variant(codec, exact_weights=True, topk=args.topk))
     from flower_gd.tables import paired_text
 
