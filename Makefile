@@ -141,11 +141,15 @@ bench-replay: $(STAMP)
 # The codec goal's hardest partition over five seeds: gossip-adaptive at its chosen setting
 # with float32 and hard4p1 under niid3, seeds 0-4, in results/codec-seeds (its seeds 0-2 are
 # bench's own cells: the target copies them, the sweep reuses those made by this code).
+# the chosen gossip-adaptive setting as the run names write it (key=value, no app. prefix)
+GA_KEYS = $(subst app.,,$(call chosen,gossip-adaptive))
 bench-codec-seeds: $(STAMP) fashion-mnist $(SELECTION)
 	mkdir -p results/codec-seeds
-	for d in results/bench/gossip-adaptive_fashion-mnist_niid3_cnn_*common-limit=6000_test-limit=5000_s[012]; do \
-	  case $$d in *codec=hard4p1_*|*_cnn_common-limit*) test -e results/codec-seeds/$${d##*/} || \
-	    cp -r $$d results/codec-seeds/;; esac; done
+	for s in 0 1 2; do for c in "" codec=hard4p1; do \
+	  n=$$(printf '%s\n' $$c common-limit=6000 test-limit=5000 $(GA_KEYS) | sort | paste -sd_ -); \
+	  d=results/bench/gossip-adaptive_fashion-mnist_niid3_cnn_$${n}_s$$s; \
+	  if test -e $$d && ! test -e results/codec-seeds/$${d##*/}; then cp -r $$d results/codec-seeds/; fi; \
+	done; done
 	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=float32,hard4p1 app.partition-scheme=niid3 \
 	  app.dataset=fashion-mnist app.common-limit=6000 app.test-limit=5000 \
 	  app.output-dir=results/codec-seeds app.seed=0,1,2,3,4
