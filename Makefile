@@ -131,12 +131,17 @@ bench-codecs: $(STAMP) fashion-mnist $(SELECTION)
 # float32 cells at the default setting (every partition and seed made), replayed under hard4,
 # hard4p1 and the candidates of strategies/gossip_replay.py; needs those runs' nodes/ (local).
 REPLAY_RUNS = $(sort $(wildcard results/bench/gossip-adaptive_fashion-mnist_*_cnn_common-limit=6000_test-limit=5000_s[0-9]))
+# and niid3's five seeds of the chosen float32 cell (`make bench-codec-seeds`)
+REPLAY_SEEDS = $(sort $(wildcard results/codec-seeds/gossip-adaptive_fashion-mnist_niid3_cnn_common-limit=6000_*test-limit=5000_s[0-9]))
 bench-replay: $(STAMP)
 	$(PY) -m strategies.gossip_replay $(REPLAY_RUNS) --codec float32 --codec hard4 \
 	  --codec hard4p1 --codec hard4p2 --codec hard4p1r --codec hard4p2r --codec hard4p2r1 \
 	  --codec hard4p1-ac --codec hard4p2r1-ac --fill-own \
 	  --exact-weights > results/bench/replay.txt
+	$(PY) -m strategies.gossip_replay $(REPLAY_SEEDS) --codec float32 --codec hard4p1 \
+	  --codec hard4p2r1 --codec hard4p2r1-ac > results/codec-seeds/replay.txt
 	tail -n 15 results/bench/replay.txt
+	tail -n 6 results/codec-seeds/replay.txt
 
 # The codec goal's hardest partition over five seeds: gossip-adaptive at its chosen setting
 # with float32 and hard4p1 under niid3, seeds 0-4, in results/codec-seeds (its seeds 0-2 are
