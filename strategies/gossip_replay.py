@@ -295,8 +295,7 @@ def candidate_payload(name: str, belief: np.ndarray, weights: np.ndarray
         extra["top-bit"] = np.packbits(index // 2)
         extra["top-bit-low"] = np.packbits(index % 2)
         meta["top-levels"] = [float(v) for v in levels]
-    out = np.repeat(((1.0 - top) / (c - 1))[:, None], c, axis=1)
-    out[rows, first] = top
+    out = with_top(top, first, c)
     if (count, runner_levels) == SHAPES["hard4p1"]:
         out = hard4p1.scores  # the codec's own decode (float32), not its float64 twin
     low = index < runner_levels
@@ -324,6 +323,14 @@ def candidate_payload(name: str, belief: np.ndarray, weights: np.ndarray
     meta["zlib"] = zipped
     meta["codec"] = name
     return out, decoded_w, seal_payload(arrays, meta)
+
+
+def with_top(top: np.ndarray, first: np.ndarray, c: int) -> np.ndarray:
+    """Rows with `top` on the label `first` and the rest spread evenly (a label payload's
+    decode, both sides)."""
+    out = np.repeat(((1.0 - top) / (c - 1))[:, None], c, axis=1)
+    out[np.arange(len(top)), first] = top
+    return out
 
 
 def with_runner_up(top: np.ndarray, first: np.ndarray, second: np.ndarray, share: float,
@@ -354,8 +361,7 @@ def decode_ac(record: ConfigRecord, shape: tuple[int, int], name: str
                                            for f in zip(*fields, strict=True)) \
         if n else (np.zeros(0, np.int64),) * 4
     top = np.asarray(meta["top-levels"], dtype=np.float64)[index]
-    out = np.repeat(((1.0 - top) / (c - 1))[:, None], c, axis=1)
-    out[np.arange(n), first] = top
+    out = with_top(top, first, c)
     low = index < runner_levels
     if low.any():
         out[low] = with_runner_up(top[low], first[low], second[low], meta["runner-share"], c)
