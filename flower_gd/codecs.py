@@ -1,35 +1,41 @@
-"""Inference-list payloads: encode into Flower records with a codec, decode with validation.
+"""Inference-list payloads: the envelope every codec shares, the float32 codec, and dispatch.
 
 A payload is what a logit-sharing node transmits: its scores over the common data X_c, a
 counter, and optionally per-sample DLAD confidences d(x) in [0, 1] or gossip-adaptive weights
-W(x) >= 0. The codec decides the bytes on the wire:
+W(x) >= 0. The codec (run-config `codec`) decides the bytes on the wire. float32, the
+paper's format, lives here; every other codec is one module of `flower_gd.payload_codecs`,
+found through that package's registry:
 
-========  ==========================================  =====================================
-codec     scores                                      bytes per sample (C classes, k kept)
-========  ==========================================  =====================================
-float32   float32 (the paper's format)                4 C
-float16   float16                                     2 C
-uint8     probabilities as integers summing to 255    C
-topk      k largest probabilities: uint8 index + uint8 2 k  (the rest spread evenly on decode)
-hard      argmax label, uint8 (one-hot on decode)     1
-hard4     argmax label in 4 bits (C <= 16), and the    1 with weights or confidences,
-          sample's weight or confidence in 4 bits      1/2 without (before deflate)
-hard4p1   hard4, and one bit per sample choosing one   hard4's + 1/8
-          of two top-class probabilities (the
-          payload's two-level Lloyd-Max codebook)
-========  ==========================================  =====================================
+============  ==========================================  ==================================
+codec         scores                                      bytes per sample (C classes)
+============  ==========================================  ==================================
+float32       float32 (the paper's format)                4 C
+float16       float16                                     2 C
+uint8         probabilities as integers summing to 255    C
+topk          k largest probabilities: uint8 index +      2 k (the rest spread evenly on
+              uint8 value                                 decode)
+hard          argmax label, uint8 (one-hot on decode)     1
+hard4         argmax label in 4 bits (C <= 16), and the   1 with weights or confidences,
+              sample's weight or confidence in 4 bits     1/2 without (before deflate)
+hard4p1       hard4, and one bit per sample choosing one  hard4's + 1/8
+              of two top-class probabilities
+hard4p2r1-ac  label, 4-bit weight or confidence, one of   about 0.7-0.8 (arithmetic-coded,
+              four top-class probabilities, and the       measured on gossip-adaptive's
+              runner-up label for the least confident     beliefs)
+              quarter, arithmetic-coded in context
+============  ==========================================  ==================================
 
-Confidences and weights travel as float32 with the float32 codec; with hard4 and hard4p1 as the low
-4 bits of the sample's byte (confidence round(15 d); weight as the nearest in log W of 15
-levels spanning LOG_WEIGHT_SPAN nats below the payload's largest weight, 0 further below:
-push-sum then conserves weight mass only approximately, each share off by up to a factor
-e^(+-0.29) and the lightest shares dropped);
-otherwise confidences as uint8 (d * 255) and weights as float16 log W. Every array is then
-deflated with zlib (`deflate`: the smaller of the default strategy and Huffman coding
-alone) when that saves at least 10% (lossless, flagged in the metadata; a
-trained model's float32 probabilities save about 5% and stay raw, near one-hot beliefs and
-hard4's symbols deflate). The meter sizes the message Flower serializes, so it counts the
-encoded bytes.
+The codecs differ in the parts they write; what they share is here: the envelope (below),
+zlib for every part where it pays (`deflate`: the smaller of the default strategy and
+Huffman coding alone, kept when it saves at least 10%, lossless, flagged in the metadata;
+a trained model's float32 probabilities save about 5% and stay raw, near one-hot beliefs and
+hard4's symbols deflate), and the checks every decode ends with: probabilities finite,
+non-negative, summing to 1 per row; confidences in [0, 1]; weights finite, >= 0 and at most
+1e30; the parts the receiver needs present, and no part its codec does not write. The
+meter sizes the message Flower serializes, so it counts the encoded bytes.
+
+Each codec module is part of the code of the runs that use it, and of no other run
+(`flower_gd/provenance.py`): a new codec, or an edit to one, re-measures only its runs.
 
 On the wire a payload is one byte string, the one `bytes` value (field PAYLOAD_FIELD) of the
 ConfigRecord under PAYLOAD_KEY: a magic number, a JSON header (the metadata: codec, kind,
@@ -47,6 +53,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,20 +81,10 @@ ARRAYS_KEY = "arrays"
 PRIVATE_DATA_KEY = "private-data"
 MAX_COUNTER = 1_000_000
 PROB_TOLERANCE = 1e-3
-CODECS = ("float32", "float16", "uint8", "topk", "hard", "hard4", "hard4p1")
-# Codecs that only carry probabilities (they quantize values in [0, 1]).
-PROBABILITY_CODECS = ("uint8", "topk", "hard", "hard4", "hard4p1")
-# The codecs of 4-bit labels (hard4p1 is hard4 plus one bit per sample).
-NIBBLE_CODECS = ("hard4", "hard4p1")
-# hard4: 4-bit symbols; 15 non-zero weight levels spanning LOG_WEIGHT_SPAN nats (e^8 ~ 2981)
-NIBBLE = 16
-LOG_WEIGHT_SPAN = 8.0
-_WEIGHT_STEP = LOG_WEIGHT_SPAN / (NIBBLE - 2)
-MAX_LOG_WEIGHT = float(np.log(1e30))
-MIN_LOG_WEIGHT = -700.0  # exp() of less is 0 in float64: hard4's smallest top log-weight
-# zlib an array only when it saves at least 10% (float32 probabilities save ~5%: not worth it).
+MAX_WEIGHT = 1e30
+# zlib a part only when it saves at least 10% (float32 probabilities save ~5%: not worth it).
 COMPRESS_WHEN = 0.9
-_TOLERANCE = {"float32": PROB_TOLERANCE, "float16": 1e-2}
+DEFAULT_CODEC = "float32"
 
 
 class PayloadError(ValueError):
@@ -116,173 +113,217 @@ class Expect:
 
 @dataclass(frozen=True)
 class Codec:
-    """How scores are put on the wire: `name` in CODECS, `topk` for the topk codec."""
+    """How a node puts scores on the wire: `name` (a codec of `flower_gd.payload_codecs`),
+    `topk` for the topk codec, `compress` to zlib each part where that pays."""
 
-    name: str = "float32"
+    name: str = DEFAULT_CODEC
     topk: int = 2
-    compress: bool = True  # zlib each array when that makes it smaller
+    compress: bool = True
 
     def __post_init__(self) -> None:
+        from flower_gd.payload_codecs import CODECS  # the registry imports this module
+
         if self.name not in CODECS:
             raise ValueError(f"codec {self.name!r} unknown; choose one of {list(CODECS)}")
         if self.topk < 1:
             raise ValueError(f"codec-topk={self.topk} must be >= 1")
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """What a codec's decoder recovered: scores (n, C) and the side values it carries."""
+
+    scores: np.ndarray
+    confidence: np.ndarray | None = None
+    sample_weights: np.ndarray | None = None
+
+
+class Parts:
+    """A payload's parts as its header listed them, handed to its codec's decoder: each part
+    is taken once, by name, with the dtype and shape the decoder expects (inflated, bounded,
+    where the metadata says it is deflated). A part no decoder took is refused afterwards."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], meta: dict, codec: str) -> None:
+        self._arrays = arrays
+        self._zipped = _zipped(meta)
+        self.codec = codec
+        self.taken: set[str] = set()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._arrays
+
+    def take(self, name: str, dtype: np.dtype | type, shape: tuple[int, ...]) -> np.ndarray:
+        """The part `name` as `dtype` of `shape`, or PayloadError naming what is wrong."""
+        dtype = np.dtype(dtype)
+        if name not in self._arrays:
+            raise PayloadError(f"payload lacks the '{name}' array")
+        self.taken.add(name)
+        arr = self._arrays[name]
+        if name in self._zipped:
+            expected = int(np.prod(shape)) * dtype.itemsize
+            inflater = zlib.decompressobj()
+            try:
+                raw = inflater.decompress(arr.tobytes(), expected + 1)  # bounded: no zip bombs
+            except zlib.error as err:
+                raise PayloadError(f"'{name}' is not valid zlib data: {err}") from None
+            if len(raw) != expected or not inflater.eof:
+                raise PayloadError(f"'{name}' inflates to the wrong size for shape {shape} "
+                                   f"{dtype}: the peer runs on different common data?")
+            return np.frombuffer(raw, dtype=dtype).reshape(shape)
+        if arr.dtype != dtype:
+            raise PayloadError(f"'{name}' has dtype {arr.dtype}, expected {dtype}")
+        if tuple(arr.shape) != tuple(shape):
+            raise PayloadError(f"'{name}' has shape {tuple(arr.shape)}, expected {shape} "
+                               "(n_common, classes): the peer runs on different common data?")
+        return arr
+
+    def take_bytes(self, name: str, limit: int) -> bytes:
+        """A part of variable length (an entropy-coded stream): its bytes, at most `limit`
+        (inflated, bounded, where deflated), or PayloadError."""
+        if name not in self._arrays:
+            raise PayloadError(f"payload lacks the '{name}' array")
+        self.taken.add(name)
+        arr = self._arrays[name]
+        if arr.dtype != np.uint8 or arr.ndim != 1:
+            raise PayloadError(f"'{name}' must be a 1-d uint8 part, not {arr.dtype} "
+                               f"{tuple(arr.shape)}")
+        data = arr.tobytes()
+        if name in self._zipped:
+            inflater = zlib.decompressobj()
+            try:
+                data = inflater.decompress(data, limit + 1)  # bounded: no zip bombs
+            except zlib.error as err:
+                raise PayloadError(f"'{name}' is not valid zlib data: {err}") from None
+            if not inflater.eof:
+                raise PayloadError(f"'{name}' inflates past {limit} bytes")
+        if len(data) > limit:
+            raise PayloadError(f"'{name}' holds {len(data)} bytes, more than the {limit} "
+                               "its samples can take")
+        return data
+
+    def untaken(self) -> list[str]:
+        return sorted(set(self._arrays) - self.taken)
+
+
+@dataclass(frozen=True)
+class PayloadCodec:
+    """One codec: how it writes a payload's parts and reads them back.
+
+    `encode(payload, codec, meta)` returns the raw parts (the envelope deflates them) and may
+    add entries to `meta`; `decode(parts, meta, (n, C), kind)` returns what the parts carry,
+    validated as far as the codec knows (the envelope checks the rest); `weights(parts, meta,
+    n)` the per-sample weights alone (a push-sum receiver keeps the mass of a payload whose
+    scores it refused). `probabilities`: it quantizes probabilities, so it cannot carry logits.
+    """
+
+    name: str
+    encode: Callable[[InferencePayload, Codec, dict], dict[str, np.ndarray]]
+    decode: Callable[[Parts, dict, tuple[int, int], str], Decoded]
+    weights: Callable[[Parts, dict, tuple[int, int]], np.ndarray]
+    probabilities: bool
+
+
 def label_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
 
 
-def quantize_probs(probs: np.ndarray, total: int = 255) -> np.ndarray:
-    """Integers per row summing to exactly `total` (largest-remainder rounding)."""
-    scaled = np.clip(probs.astype(np.float64), 0.0, None)
-    scaled[~(scaled.sum(axis=1) > 0)] = 1.0  # a row with no mass (or NaN) says: uniform
-    scaled = scaled / scaled.sum(axis=1, keepdims=True) * total
-    q = np.floor(scaled).astype(np.int64)
-    deficit = total - q.sum(axis=1)  # in [0, C)
-    rank = np.argsort(np.argsort(-(scaled - q), axis=1, kind="stable"), axis=1, kind="stable")
-    q += rank < deficit[:, None]
-    return q.astype(np.uint8 if total <= 255 else np.uint16)
+# ------------------------------------------------------------------ what codecs share
+def check_probs(scores: np.ndarray, tolerance: float = PROB_TOLERANCE) -> None:
+    """Probability rows: finite, non-negative, each summing to 1 within `tolerance`."""
+    if len(scores) == 0:  # no samples: nothing to check (an empty common set)
+        return
+    if not np.isfinite(scores).all():
+        raise PayloadError("probabilities decode to NaN/inf")
+    if (scores < 0).any():
+        raise PayloadError("probabilities are negative")
+    worst = float(np.abs(scores.sum(axis=1, dtype=np.float64) - 1.0).max())
+    if worst > tolerance:
+        raise PayloadError(f"probability rows do not sum to 1 (off by up to {worst:.3g})")
 
 
-def _score_parts(scores: np.ndarray, codec: Codec) -> dict[str, np.ndarray]:
-    if codec.name == "float32":
-        return {"scores": np.ascontiguousarray(scores, dtype=np.float32)}
-    if codec.name == "float16":
-        return {"scores": scores.astype(np.float16)}
-    if codec.name == "uint8":
-        return {"scores": quantize_probs(scores)}
-    num_classes = scores.shape[1]
-    if codec.name == "hard":
-        return {"labels": scores.argmax(axis=1).astype(label_dtype(num_classes))}
-    k = min(codec.topk, num_classes)
-    index = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    values = np.take_along_axis(scores.astype(np.float64), index, axis=1)
-    return {"topk-index": index.astype(label_dtype(num_classes)),
-            "topk-value": np.floor(np.clip(values, 0, 1) * 255).astype(np.uint8)}
-
-
-def nibble_weights(weights: np.ndarray) -> tuple[np.ndarray, float]:
-    """hard4's weights: levels 1-15, log-spaced over LOG_WEIGHT_SPAN nats up to the largest
-    weight (nearest level in log W), 0 for weights further below (or 0); and that top log W."""
-    w = np.asarray(weights, dtype=np.float64)
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError("per-sample weights must be finite and >= 0")
-    if not (w > 0).any():
-        return np.zeros(len(w), np.uint8), 0.0
-    log_w = np.log(np.maximum(w, 1e-300))
-    top = max(float(log_w[w > 0].max()), MIN_LOG_WEIGHT)
-    level = np.round((log_w - (top - LOG_WEIGHT_SPAN)) / _WEIGHT_STEP) + 1
-    level[(w <= 0) | (level < 1)] = 0
-    return np.minimum(level, NIBBLE - 1).astype(np.uint8), top
-
-
-def unnibble_weights(level: np.ndarray, top: float) -> np.ndarray:
-    """The weights hard4's levels stand for (level 0: weight 0)."""
-    level = level.astype(np.float64)
-    return np.where(level > 0, np.exp(top - LOG_WEIGHT_SPAN + (level - 1) * _WEIGHT_STEP), 0.0)
-
-
-def top_floor(num_classes: int) -> float:
-    """hard4p1's smallest top-class probability: one sixteenth of the way from uniform (1/C)
-    to 1, so that the sent label stays the decoded argmax by a clear margin."""
-    return 1.0 / num_classes + (1.0 - 1.0 / num_classes) / NIBBLE
-
-
-def top_levels(top: np.ndarray, floor: float, iterations: int = 50) -> np.ndarray:
-    """The two-level Lloyd-Max codebook (lower, upper) of top-class probabilities `top`: the
-    two values, each in [floor, 1], that minimise the squared error of sending each
-    probability as the nearer of them (Lloyd's iteration from the quartiles; each value is
-    its cell's mean held within [floor, 1], and the cells are those of the values actually
-    sent). `top` comes from `finite_tops`."""
-    p = np.asarray(top, dtype=np.float64)
-    if len(p) == 0:
-        return np.array([floor, floor])
-    levels = np.clip(np.quantile(p, [0.25, 0.75]), floor, 1.0)
-    for _ in range(iterations):
-        upper = p > levels.mean()
-        new = np.array([p[~upper].mean() if (~upper).any() else levels[0],
-                        p[upper].mean() if upper.any() else levels[1]])
-        new = np.clip(new, floor, 1.0)
-        if np.array_equal(new, levels):
-            break
-        levels = new
-    return levels
-
-
-def finite_tops(scores: np.ndarray) -> np.ndarray:
-    """Each sample's top-class probability in [0, 1]; a row that is not finite counts as 0
-    (it is sent at the codebook's floor)."""
-    top = np.asarray(scores, dtype=np.float64).max(axis=1) if len(scores) else np.zeros(0)
-    return np.clip(np.where(np.isfinite(top), top, 0.0), 0.0, 1.0)
-
-
-def top_bits(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """hard4p1's extra bit per sample (packed, 8 samples a byte, first sample in the high
-    bit): 1 where the sample's top-class probability is nearer the codebook's upper value;
-    and the codebook (`top_levels`)."""
-    top = finite_tops(scores)
-    levels = top_levels(top, top_floor(scores.shape[1]))
-    return np.packbits(top > levels.mean()), levels
-
-
-def _hard4_parts(payload: InferencePayload, meta: dict) -> dict[str, np.ndarray]:
-    """One byte per sample, label << 4 | side value, where the payload has weights or
-    confidences; two labels per byte where it has neither."""
-    num_classes = payload.scores.shape[1]
-    if num_classes > NIBBLE:
-        raise ValueError(f"codecs {list(NIBBLE_CODECS)} pack labels in 4 bits: {num_classes} "
-                         f"classes > {NIBBLE}; use codec hard")
-    if payload.confidence is not None and payload.sample_weights is not None:
-        raise ValueError(f"codecs {list(NIBBLE_CODECS)} carry one 4-bit value per sample: "
-                         "weights or confidences, not both")
-    labels = payload.scores.argmax(axis=1).astype(np.uint8)
-    if payload.sample_weights is not None:
-        side, meta["log-top"] = nibble_weights(payload.sample_weights)
-        meta["side"] = "weights"
-    elif payload.confidence is not None:
-        conf = np.clip(np.asarray(payload.confidence, dtype=np.float64), 0, 1)
-        side, meta["side"] = np.round(conf * (NIBBLE - 1)).astype(np.uint8), "confidence"
-    else:
-        meta["side"] = "none"
-        padded = np.append(labels, np.uint8(0)) if len(labels) % 2 else labels
-        return {"labels4": (padded[0::2] << 4 | padded[1::2]).astype(np.uint8)}
-    return {"symbols": (labels << 4 | side).astype(np.uint8)}
-
-
-def _side_parts(payload: InferencePayload, compact: bool) -> dict[str, np.ndarray]:
-    """Confidences and weights as their own arrays (`compact`: uint8 d and float16 log W)."""
+def side_parts(payload: InferencePayload, compact: bool) -> dict[str, np.ndarray]:
+    """Confidences and weights as their own parts: float32, or (`compact`) uint8 d * 255 and
+    float16 log W."""
     parts: dict[str, np.ndarray] = {}
     if payload.confidence is not None:
         conf = np.asarray(payload.confidence, dtype=np.float64)
         parts["confidence"] = (np.round(np.clip(conf, 0, 1) * 255).astype(np.uint8) if compact
                                else conf.astype(np.float32))
-    if payload.sample_weights is not None:  # on the wire as the "weights" array
+    if payload.sample_weights is not None:  # on the wire as the "weights" part
         w = np.asarray(payload.sample_weights, dtype=np.float64)
         parts["weights"] = (np.log(np.maximum(w, 1e-30)).astype(np.float16) if compact
                             else w.astype(np.float32))
     return parts
 
 
+def side_weights(parts: Parts, n: int, compact: bool) -> np.ndarray:
+    """`side_parts`' weights, validated."""
+    raw = parts.take("weights", np.float16 if compact else np.float32, (n,))
+    if not np.isfinite(raw).all():
+        raise PayloadError("weights hold NaN/inf values")
+    weights = np.exp(raw.astype(np.float64)) if compact else raw.astype(np.float64)
+    if (weights < 0).any():
+        raise PayloadError("weights are negative")
+    if not np.isfinite(weights).all() or weights.max(initial=0.0) > MAX_WEIGHT:
+        raise PayloadError("weights are absurdly large (> 1e30)")
+    return weights
+
+
+def side_values(parts: Parts, n: int, compact: bool
+                ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """`side_parts`' confidences and weights where the payload has them."""
+    confidence = weights = None
+    if "confidence" in parts:
+        raw = parts.take("confidence", np.uint8 if compact else np.float32, (n,))
+        confidence = raw.astype(np.float32) / 255.0 if compact else raw.astype(np.float32)
+        if not np.isfinite(confidence).all() or (confidence < 0).any() or (confidence > 1).any():
+            raise PayloadError("confidence values must be finite and in [0, 1]")
+    if "weights" in parts:
+        weights = side_weights(parts, n, compact)
+    return confidence, weights
+
+
+# ------------------------------------------------------------------ float32, the paper's
+def _float32_encode(payload: InferencePayload, codec: Codec, meta: dict
+                    ) -> dict[str, np.ndarray]:
+    return {"scores": np.ascontiguousarray(payload.scores, dtype=np.float32),
+            **side_parts(payload, compact=False)}
+
+
+def _float32_decode(parts: Parts, meta: dict, shape: tuple[int, int], kind: str) -> Decoded:
+    scores = parts.take("scores", np.float32, shape).astype(np.float32)
+    if not np.isfinite(scores).all():
+        raise PayloadError(f"scores hold {int((~np.isfinite(scores)).sum())} NaN/inf values")
+    return Decoded(scores, *side_values(parts, shape[0], compact=False))
+
+
+FLOAT32 = PayloadCodec("float32", _float32_encode, _float32_decode,
+                       lambda parts, meta, shape: side_weights(parts, shape[0], compact=False),
+                       probabilities=False)
+
+
+def _codec_of(meta: dict) -> PayloadCodec:
+    from flower_gd.payload_codecs import REGISTRY  # the registry imports this module
+
+    name = meta.get("codec")
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise PayloadError(f"unsupported codec {name!r}; known: {list(REGISTRY)}")
+    return REGISTRY[name]
+
+
+# ------------------------------------------------------------------ encode
 def encode_payload(payload: InferencePayload, codec: Codec | None = None,
                    content: RecordDict | None = None, key: str = PAYLOAD_KEY) -> RecordDict:
     """Put a payload into a RecordDict under `key`, encoded with `codec`."""
     codec = codec or Codec()
-    if payload.kind == "logits" and codec.name in PROBABILITY_CODECS:
+    spec = _codec_of({"codec": codec.name})
+    if payload.kind == "logits" and spec.probabilities:
         raise ValueError(f"codec {codec.name} quantizes probabilities; it cannot carry logits "
                          "(use inference-output=probs, or codec float32/float16)")
     content = RecordDict() if content is None else content
     meta: dict = {"counter": int(payload.counter), "kind": payload.kind, "codec": codec.name}
-    if codec.name in NIBBLE_CODECS:  # the side values travel inside the symbols
-        parts = _hard4_parts(payload, meta)
-        if codec.name == "hard4p1":
-            parts["top-bit"], levels = top_bits(payload.scores)
-            meta["top-levels"] = [float(v) for v in levels]
-    else:
-        parts = {**_score_parts(payload.scores, codec),
-                 **_side_parts(payload, compact=codec.name != "float32")}
     arrays, zipped = {}, []
-    for name, arr in parts.items():
+    for name, arr in spec.encode(payload, codec, meta).items():
         raw = np.ascontiguousarray(arr)
         packed = deflate(raw.tobytes()) if codec.compress else b""
         if codec.compress and len(packed) <= COMPRESS_WHEN * raw.nbytes:
@@ -290,14 +331,13 @@ def encode_payload(payload: InferencePayload, codec: Codec | None = None,
             zipped.append(name)
         else:
             arrays[name] = raw
-    if codec.name == "topk":
-        meta["topk"] = int(min(codec.topk, payload.scores.shape[1]))
     if zipped:
         meta["zlib"] = zipped
     content[key] = seal_payload(arrays, meta)
     return content
 
 
+# ------------------------------------------------------------------ the envelope
 def seal_payload(arrays: dict[str, np.ndarray], meta: dict) -> ConfigRecord:
     """One payload's parts and metadata as one byte string in a ConfigRecord (module
     docstring: the layout)."""
@@ -437,135 +477,7 @@ def count_payloads(content: RecordDict) -> int:
     return n
 
 
-# ------------------------------------------------------------------------------ decoding
-def _expected_parts(codec: str, shape: tuple[int, int], k: int) -> dict[str, tuple]:
-    n, c = shape
-    if codec in ("float32", "float16"):
-        return {"scores": (np.dtype(codec), (n, c))}
-    if codec == "uint8":
-        return {"scores": (np.dtype(np.uint8), (n, c))}
-    if codec == "hard":
-        return {"labels": (label_dtype(c), (n,))}
-    return {"topk-index": (label_dtype(c), (n, k)), "topk-value": (np.dtype(np.uint8), (n, k))}
-
-
-Parts = dict[str, np.ndarray]
-
-
-def _unpack(arrays: Parts, name: str, dtype: np.dtype, shape: tuple, zipped: bool
-            ) -> np.ndarray:
-    if name not in arrays:
-        raise PayloadError(f"payload lacks the '{name}' array")
-    arr = arrays[name]
-    if zipped:
-        expected = int(np.prod(shape)) * dtype.itemsize
-        inflater = zlib.decompressobj()
-        try:
-            raw = inflater.decompress(arr.tobytes(), expected + 1)  # bounded: no zip bombs
-        except zlib.error as err:
-            raise PayloadError(f"'{name}' is not valid zlib data: {err}") from None
-        if len(raw) != expected or not inflater.eof:
-            raise PayloadError(f"'{name}' inflates to the wrong size for shape {shape} "
-                               f"{dtype}: the peer runs on different common data?")
-        return np.frombuffer(raw, dtype=dtype).reshape(shape)
-    if arr.dtype != dtype:
-        raise PayloadError(f"'{name}' has dtype {arr.dtype}, expected {dtype}")
-    if tuple(arr.shape) != tuple(shape):
-        raise PayloadError(f"'{name}' has shape {tuple(arr.shape)}, expected {shape} "
-                           "(n_common, classes): the peer runs on different common data?")
-    return arr
-
-
-def _check_probs(scores: np.ndarray, tolerance: float) -> None:
-    if len(scores) == 0:  # no samples: nothing to check (an empty common set)
-        return
-    if (scores < 0).any():
-        raise PayloadError("probabilities are negative")
-    worst = float(np.abs(scores.sum(axis=1, dtype=np.float64) - 1.0).max())
-    if worst > tolerance:
-        raise PayloadError(f"probability rows do not sum to 1 (off by up to {worst:.3g})")
-
-
-def _decode_scores(codec: str, parts: dict[str, np.ndarray], kind: str, shape: tuple[int, int]
-                   ) -> np.ndarray:
-    n, c = shape
-    if codec in ("float32", "float16"):
-        scores = parts["scores"].astype(np.float32)
-        if not np.isfinite(scores).all():
-            raise PayloadError(f"scores hold {int((~np.isfinite(scores)).sum())} NaN/inf values")
-        if kind == "probs":
-            _check_probs(scores, _TOLERANCE[codec])
-            if codec == "float16":  # renormalise away float16 rounding
-                scores = scores / scores.sum(axis=1, keepdims=True)
-        return scores
-    if codec == "uint8":
-        sums = parts["scores"].sum(axis=1, dtype=np.int64)
-        if (sums != 255).any():
-            raise PayloadError(f"uint8 probability rows must sum to 255; "
-                               f"{int((sums != 255).sum())} rows do not")
-        return (parts["scores"].astype(np.float32) / 255.0)
-    if codec == "hard":
-        labels = parts["labels"].astype(np.int64)
-        if (labels >= c).any():
-            raise PayloadError(f"labels out of range [0, {c})")
-        return np.eye(c, dtype=np.float32)[labels]
-    index = parts["topk-index"].astype(np.int64)
-    values = parts["topk-value"].astype(np.float64) / 255.0
-    k = index.shape[1]
-    if (index >= c).any():
-        raise PayloadError(f"top-k class indices out of range [0, {c})")
-    if k > 1 and (np.diff(np.sort(index, axis=1), axis=1) == 0).any():
-        raise PayloadError("top-k class indices repeat within a row")
-    kept = values.sum(axis=1)
-    if (kept > 1.0 + 1e-9).any():
-        raise PayloadError("top-k probabilities sum to more than 1")
-    rest = (1.0 - kept) / (c - k) if c > k else np.zeros(n)
-    # no class left out may outscore a kept one: the sender kept its k largest, and flooring
-    # the kept values to 1/255 steps must not hand the argmax to a class it dropped
-    rest = np.minimum(rest, values.min(axis=1))
-    scores = np.repeat(rest[:, None], c, axis=1)
-    np.put_along_axis(scores, index, values, axis=1)
-    total = scores.sum(axis=1, keepdims=True)
-    if (total <= 0).any():
-        raise PayloadError(f"{int((total <= 0).sum())} top-k rows carry no probability at all")
-    return (scores / total).astype(np.float32)
-
-
-def _sample_weights(arrays: Parts, n: int, compact: bool, zipped: bool) -> np.ndarray:
-    dtype = np.dtype(np.float16 if compact else np.float32)
-    raw = _unpack(arrays, "weights", dtype, (n,), zipped)
-    if not np.isfinite(raw).all():
-        raise PayloadError("weights hold NaN/inf values")
-    weights = np.exp(raw.astype(np.float64)) if compact else raw.astype(np.float64)
-    if (weights < 0).any():
-        raise PayloadError("weights are negative")
-    if not np.isfinite(weights).all() or weights.max(initial=0.0) > 1e30:
-        raise PayloadError("weights are absurdly large (> 1e30)")
-    return weights
-
-
-def decode_sample_weights(content: RecordDict, n: int, key: str = PAYLOAD_KEY) -> np.ndarray:
-    """Only the per-sample weights W_j of a payload, validated on their own: a push-sum
-    receiver keeps the mass of a payload whose scores it refused (see gossip-adaptive).
-
-    Raises
-    ------
-    PayloadError
-        When the payload has no valid weights of length `n`.
-    """
-    arrays, meta = open_payload(content, key)
-    codec = meta.get("codec")
-    if codec not in CODECS:
-        raise PayloadError(f"unsupported codec {codec!r}; known: {list(CODECS)}")
-    zipped = _zipped(meta)
-    if codec in NIBBLE_CODECS:
-        _, level = _hard4_symbols(arrays, meta, n, zipped, codec)
-        if meta.get("side") != "weights" or level is None:
-            raise PayloadError("payload lacks the weights this receiver needs")
-        return unnibble_weights(level, _log_top(meta))
-    return _sample_weights(arrays, n, codec != "float32", "weights" in zipped)
-
-
+# ------------------------------------------------------------------ decode
 def _zipped(meta: dict) -> set:
     """The names of the parts the metadata says are deflated."""
     listed = meta.get("zlib", [])
@@ -573,81 +485,6 @@ def _zipped(meta: dict) -> set:
     if not all(isinstance(name, str) for name in names):
         raise PayloadError(f"payload zlib list {listed!r} names no parts")
     return set(names)
-
-
-def _log_top(meta: dict) -> float:
-    top = meta.get("log-top")
-    if isinstance(top, bool) or not isinstance(top, (int, float)) or not \
-            MIN_LOG_WEIGHT <= top <= MAX_LOG_WEIGHT:
-        raise PayloadError(f"{meta.get('codec')} log-top {top!r} is not a log-weight in "
-                           f"[{MIN_LOG_WEIGHT:.1f}, {MAX_LOG_WEIGHT:.1f}]")
-    return float(top)
-
-
-def _hard4_symbols(arrays: Parts, meta: dict, n: int, zipped: set, codec: str
-                   ) -> tuple[np.ndarray, np.ndarray | None]:
-    """hard4's labels and side levels (None where the payload has no side values)."""
-    side = meta.get("side")
-    if side not in ("weights", "confidence", "none"):
-        raise PayloadError(f"{codec} side {side!r} unknown: weights, confidence or none")
-    name, length = ("labels4", (n + 1) // 2) if side == "none" else ("symbols", n)
-    extra = sorted(set(arrays) - {name} - ({"top-bit"} if codec == "hard4p1" else set()))
-    if extra:
-        raise PayloadError(f"payload holds arrays no {codec} payload has: {extra}")
-    raw = _unpack(arrays, name, np.dtype(np.uint8), (length,), name in zipped)
-    if side == "none":
-        if n % 2 and raw[-1] & (NIBBLE - 1):
-            raise PayloadError(f"{codec} labels4: the pad nibble after the last label is not 0")
-        labels = np.stack([raw >> 4, raw & (NIBBLE - 1)], axis=1).reshape(-1)[:n]
-        return labels, None
-    return raw >> 4, raw & (NIBBLE - 1)
-
-
-def _decode_top(arrays: Parts, meta: dict, labels: np.ndarray, c: int, zipped: set
-                ) -> np.ndarray:
-    """hard4p1's scores: each sample's codebook value on its label, the rest of its mass
-    spread evenly over the other classes."""
-    n = len(labels)
-    levels = meta.get("top-levels")
-    floor = top_floor(c)
-    if not (isinstance(levels, list) and len(levels) == 2
-            and all(isinstance(v, float) and floor - 1e-12 <= v <= 1.0 for v in levels)):
-        raise PayloadError(f"hard4p1 top-levels {levels!r} are not two probabilities in "
-                           f"[{floor:.4f}, 1] (the smallest a top class may have)")
-    packed = _unpack(arrays, "top-bit", np.dtype(np.uint8), ((n + 7) // 8,), "top-bit" in zipped)
-    if n % 8 and packed[-1] & ((1 << (8 - n % 8)) - 1):
-        raise PayloadError("hard4p1 top-bit: the pad bits after the last sample are not 0")
-    top = np.asarray(levels, dtype=np.float64)[np.unpackbits(packed)[:n]]
-    scores = np.repeat(((1.0 - top) / max(c - 1, 1))[:, None], c, axis=1)
-    scores[np.arange(n), labels] = top
-    return scores.astype(np.float32)
-
-
-def _decode_hard4(arrays: Parts, meta: dict, shape: tuple[int, int],
-                  zipped: set, expect: Expect, counter: int, codec: str) -> InferencePayload:
-    n, c = shape
-    labels, level = _hard4_symbols(arrays, meta, n, zipped, codec)
-    if (labels >= c).any():
-        raise PayloadError(f"labels out of range [0, {c})")
-    side = meta.get("side")
-    for wanted, needed in ((expect.confidence, "confidence"), (expect.sample_weights, "weights")):
-        if wanted and side != needed:
-            raise PayloadError(f"payload lacks the {needed} this receiver needs")
-    confidence = sample_weights = None
-    if side == "confidence" and level is not None:  # a nibble: in [0, 1] by construction
-        confidence = level.astype(np.float32) / (NIBBLE - 1)
-    elif side == "weights" and level is not None:
-        sample_weights = unnibble_weights(level, _log_top(meta))
-    labels = labels.astype(np.int64)
-    if codec == "hard4p1":
-        scores = _decode_top(arrays, meta, labels, c, zipped)
-        if not np.isfinite(scores).all():  # the postcondition, checked rather than trusted
-            raise PayloadError("probabilities decode to NaN/inf")
-        _check_probs(scores, PROB_TOLERANCE)
-    else:
-        scores = np.eye(c, dtype=np.float32)[labels]
-    return InferencePayload(scores=scores, counter=counter, kind="probs", confidence=confidence,
-                            sample_weights=sample_weights)
 
 
 def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: str = PAYLOAD_KEY,
@@ -660,59 +497,66 @@ def decode_payload(content: RecordDict, expected_shape: tuple[int, int], key: st
     Raises
     ------
     PayloadError
-        A record that is not a well-formed payload (`open_payload`), arrays the receiver
-        needs (`expect`) missing, arrays no codec writes, a
-        kind the receiver does not mix, unknown codec, wrong shape or dtype, data that does
-        not inflate to the expected size, NaN/inf, negative or non-normalised
-        probabilities, rows with no probability, out-of-range labels or indices,
-        confidences outside [0, 1], negative or absurd weights, or a counter out of range.
+        A record that is not a well-formed payload (`open_payload`), an unknown codec, a
+        kind the receiver does not mix, a counter out of range, parts the receiver needs
+        (`expect`) missing, parts the codec does not write, or whatever the codec's decoder
+        refuses (wrong shape or dtype, data that does not inflate to the expected size,
+        NaN/inf, out-of-range labels, ...); then the envelope's checks of every codec's
+        output: probabilities finite, non-negative and normalised, confidences in [0, 1].
     """
     expect = expect or Expect()
     arrays, meta = open_payload(content, key)
-    codec = meta.get("codec")
-    if codec not in CODECS:
-        raise PayloadError(f"unsupported codec {codec!r}; known: {list(CODECS)}")
+    spec = _codec_of(meta)
     kind = meta.get("kind")
     if kind not in ("probs", "logits"):
         raise PayloadError(f"unknown score kind {kind!r}")
-    if codec in PROBABILITY_CODECS and kind != "probs":
-        raise PayloadError(f"codec {codec} carries probabilities, but the payload says {kind}")
+    if spec.probabilities and kind != "probs":
+        raise PayloadError(f"codec {spec.name} carries probabilities, but the payload says {kind}")
     if expect.kind is not None and kind != expect.kind:
         raise PayloadError(f"the payload carries {kind}, this receiver mixes {expect.kind}")
     counter = meta.get("counter")
     if isinstance(counter, bool) or not isinstance(counter, int) or not 1 <= counter <= MAX_COUNTER:
         raise PayloadError(f"counter {counter!r} out of range [1, {MAX_COUNTER}]")
     n, c = (int(s) for s in expected_shape)
-    k = meta.get("topk", 0)
-    if codec == "topk" and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= c):
-        raise PayloadError(f"topk {k!r} out of range [1, {c}]")
-    k = k if isinstance(k, int) else 0
-    zipped = _zipped(meta)
-    if codec in NIBBLE_CODECS:
-        return _decode_hard4(arrays, meta, (n, c), zipped, expect, counter, codec)
-    expected = _expected_parts(codec, (n, c), k)
-    extra = sorted(set(arrays) - set(expected) - {"confidence", "weights"})
+    parts = Parts(arrays, meta, spec.name)
+    got = spec.decode(parts, meta, (n, c), str(kind))
+    extra = parts.untaken()
     if extra:
-        raise PayloadError(f"payload holds arrays no {codec} payload has: {extra}")
-    for name, wanted in (("confidence", expect.confidence), ("weights", expect.sample_weights)):
-        if wanted and name not in arrays:
-            raise PayloadError(f"payload lacks the '{name}' array this receiver needs")
-    parts = {name: _unpack(arrays, name, dtype, shape, name in zipped)
-             for name, (dtype, shape) in expected.items()}
-    scores = _decode_scores(codec, parts, str(kind), (n, c))
+        raise PayloadError(f"payload holds arrays no {spec.name} payload has: {extra}")
+    for wanted, value, needed in ((expect.confidence, got.confidence, "confidence"),
+                                  (expect.sample_weights, got.sample_weights, "weights")):
+        if wanted and value is None:
+            raise PayloadError(f"payload lacks the {needed} this receiver needs")
+    scores = np.asarray(got.scores, dtype=np.float32)
     if kind == "probs":  # the postcondition of every codec, checked rather than trusted
-        if not np.isfinite(scores).all():
-            raise PayloadError("probabilities decode to NaN/inf")
-        _check_probs(scores, PROB_TOLERANCE)
-    compact = codec != "float32"
-    confidence = sample_weights = None
-    if "confidence" in arrays:
-        dtype = np.dtype(np.uint8 if compact else np.float32)
-        raw = _unpack(arrays, "confidence", dtype, (n,), "confidence" in zipped)
-        confidence = raw.astype(np.float32) / 255.0 if compact else raw.astype(np.float32)
-        if not np.isfinite(confidence).all() or (confidence < 0).any() or (confidence > 1).any():
+        check_probs(scores)
+    if got.confidence is not None:
+        conf = got.confidence
+        if not np.isfinite(conf).all() or (conf < 0).any() or (conf > 1).any():
             raise PayloadError("confidence values must be finite and in [0, 1]")
-    if "weights" in arrays:
-        sample_weights = _sample_weights(arrays, n, compact, "weights" in zipped)
+    if got.sample_weights is not None:
+        w = got.sample_weights
+        if not np.isfinite(w).all() or (w < 0).any() or w.max(initial=0.0) > MAX_WEIGHT:
+            raise PayloadError("weights must be finite, >= 0 and at most 1e30")
     return InferencePayload(scores=scores, counter=counter, kind=str(kind),
-                            confidence=confidence, sample_weights=sample_weights)
+                            confidence=got.confidence, sample_weights=got.sample_weights)
+
+
+def decode_sample_weights(content: RecordDict, expected_shape: tuple[int, int],
+                          key: str = PAYLOAD_KEY) -> np.ndarray:
+    """Only the per-sample weights W_j of a payload, validated on their own: a push-sum
+    receiver keeps the mass of a payload whose scores it refused (see gossip-adaptive).
+
+    Raises
+    ------
+    PayloadError
+        When the payload has no valid weights of length n, for (n, C) `expected_shape`.
+    """
+    arrays, meta = open_payload(content, key)
+    spec = _codec_of(meta)
+    n, c = (int(s) for s in expected_shape)
+    weights = spec.weights(Parts(arrays, meta, spec.name), meta, (n, c))
+    if not np.isfinite(weights).all() or (weights < 0).any() or \
+            weights.max(initial=0.0) > MAX_WEIGHT:
+        raise PayloadError("weights must be finite, >= 0 and at most 1e30")
+    return weights

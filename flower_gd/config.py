@@ -16,7 +16,7 @@ from typing import Any
 import tomllib
 
 from flower_gd.byzantine import ATTACKS
-from flower_gd.codecs import CODECS, PROBABILITY_CODECS
+from flower_gd.payload_codecs import CODECS, PROBABILITY_CODECS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"

@@ -2,13 +2,17 @@
 
 A run's `config.json` records `code-version`: the git commit and whether the tree had
 uncommitted changes, the versions of flwr, torch and numpy, and a digest of the source
-that computed it. That source is *scoped to the run's method*: every Python file of the
-harness (`flower_gd`, the *core*) and the method's own module with every `strategies` or
-`baselines` module it imports, directly or through another (`method_files`). The registry
-(`flower_gd/methods.py`) only routes a method name to its module and checks configs, and
-the READ_ONLY modules only read finished runs; neither is part of any scope. So a change
-to one method's file re-measures that method's runs (and those of methods importing it),
-adding a method re-measures nothing, and a change to the harness re-measures everything.
+that computed it. That source is *scoped to the run's method and codec*: every Python file
+of the harness (`flower_gd` but its codec modules, the *core*), the method's own module with
+every `strategies` or `baselines` module it imports, directly or through another
+(`method_files`), and the module of the codec its payloads travel in, with what that
+imports (`codec_files`; float32, the default, is core). The registries
+(`flower_gd/methods.py`, `flower_gd/payload_codecs/__init__.py`) only route a name to its
+module and check configs, and the READ_ONLY modules only read finished runs; none is part
+of any scope. So a change to one method's file re-measures that method's runs (and those of
+methods importing it), a change to one codec's file re-measures the runs that use it,
+adding a method or a codec re-measures nothing, and a change to the harness re-measures
+everything.
 
 A sweep reuses a finished run only when its code matches (`made_by_this_code`) and its
 config does (`config_differs`): every key the run's method reads, and every key all
@@ -39,6 +43,8 @@ CODE_VERSION_ENV = "FLOWER_GD_CODE_VERSION"  # set by a launcher for apps run of
 CODE_PATHS = ("flower_gd", "strategies", "baselines", "pyproject.toml")
 SOURCE_ROOTS = ("flower_gd", "strategies", "baselines")
 METHOD_ROOTS = ("strategies", "baselines")  # packages of the methods' own modules
+CODEC_ROOT = "flower_gd/payload_codecs"  # one module per codec; its __init__ is the registry
+DEFAULT_CODEC = "float32"  # in the core (flower_gd/codecs.py): every run may send it
 # modules that only read finished runs (tables, figures, the choice on validation): a change
 # to them changes no run, so they are not part of a run's code
 READ_ONLY = ("flower_gd/report.py", "flower_gd/tables.py", "flower_gd/plots.py",
@@ -46,7 +52,6 @@ READ_ONLY = ("flower_gd/report.py", "flower_gd/tables.py", "flower_gd/plots.py",
 # the registry: a name -> module table and config checks; each run's scope holds its own
 # method's module instead
 REGISTRY_FILE = "flower_gd/methods.py"
-PACKAGES = ("flower_gd", "strategies", "baselines")
 # the packages whose versions a run records and a reused run must share: the engine, the
 # arithmetic, the model definitions and the embedded digits data
 PACKAGE_VERSIONS = ("flwr", "torch", "numpy", "torchvision", "scikit-learn")
@@ -82,22 +87,42 @@ def _packages() -> dict[str, str]:
     return packages
 
 
+def scope_files(method: str | None, codec: str | None = None,
+                root: Path = PROJECT_ROOT) -> tuple[str, ...]:
+    """The files of a run's scope beyond the core: its method's (`method_files`) and its
+    codec's (`codec_files`), sorted."""
+    own = set(method_files(method, root)) if method else set()
+    return tuple(sorted(own | set(codec_files(codec, root) if codec else ())))
+
+
+def run_scope(config: dict[str, Any]) -> tuple[str, str | None]:
+    """(method, codec) of a run config: the codec only where the method reads `codec` (a
+    method that does not sends float32 or nothing, both core)."""
+    from flower_gd.methods import REGISTRY  # the registry imports every method
+
+    method = str(config.get("method"))
+    entry = REGISTRY.get(method)
+    codec = config.get("codec")
+    reads_codec = entry is not None and "codec" in entry.reads
+    return method, (str(codec) if reads_codec and codec not in (None, DEFAULT_CODEC) else None)
+
+
 @functools.cache
-def code_version(method: str | None = None) -> dict[str, Any]:
-    """The code that makes `method`'s runs in this process: git commit and whether the tree
-    had uncommitted changes, the scoped source digest (`source_digest`) with the files of
-    its scope beyond the core (`method-files`), the option keys the method does not read
-    (`unread-keys`, see `config_differs`), and the versions of the packages that compute the
-    numbers. Without a method: the core alone (what the local phase and tools outside any
-    method run).
+def code_version(method: str | None = None, codec: str | None = None) -> dict[str, Any]:
+    """The code that makes `method`'s runs with `codec` in this process (`run_scope` gives
+    both for a config): git commit and whether the tree had uncommitted changes, the scoped
+    source digest (`source_digest`) with the files of its scope beyond the core
+    (`scope-files`), the option keys the method does not read (`unread-keys`, see
+    `config_differs`), and the versions of the packages that compute the numbers. Without a
+    method: the core alone (what the local phase and tools outside any method run).
 
     Taken once per process, as the code is imported once: a sweep in one process whose
     files are edited while it runs goes on with the code it loaded, and `still_this_code`
     tells its runs apart. An app installed from a bundle (the deployment engine) has no git
     checkout: it takes the commit its launcher put in FLOWER_GD_CODE_VERSION, or `unknown`.
     """
-    own = method_files(method) if method else ()
-    version = {"source": source_digest(own), "method-files": list(own), **_packages()}
+    own = scope_files(method, codec)
+    version = {"source": source_digest(own), "scope-files": list(own), **_packages()}
     if method:
         from flower_gd.methods import unread_keys  # the registry imports every method
 
@@ -109,11 +134,10 @@ def code_version(method: str | None = None) -> dict[str, Any]:
     return {"commit": commit or "unknown", "dirty": dirty, **version}
 
 
-def still_this_code(method: str | None = None) -> bool:
+def still_this_code(method: str | None = None, codec: str | None = None) -> bool:
     """Whether the files on disk are still those `code_version` saw when this process took
     its snapshot (a file edited during a sweep: later runs ran the code loaded before)."""
-    own = method_files(method) if method else ()
-    return source_digest(own) == code_version(method)["source"]
+    return source_digest(scope_files(method, codec)) == code_version(method, codec)["source"]
 
 
 @functools.cache
@@ -141,7 +165,7 @@ def _module_file(module: str, root: Path) -> str | None:
     """`strategies.gossip` -> "strategies/gossip.py" (or a package's __init__.py), when it
     is one of the project's packages and exists under `root`."""
     parts = module.split(".")
-    if parts[0] not in PACKAGES:
+    if parts[0] not in SOURCE_ROOTS:
         return None
     for candidate in ("/".join(parts) + ".py", "/".join(parts) + "/__init__.py"):
         if (root / candidate).is_file():
@@ -184,6 +208,39 @@ def method_files(method: str, root: Path = PROJECT_ROOT) -> tuple[str, ...]:
     return tuple(sorted(files))
 
 
+def codec_files(codec: str, root: Path = PROJECT_ROOT) -> tuple[str, ...]:
+    """The files of `codec`'s scope: its module of `flower_gd.payload_codecs` and every codec
+    or method module it imports; none for float32 (core).
+
+    Raises
+    ------
+    ConfigError
+        A codec the registry does not know, or whose code is not a module of CODEC_ROOT.
+    """
+    if codec == DEFAULT_CODEC:
+        return ()
+    from flower_gd.payload_codecs import REGISTRY  # the registry imports every codec
+
+    if codec not in REGISTRY:
+        raise ConfigError(f"codec={codec}: not a codec of {CODEC_ROOT}; choose one of "
+                          f"{list(REGISTRY)}")
+    module = REGISTRY[codec].encode.__module__
+    entry = _module_file(module, root)
+    if entry is None or not _scoped(entry):
+        raise ConfigError(f"codec={codec}: its code comes from {module}, not from a module of "
+                          f"{CODEC_ROOT}: move it there, so that runs record the code that "
+                          "made them")
+    return module_closure(entry, root)
+
+
+def _scoped(path: str) -> bool:
+    """A file of some run's scope rather than the core: a method module or a codec module
+    (the packages' __init__ files are core or a registry)."""
+    if path.endswith("/__init__.py"):
+        return False
+    return path.split("/", 1)[0] in METHOD_ROOTS or path.startswith(CODEC_ROOT + "/")
+
+
 def entry_modules(method: str) -> set[str]:
     """The modules a method's code starts from: every method-package module that holds its
     `Method` entry, and the modules of its `run` and `check` (partials unwrapped). Node
@@ -205,7 +262,7 @@ def entry_modules(method: str) -> set[str]:
 
 
 def module_closure(entry: str, root: Path = PROJECT_ROOT) -> tuple[str, ...]:
-    """`entry` and every method-package module reachable from it by imports, sorted."""
+    """`entry` and every method or codec module reachable from it by imports, sorted."""
     seen, todo = set(), [entry]
     while todo:
         path = todo.pop()
@@ -213,21 +270,20 @@ def module_closure(entry: str, root: Path = PROJECT_ROOT) -> tuple[str, ...]:
             continue
         seen.add(path)
         todo.extend(f for f in imported_files(path, root)  # packages' __init__: core
-                    if f.split("/", 1)[0] in METHOD_ROOTS and not f.endswith("/__init__.py")
-                    and f not in seen)
+                    if _scoped(f) and f not in seen)
     return tuple(sorted(seen))
 
 
 def core_files(root: Path = PROJECT_ROOT) -> tuple[str, ...]:
-    """Every Python file of the three packages but the methods' own modules, the registry
-    and the READ_ONLY modules: the harness every run executes."""
+    """Every Python file of the three packages but the methods' and codecs' own modules, the
+    registries and the READ_ONLY modules: the harness every run executes."""
     files = []
     for package in SOURCE_ROOTS:
         for path in sorted((root / package).rglob("*.py")):
             rel = path.relative_to(root).as_posix()
-            if rel in READ_ONLY or rel == REGISTRY_FILE:
+            if rel in READ_ONLY or rel == REGISTRY_FILE or rel.startswith(CODEC_ROOT + "/"):
                 continue
-            if package in METHOD_ROOTS and path.name != "__init__.py":
+            if _scoped(rel):
                 continue
             files.append(rel)
     return tuple(files)
@@ -274,9 +330,9 @@ def saved_code_version(run_dir: Path) -> dict[str, Any] | None:
 
 def made_by_this_code(run_dir: Path, saved: dict[str, Any] | None = None) -> bool:
     """Whether the run was made by the code this process runs: the same source in the run's
-    scope (today's core and today's files of its method's scope) and the same flwr, torch
-    and numpy. A run that recorded no `method-files` (made before scopes) was digested over
-    the whole tree: it is other code.
+    scope (today's core and today's files of its method's and codec's scope) and the same
+    flwr, torch and numpy. A run that recorded no `scope-files` (made before scopes took in
+    codecs) was digested over another scope: it is other code.
 
     The commit alone would not do: a commit that changes only the README keeps the runs,
     and a dirty tree's runs match only the tree they were made by. `saved` is the run's
@@ -285,14 +341,14 @@ def made_by_this_code(run_dir: Path, saved: dict[str, Any] | None = None) -> boo
     if saved is None:
         saved = json.loads((Path(run_dir) / "config.json").read_text())
     version = saved.get(CODE_VERSION_KEY)
-    if not isinstance(version, dict) or "method-files" not in version:
+    if not isinstance(version, dict) or "scope-files" not in version:
         return False
     try:
-        now = code_version(str(saved.get("method")))
-    except ConfigError:  # a method today's registry does not know (or cannot scope)
+        now = code_version(*run_scope(saved))
+    except ConfigError:  # a method or codec today's registries do not know (or cannot scope)
         return False
     return all(version.get(k) == now[k]
-               for k in ("source", "method-files", *PACKAGE_VERSIONS))
+               for k in ("source", "scope-files", *PACKAGE_VERSIONS))
 
 
 STALE_DIR = ".stale"  # where a sweep moves runs made by other code before re-measuring them

@@ -27,6 +27,7 @@ from flower_gd.provenance import (
     config_differs,
     machine,
     made_by_this_code,
+    run_scope,
     set_aside,
     still_this_code,
 )
@@ -140,7 +141,7 @@ class RunRecorder:
         self.resumed: ResumePoint | None = self._restore() if resume else None
         if self.resumed is None:
             (self.run_dir / "config.json").write_text(json.dumps(
-                {**self.config, CODE_VERSION_KEY: code_version(str(self.config["method"]))},
+                {**self.config, CODE_VERSION_KEY: code_version(*run_scope(self.config))},
                 indent=2, sort_keys=True))
             (self.run_dir / CHECKPOINT).unlink(missing_ok=True)
             for name, cols in (("rounds.csv", ROUND_COLUMNS), ("messages.csv", MESSAGE_COLUMNS)):
@@ -377,14 +378,15 @@ class RunRecorder:
         """A file of the run's scope edited while it ran: the run computed with the code this
         process loaded, which its record can no longer name. Its code-version says so, so
         that no sweep reuses it (it is re-measured)."""
-        method = str(self.config["method"])
-        if still_this_code(method):
+        method, codec = run_scope(self.config)
+        if still_this_code(method, codec):
             return
         path = self.run_dir / "config.json"
         saved = json.loads(path.read_text())
         saved[CODE_VERSION_KEY] = {**saved[CODE_VERSION_KEY], "source": "changed-during-run"}
         path.write_text(json.dumps(saved, indent=2, sort_keys=True))
-        warnings.warn(f"{self.run_dir}: the source of method={method} changed on disk while "
+        warnings.warn(f"{self.run_dir}: the source of method={method}"
+                      f"{f' codec={codec}' if codec else ''} changed on disk while "
                       "it ran; the run is kept but marked, and a sweep will re-measure it",
                       stacklevel=2)
 

@@ -118,7 +118,7 @@ def gossip_step(node: Node, content: RecordDict) -> dict[str, float]:
             weights = push_sum_split(weights, delivered(content))
         counter = int(base.meta["counter"])
         peers, refused = decode_peers(node, content, belief.shape, EXPECT)
-        kept = [w for w in (_mass_of(content, i, len(belief)) for i in refused) if w is not None]
+        kept = [w for w in (_mass_of(content, i, belief.shape) for i in refused) if w is not None]
         if not peers:
             weights = weights + sum(kept, np.zeros_like(weights))
             if node.cfg.gossip_bookkeeping == "accumulate":
@@ -158,10 +158,10 @@ def _weights_of(payload: InferencePayload) -> np.ndarray:
     return payload.sample_weights
 
 
-def _mass_of(content: RecordDict, index: int, n: int) -> np.ndarray | None:
+def _mass_of(content: RecordDict, index: int, shape: tuple[int, int]) -> np.ndarray | None:
     """The push-sum mass of a refused payload, if its weights alone are valid."""
     try:
-        return decode_sample_weights(content, n, payload_key(index))
+        return decode_sample_weights(content, shape, payload_key(index))
     except PayloadError:
         return None
 

@@ -43,7 +43,6 @@ from flwr.app import ConfigRecord, RecordDict
 
 from flower_gd.codecs import (
     COMPRESS_WHEN,
-    NIBBLE,
     PAYLOAD_FIELD,
     PAYLOAD_KEY,
     Codec,
@@ -51,16 +50,17 @@ from flower_gd.codecs import (
     decode_payload,
     deflate,
     encode_payload,
-    nibble_weights,
     open_payload,
     payload_record,
     seal_payload,
-    top_floor,
-    unnibble_weights,
 )
 from flower_gd.config import RunConfig, upgrade
 from flower_gd.distill import hard_labels, weighted_mix
 from flower_gd.federation import federated_data
+from flower_gd.payload_codecs.hard4 import NIBBLE, nibble_weights, unnibble_weights
+from flower_gd.payload_codecs.hard4p1 import top_floor, with_top
+from flower_gd.payload_codecs.hard4p2r1_ac import lloyd_levels, with_runner_up
+from flower_gd.payload_codecs.range_coder import decode_fields, encode_fields
 from flower_gd.provenance import CODE_VERSION_KEY
 
 # constants and functions only: importing its METHOD would put this module in gossip-adaptive's
@@ -72,7 +72,6 @@ from strategies.gossip_adaptive import (
     accumulate_rescale,
     push_sum_split,
 )
-from strategies.range_coder import decode_fields, encode_fields
 
 # Codecs that decode the label's mass and spread the rest evenly (hard and hard4 decode one-hot).
 FILL_CODECS = ("hard4p1",)
@@ -209,26 +208,10 @@ def fill_like(decoded: np.ndarray, own: np.ndarray) -> np.ndarray:
     return out
 
 
-def lloyd_levels(top: np.ndarray, count: int, floor: float, iterations: int = 50
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """A `count`-level Lloyd-Max codebook of top-class probabilities (each level in [floor,
-    1]), and each sample's level index. With count=2 it is hard4p1's codebook
-    (`codecs.top_levels`, pinned equal by a test); the generalisation lives here, not in
-    `flower_gd.codecs`, because an edit there changes every run's code and re-measures it."""
-    levels = np.clip(np.quantile(top, (np.arange(count) + 0.5) / count), floor, 1.0)
-    for _ in range(iterations):
-        index = np.searchsorted((levels[1:] + levels[:-1]) / 2, top)
-        new = np.clip([top[index == k].mean() if (index == k).any() else levels[k]
-                       for k in range(count)], floor, 1.0)
-        if np.array_equal(new, levels):
-            break
-        levels = new
-    return levels, np.searchsorted((levels[1:] + levels[:-1]) / 2, top)
-
-
 # Each candidate: (top-probability levels, how many of the lowest levels also send their
-# runner-up label). A name ending in AC_SUFFIX codes the same fields with the adaptive
-# arithmetic coder of `strategies.range_coder` instead of packing and deflating them.
+# runner-up label). hard4p1-ac codes hard4p1's fields with the adaptive arithmetic coder of
+# `flower_gd.payload_codecs.range_coder` instead of packing and deflating them; hard4p2r1's
+# arithmetic-coded twin is the codec hard4p2r1-ac (`flower_gd/payload_codecs/hard4p2r1_ac.py`).
 SHAPES = {"hard4p2": (4, 0), "hard4p1r": (2, 1), "hard4p2r": (4, 2), "hard4p2r1": (4, 1),
           "hard4p1": (2, 0)}
 AC_SUFFIX = "-ac"
@@ -239,7 +222,7 @@ AC_CONTEXTS = ((), (0,), (0, 1), (0,))
 
 def _shape(name: str) -> tuple[int, int, bool]:
     base, ac = (name[:-len(AC_SUFFIX)], True) if name.endswith(AC_SUFFIX) else (name, False)
-    if base not in SHAPES or (base == "hard4p1" and not ac):
+    if base not in SHAPES or (base == "hard4p1") != ac:
         raise ReplayError(f"unknown candidate {name!r}: choose one of {list(CANDIDATES)}")
     return (*SHAPES[base], ac)
 
@@ -325,27 +308,6 @@ def candidate_payload(name: str, belief: np.ndarray, weights: np.ndarray
     return out, decoded_w, seal_payload(arrays, meta)
 
 
-def with_top(top: np.ndarray, first: np.ndarray, c: int) -> np.ndarray:
-    """Rows with `top` on the label `first` and the rest spread evenly (a label payload's
-    decode, both sides)."""
-    out = np.repeat(((1.0 - top) / (c - 1))[:, None], c, axis=1)
-    out[np.arange(len(top)), first] = top
-    return out
-
-
-def with_runner_up(top: np.ndarray, first: np.ndarray, second: np.ndarray, share: float,
-                   c: int) -> np.ndarray:
-    """Rows with `top` on the label, the payload's runner-up `share` (held below the top
-    and within the mass left) on the runner-up, the rest spread evenly: what both sides
-    compute from the header's one share and each sample's top level."""
-    rows = np.arange(len(top))
-    held = np.minimum(np.minimum(share, 0.999 * top), 1.0 - top)
-    out = np.repeat(((1.0 - top - held) / (c - 2))[:, None], c, axis=1)
-    out[rows, first] = top
-    out[rows, second] = held
-    return out
-
-
 def decode_ac(record: ConfigRecord, shape: tuple[int, int], name: str
               ) -> tuple[np.ndarray, np.ndarray]:
     """The scores and weights an arithmetic-coded candidate payload carries, from its bytes
@@ -375,7 +337,7 @@ def _size(record: ConfigRecord) -> int:
     return len(value)
 
 
-CANDIDATES = ("hard4p2", "hard4p1r", "hard4p2r", "hard4p2r1", "hard4p1-ac", "hard4p2r1-ac")
+CANDIDATES = ("hard4p2", "hard4p1r", "hard4p2r", "hard4p2r1", "hard4p1-ac")
 
 
 def _sent(belief: np.ndarray, weights: np.ndarray, variant: Variant

@@ -9,7 +9,6 @@ from flwr.app import Message, RecordDict
 from payload_edit import blob, header_and_body, meta, parts, rewrite, write_blob, write_header
 
 from flower_gd.codecs import (
-    CODECS,
     PAYLOAD_KEY,
     Codec,
     Expect,
@@ -18,9 +17,17 @@ from flower_gd.codecs import (
     decode_payload,
     deflate,
     encode_payload,
-    quantize_probs,
 )
 from flower_gd.metering import object_nbytes
+from flower_gd.payload_codecs import CODECS
+from flower_gd.payload_codecs.hard4 import (
+    LOG_WEIGHT_SPAN,
+    NIBBLE,
+    nibble_weights,
+    unnibble_weights,
+)
+from flower_gd.payload_codecs.hard4p1 import top_floor, top_levels
+from flower_gd.payload_codecs.uint8 import quantize_probs
 
 PROBS = np.array([[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]], dtype=np.float32)
 RAW = Codec(compress=False)
@@ -218,7 +225,6 @@ def test_unknown_codec_is_refused():
 
 # ---------------------------------------------------------------- hard4: 4 bits a sample
 def test_hard4_round_trip_keeps_labels_and_each_side_value_within_a_level():
-    from flower_gd.codecs import LOG_WEIGHT_SPAN, NIBBLE
     probs = _probs(1001)  # odd: the packed label pairs need a pad nibble
     top = 3.0
     log_w = np.random.default_rng(1).uniform(top - LOG_WEIGHT_SPAN, top, size=len(probs))
@@ -242,7 +248,6 @@ def test_hard4_round_trip_keeps_labels_and_each_side_value_within_a_level():
 
 
 def test_hard4_weights_far_below_the_largest_go_as_zero():
-    from flower_gd.codecs import LOG_WEIGHT_SPAN, NIBBLE, nibble_weights, unnibble_weights
     step = LOG_WEIGHT_SPAN / (NIBBLE - 2)
     w = np.array([1.0, np.exp(-LOG_WEIGHT_SPAN), np.exp(-LOG_WEIGHT_SPAN - 0.6 * step), 0.0])
     level, top = nibble_weights(w)
@@ -313,10 +318,10 @@ def test_hard4_weights_decode_alone_for_push_sum():
     from flower_gd.codecs import decode_sample_weights
     w = np.array([2.0, 1.0, 0.5, 0.0])
     content = _hard4(sample_weights=w)
-    np.testing.assert_allclose(decode_sample_weights(content, 4),
+    np.testing.assert_allclose(decode_sample_weights(content, (4, 3)),
                                decode_payload(content, (4, 3)).sample_weights)
     with pytest.raises(PayloadError, match="lacks the weights"):
-        decode_sample_weights(_hard4(), 4)
+        decode_sample_weights(_hard4(), (4, 3))
 
 
 # ------------------------------------------------- hard4p1: hard4 plus one bit of the top class
@@ -326,7 +331,6 @@ def _hard4p1(n=4, c=3, **kw):
 
 
 def test_hard4p1_sends_the_label_and_the_nearer_of_two_top_probabilities():
-    from flower_gd.codecs import top_floor
     probs = _probs(1003, 10)  # 1003: the packed bits need pad bits
     w = np.exp(np.random.default_rng(3).uniform(-4, 2, len(probs)))
     content = encode_payload(InferencePayload(probs, 3, "probs", sample_weights=w),
@@ -352,7 +356,6 @@ def test_hard4p1_sends_the_label_and_the_nearer_of_two_top_probabilities():
 def test_hard4p1_levels_are_the_centroids_of_their_cells_above_the_floor():
     """Lloyd-Max's fixed point: each value is the mean of the probabilities sent as it; a
     value the floor holds up sits at the floor, and its cell's mean is below it."""
-    from flower_gd.codecs import top_floor, top_levels
     rng = np.random.default_rng(4)
     p = np.concatenate([rng.uniform(0.35, 0.6, 300), rng.uniform(0.9, 1.0, 700)])
     lo, hi = top_levels(p, top_floor(10))
@@ -492,3 +495,146 @@ def test_a_payload_in_one_config_record_costs_less_on_the_wire_than_in_arrays(co
     assert size["separate"] > size["one-array"], size
     np.testing.assert_array_equal(decode_payload(sealed, probs.shape).scores.argmax(1),
                                   probs.argmax(1))
+
+
+# ------------------------------------- hard4p2r1-ac: four top levels, a runner-up, arithmetic-coded
+def _ac(n=500, c=10, seed=5, **kw):
+    probs = _probs(n, c, seed=seed)
+    return probs, encode_payload(InferencePayload(probs, 2, "probs", **kw),
+                                 Codec("hard4p2r1-ac"))
+
+
+def test_hard4p2r1_ac_sends_the_label_a_top_level_and_the_runner_up_where_least_sure():
+    from flower_gd.payload_codecs.hard4p2r1_ac import LEVELS, lloyd_levels
+    w = np.exp(np.random.default_rng(3).uniform(-4, 2, 1001))
+    probs, content = _ac(1001, sample_weights=w)
+    got = decode_payload(content, probs.shape, expect=Expect(sample_weights=True))
+    np.testing.assert_array_equal(got.scores.argmax(1), probs.argmax(1))  # the label decodes
+    hard4 = decode_payload(encode_payload(InferencePayload(probs, 2, "probs", sample_weights=w),
+                                          Codec("hard4")), probs.shape)
+    np.testing.assert_array_equal(got.sample_weights, hard4.sample_weights)  # hard4's weights
+    levels = np.array(meta(content)["top-levels"])
+    assert len(levels) == LEVELS and top_floor(10) <= levels[0] and levels[-1] <= 1.0
+    assert (np.diff(levels) >= 0).all()
+    expected, index = lloyd_levels(probs.max(1).astype(np.float64), LEVELS, top_floor(10))
+    np.testing.assert_allclose(levels, expected)
+    np.testing.assert_allclose(got.scores.max(1), levels[index], atol=1e-6)  # nearest level
+    # the lowest level's samples carry their runner-up at the payload's one share (held
+    # below the top and within the mass left), the others spread their rest evenly
+    low = index == 0
+    assert low.any() and (~low).any()
+    ranked = np.argsort(-probs, axis=1, kind="stable")
+    rows = np.arange(len(probs))
+    share = meta(content)["runner-share"]
+    assert share == pytest.approx(probs[low, ranked[low, 1]].mean())
+    held = np.minimum(np.minimum(share, 0.999 * levels[0]), 1 - levels[0])
+    np.testing.assert_allclose(got.scores[low, ranked[low, 1]], held, atol=1e-6)
+    assert (got.scores[low].argsort(1)[:, -2] == ranked[low, 1]).all()
+    rest = np.where(np.eye(10, dtype=bool)[probs.argmax(1)], np.nan, got.scores)[~low]
+    np.testing.assert_allclose(np.nanmax(rest, 1), np.nanmin(rest, 1), atol=1e-7)
+    assert np.abs(got.scores[rows, ranked[:, 0]] - probs.max(1)).mean() < np.abs(
+        decode_payload(encode_payload(InferencePayload(probs, 2, "probs"), Codec("hard4p1")),
+                       probs.shape).scores.max(1) - probs.max(1)).mean()  # finer than hard4p1's
+
+
+def test_hard4p2r1_ac_carries_confidences_or_nothing_and_decodes_weights_alone():
+    from flower_gd.codecs import decode_sample_weights
+    conf = np.random.default_rng(2).uniform(0, 1, 300)
+    probs, content = _ac(300, confidence=conf)
+    got = decode_payload(content, probs.shape, expect=Expect(confidence=True))
+    assert np.abs(got.confidence - conf).max() <= 0.5 / 15 + 1e-7
+    assert got.sample_weights is None
+    probs, content = _ac(301)
+    got = decode_payload(content, probs.shape)
+    np.testing.assert_array_equal(got.scores.argmax(1), probs.argmax(1))
+    assert got.confidence is None and got.sample_weights is None
+    w = np.random.default_rng(4).uniform(0.1, 9, 300)
+    probs, content = _ac(300, sample_weights=w)
+    np.testing.assert_array_equal(decode_sample_weights(content, probs.shape),
+                                  decode_payload(content, probs.shape).sample_weights)
+    with pytest.raises(PayloadError, match="lacks the weights"):
+        decode_sample_weights(_ac(300, confidence=conf)[1], probs.shape)
+
+
+def test_hard4p2r1_ac_codes_its_fields_in_fewer_bits_than_their_entropies_add_up_to():
+    """The coder learns each field given the label: on beliefs whose weight and top level
+    follow the label, the stream is below the sum of the fields' order-0 entropies (what
+    coding each field on its own could reach at best)."""
+    from flower_gd.payload_codecs.hard4p2r1_ac import LEVELS, lloyd_levels
+    rng = np.random.default_rng(6)
+    n, c = 6000, 10
+    labels = rng.choice(c, size=n, p=rng.dirichlet(np.full(c, 2.0)))
+    sure = labels < 5  # half the classes confident, the other half not
+    top = np.where(sure, rng.uniform(0.9, 1.0, n), rng.uniform(0.3, 0.6, n))
+    probs = np.full((n, c), 0.0)
+    probs[np.arange(n), labels] = top
+    runner = (labels + 1 + rng.integers(0, 2, n)) % c
+    probs[np.arange(n), runner] = (1 - top) * 0.4  # below the top: the label stays
+    probs += ((1 - probs.sum(1)) / c)[:, None]
+    w = np.exp(np.where(sure, 1.0, -3.0) + rng.normal(0, 0.3, n))
+    content = encode_payload(InferencePayload(probs.astype(np.float32), 1, "probs",
+                                              sample_weights=w), Codec("hard4p2r1-ac"))
+    stream_bits = 8 * parts(content)["stream"].nbytes
+
+    def entropy(values):
+        _, counts = np.unique(values, return_counts=True)
+        f = counts / counts.sum()
+        return -(f * np.log2(f)).sum() * len(values)
+
+    _, index = lloyd_levels(probs.max(1), LEVELS, top_floor(c))
+    order0 = (entropy(labels) + entropy(nibble_weights(w)[0]) + entropy(index)
+              + entropy(runner[index == 0]))
+    assert stream_bits < order0
+    got = decode_payload(content, probs.shape)
+    np.testing.assert_array_equal(got.scores.argmax(1), labels)
+
+
+def _ac_small(**kw):
+    return encode_payload(InferencePayload(_probs(40, 6, seed=9), 1, "probs",
+                                           sample_weights=np.ones(40)), Codec("hard4p2r1-ac"))
+
+
+def _ac_stream(content, data):
+    return _replace(content, "stream", np.frombuffer(bytes(data), np.uint8))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: _ac_stream(_ac_small(), bytes(parts(_ac_small())["stream"]) + b"\x00"),
+     "not the coding"),
+    (lambda: _ac_stream(_ac_small(), bytes(parts(_ac_small())["stream"])[:-3]),
+     "stream"),
+    (lambda: _ac_stream(_ac_small(), b"\xff" * 400), "more than the"),
+    (lambda: _replace(_ac_small(), "stream", np.zeros((2, 2), np.uint8)), "1-d uint8"),
+    (lambda: _set_meta(_ac_small(), **{"top-levels": [0.5, 0.4, 0.6, 0.9]}), "top-levels"),
+    (lambda: _set_meta(_ac_small(), **{"top-levels": [0.5, 0.9]}), "top-levels"),
+    (lambda: _set_meta(_ac_small(), **{"top-levels": [0.1, 0.5, 0.6, 0.9]}), "top-levels"),
+    (lambda: _set_meta(_ac_small(), **{"runner-share": 1.5}), "runner-share"),
+    (lambda: _set_meta(_ac_small(), **{"runner-share": True}), "runner-share"),
+    (lambda: _set_meta(_ac_small(), side="none"), "stream"),
+])
+def test_every_hard4p2r1_ac_error_names_the_problem(make, match):
+    with pytest.raises(PayloadError, match=match):
+        decode_payload(make(), (40, 6))
+
+
+def test_hard4p2r1_ac_refuses_too_few_classes_both_ways():
+    with pytest.raises(ValueError, match="at least 6 classes"):
+        encode_payload(InferencePayload(_probs(4, 5), 1, "probs"), Codec("hard4p2r1-ac"))
+    with pytest.raises(PayloadError, match="at least 6 classes"):
+        decode_payload(_ac_small(), (40, 5))
+
+
+def test_a_flipped_bit_in_an_arithmetic_coded_stream_never_decodes_unnoticed():
+    """Every single-bit change of the stream is refused, or decodes to other samples that
+    code back to exactly the changed bytes (a valid payload a peer could have sent)."""
+    content = _ac_small()
+    data = bytes(parts(content)["stream"])
+    refused = 0
+    for i in range(8 * len(data)):
+        changed = bytearray(data)
+        changed[i // 8] ^= 1 << (i % 8)
+        try:
+            decode_payload(_ac_stream(_ac_small(), changed), (40, 6))
+        except PayloadError:
+            refused += 1
+    assert refused >= 0.9 * 8 * len(data)

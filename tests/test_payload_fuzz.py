@@ -12,7 +12,6 @@ from flwr.app import ConfigRecord, RecordDict
 from payload_edit import blob, header_and_body, parts, rewrite, write_blob, write_header
 
 from flower_gd.codecs import (
-    CODECS,
     PAYLOAD_KEY,
     Codec,
     Expect,
@@ -25,10 +24,11 @@ from flower_gd.codecs import (
 )
 from flower_gd.config import RunConfig, load_defaults, merge_overrides
 from flower_gd.node import Node
+from flower_gd.payload_codecs import CODECS
 from strategies import gossip
 from strategies import gossip_adaptive as ga
 
-N, C = 8, 5  # common samples, classes
+N, C = 8, 6  # common samples, classes (hard4p2r1-ac needs at least 6)
 RECEIVERS = {  # what each receiver needs of a payload, as its step asks decode_payload
     "gossip": Expect(kind="probs"),
     "gossip (logits)": Expect(kind="logits"),
@@ -43,7 +43,7 @@ def _valid(rng, codec):
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
     confidence, weights = rng.uniform(0, 1, N), rng.uniform(0.01, 9, N)
-    if codec in ("hard4", "hard4p1"):  # one 4-bit side value per sample: weights or confidences
+    if codec in ("hard4", "hard4p1", "hard4p2r1-ac"):  # one 4-bit side value: w or d
         confidence, weights = (confidence, None) if rng.integers(2) else (None, weights)
     payload = InferencePayload(probs, int(rng.integers(1, 9)), "probs",
                                confidence=confidence, sample_weights=weights)
@@ -68,7 +68,8 @@ ODD_DTYPES = ["f4,(", "i4,)", "10000000000u1", "(2147483647,2147483647)f8", "V4"
 ODD_VALUES = [[], {}, [1, [2]], {"a": 1}, None, True, 1.5, -1, 2**70, "x" * 50]
 # hard4p1's codebook: a pair of probabilities at or above its floor, or refused
 ODD_TOP_LEVELS = [[None], [0.5], [0.5, 0.9, 0.95], ["a", 1.0], [True, 1.0], [0.01, 1.0],
-                  [0.5, 1.5], [0.9, 0.5], [0, 1], [-0.5, 0.9], [1e-320, 1.0]]
+                  [0.5, 1.5], [0.9, 0.5], [0, 1], [-0.5, 0.9], [1e-320, 1.0],
+                  [0.9, 0.5, 0.6, 0.7], [0.3, 0.5, 0.7, 1.5], [0.3, 0.5, 0.7, "1"]]
 
 
 def _mutate_header(rng, content):
@@ -85,7 +86,7 @@ def _mutate_header(rng, content):
             dims[int(rng.integers(len(dims)))] for _ in range(int(rng.integers(4)))]
     elif what == 2:
         key = str(rng.choice(["codec", "kind", "counter", "topk", "zlib", "side", "log-top",
-                              "top-levels"]))
+                              "top-levels", "runner-share"]))
         odd = [*ODD_VALUES, *ODD_TOP_LEVELS] if key == "top-levels" else ODD_VALUES
         header["meta"][key] = odd[int(rng.integers(len(odd)))]
     else:
@@ -252,7 +253,7 @@ def test_the_holes_found_by_reading_the_code_are_closed():
         decode_payload(logits, (N, C), expect=ga.EXPECT)
     # a DLAD upload without its confidences
     upload = encode_payload(InferencePayload(np.full((N, C), 1 / C, np.float32), 1, "probs"))
-    with pytest.raises(PayloadError, match="lacks the 'confidence' array"):
+    with pytest.raises(PayloadError, match="lacks the confidence this receiver needs"):
         decode_payload(upload, (N, C), expect=RECEIVERS["dlad"])
 
 
@@ -311,7 +312,7 @@ def test_a_refused_payload_never_changes_a_node(tmp_path, method):
                     k: v for k, v in before.items() if k != "weights.npy"}
                 own = a.store.snapshot(0).array(ga.SAMPLE_WEIGHTS)
                 try:
-                    taken = decode_sample_weights(relayed, len(own))
+                    taken = decode_sample_weights(relayed, shape)
                 except PayloadError:
                     taken = np.zeros_like(own)
                 np.testing.assert_allclose(a.store.snapshot(1).array(ga.SAMPLE_WEIGHTS),

@@ -25,6 +25,9 @@ TREE = {
     "strategies/c.py": "def f():\n    from strategies import a  # a local import counts\n",
     "baselines/__init__.py": "",
     "baselines/b.py": "import flower_gd.node\n",
+    "flower_gd/payload_codecs/__init__.py": "from flower_gd.payload_codecs import k\n",
+    "flower_gd/payload_codecs/k.py": "from flower_gd.payload_codecs.j import J\n",
+    "flower_gd/payload_codecs/j.py": "J = 1\n",
 }
 
 
@@ -38,7 +41,8 @@ def tree(tmp_path):
 
 def _digests(root):
     return {m: source_digest(module_closure(m, root), root)
-            for m in ("strategies/a.py", "strategies/c.py", "baselines/b.py")}
+            for m in ("strategies/a.py", "strategies/c.py", "baselines/b.py",
+                      "flower_gd/payload_codecs/k.py")}
 
 
 def test_scopes_follow_imports_within_the_method_packages_only(tree):
@@ -48,14 +52,19 @@ def test_scopes_follow_imports_within_the_method_packages_only(tree):
     assert module_closure("strategies/c.py", tree) == ("strategies/a.py", "strategies/c.py",
                                                        "strategies/relay.py")
     assert module_closure("baselines/b.py", tree) == ("baselines/b.py",)
+    assert module_closure("flower_gd/payload_codecs/k.py", tree) == (
+        "flower_gd/payload_codecs/j.py", "flower_gd/payload_codecs/k.py")
 
 
 @pytest.mark.parametrize("edited, changes", [
-    ("flower_gd/node.py", {"strategies/a.py", "strategies/c.py", "baselines/b.py"}),  # core
+    ("flower_gd/node.py", {"strategies/a.py", "strategies/c.py", "baselines/b.py",
+                           "flower_gd/payload_codecs/k.py"}),  # core
     ("strategies/relay.py", {"strategies/a.py", "strategies/c.py"}),  # imported by a, c
     ("strategies/c.py", {"strategies/c.py"}),
     ("baselines/b.py", {"baselines/b.py"}),
     ("flower_gd/methods.py", set()),  # the registry: a new entry keeps every run
+    ("flower_gd/payload_codecs/j.py", {"flower_gd/payload_codecs/k.py"}),  # imported by k
+    ("flower_gd/payload_codecs/__init__.py", set()),  # the codec registry
     ("flower_gd/report.py", set()),  # reads finished runs only
 ])
 def test_an_edit_changes_exactly_the_scopes_that_hold_the_file(tree, edited, changes):
@@ -84,6 +93,38 @@ def test_the_real_methods_scopes():
     assert "flower_gd/methods.py" not in core_files() and "flower_gd/node.py" in core_files()
 
 
+def test_the_real_codecs_scopes():
+    """A run's codec module joins its scope with what it imports; float32 is core."""
+    from flower_gd.provenance import codec_files, run_scope, scope_files
+
+    assert codec_files("float32") == ()
+    assert codec_files("hard4") == ("flower_gd/payload_codecs/hard4.py",)
+    assert codec_files("hard4p2r1-ac") == (
+        "flower_gd/payload_codecs/hard4.py", "flower_gd/payload_codecs/hard4p1.py",
+        "flower_gd/payload_codecs/hard4p2r1_ac.py", "flower_gd/payload_codecs/range_coder.py")
+    assert not any(f.startswith("flower_gd/payload_codecs/") for f in core_files())
+    assert run_scope({"method": "gossip-adaptive", "codec": "hard4p1"}) == (
+        "gossip-adaptive", "hard4p1")
+    # a method that does not read `codec` sends float32 or nothing: no codec in its scope
+    assert run_scope({"method": "fedavg", "codec": "hard4p1"}) == ("fedavg", None)
+    assert run_scope({"method": "dlad", "codec": "float32"}) == ("dlad", None)
+    assert scope_files("dlad", "hard4") == ("baselines/dlad.py",
+                                            "flower_gd/payload_codecs/hard4.py")
+    assert code_version("dlad", "hard4")["source"] != code_version("dlad")["source"]
+
+
+def test_a_run_is_this_codes_only_with_its_codec(tmp_path):
+    now = code_version("gossip", "hard")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"method": "gossip", "codec": "hard",
+                                                 CODE_VERSION_KEY: now}))
+    assert made_by_this_code(run)
+    (run / "config.json").write_text(json.dumps({"method": "gossip", "codec": "topk",
+                                                 CODE_VERSION_KEY: now}))
+    assert not made_by_this_code(run)
+
+
 def _run(tmp_path, method, version):
     run = tmp_path / method
     run.mkdir()
@@ -96,36 +137,43 @@ def test_a_run_is_this_codes_when_its_scope_is(tmp_path):
     assert made_by_this_code(_run(tmp_path, "dlad", now))
     # another method's files in the record: other code
     assert not made_by_this_code(_run(tmp_path, "gossip", now))
-    # a run digested before scopes (no method-files) was digested over the whole tree
-    legacy = {k: v for k, v in now.items() if k != "method-files"}
+    # a run digested before scopes took in codecs (no scope-files) was digested otherwise
+    legacy = {k: v for k, v in now.items() if k != "scope-files"}
     assert not made_by_this_code(_run(tmp_path, "fedmd", legacy))
     # a method today's registry does not know
-    assert not made_by_this_code(_run(tmp_path, "gone", {**now, "method-files": []}))
+    assert not made_by_this_code(_run(tmp_path, "gone", {**now, "scope-files": []}))
 
 
 def test_no_method_module_reaches_code_the_static_scope_cannot_see():
-    """The scope follows static imports: a method module may not import the registry or
-    import modules by name at run time, and no harness module but the registry imports a
-    method module (it would hide that module's edits from the scopes of the others)."""
+    """The scope follows static imports: a method or codec module may not import a registry
+    or import modules by name at run time, and no harness module but the registries imports
+    a method or codec module (it would hide that module's edits from the scopes of the
+    others)."""
     import ast
 
     from flower_gd.config import PROJECT_ROOT
-    from flower_gd.provenance import METHOD_ROOTS, REGISTRY_FILE, imported_files
+    from flower_gd.provenance import (
+        CODEC_ROOT,
+        METHOD_ROOTS,
+        REGISTRY_FILE,
+        _scoped,
+        imported_files,
+    )
 
-    for package in ("flower_gd", *METHOD_ROOTS):
+    codec_registry = f"{CODEC_ROOT}/__init__.py"
+    for package in ("flower_gd", CODEC_ROOT, *METHOD_ROOTS):
         for path in sorted((PROJECT_ROOT / package).glob("*.py")):
             rel = path.relative_to(PROJECT_ROOT).as_posix()
             imported = imported_files(rel)
-            if package in METHOD_ROOTS:
-                assert REGISTRY_FILE not in imported, rel
+            if _scoped(rel):
+                assert REGISTRY_FILE not in imported and codec_registry not in imported, rel
                 names = {n.id for n in ast.walk(ast.parse(path.read_text()))
                          if isinstance(n, ast.Name)} | {
                     a.name for n in ast.walk(ast.parse(path.read_text()))
                     if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
                 assert not names & {"importlib", "import_module", "__import__"}, rel
-            elif rel != REGISTRY_FILE:
-                assert not {f for f in imported if f.split("/", 1)[0] in METHOD_ROOTS
-                            and not f.endswith("__init__.py")}, rel
+            elif rel not in (REGISTRY_FILE, codec_registry):
+                assert not {f for f in imported if _scoped(f)}, rel
 
 
 # `local` runs the relay for 0 rounds (baselines/local.py): of the files in its scope it
@@ -198,7 +246,7 @@ def test_a_run_whose_code_changed_on_disk_while_it_ran_is_marked(tmp_path, monke
 
     meter = type("Meter", (), {"entries": [], "collect_late": lambda self: 0})()
     rec = RunRecorder(tmp_path / "run", {"method": "dlad"}, meter, lambda p: "cnn")
-    monkeypatch.setattr(results, "still_this_code", lambda method: False)
+    monkeypatch.setattr(results, "still_this_code", lambda *scope: False)
     with pytest.warns(UserWarning, match="changed on disk while it ran"):
         rec.finalize()
     saved = json.loads((tmp_path / "run" / "config.json").read_text())

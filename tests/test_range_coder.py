@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from strategies.range_coder import Model, decode_fields, encode_fields
+from flower_gd.payload_codecs.range_coder import Model, decode_fields, encode_fields
 
 
 def test_fields_in_contexts_with_absent_ones_round_trip():

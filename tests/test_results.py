@@ -106,9 +106,9 @@ def test_a_run_records_the_code_that_made_it(tmp_path):
     from flower_gd.provenance import CODE_VERSION_KEY, code_version
 
     version = code_version("gossip")
-    assert set(version) == {"commit", "dirty", "source", "method-files", "unread-keys", "flwr",
+    assert set(version) == {"commit", "dirty", "source", "scope-files", "unread-keys", "flwr",
                             "torch", "numpy", "torchvision", "scikit-learn"}
-    assert version["method-files"] == ["strategies/gossip.py", "strategies/peers.py",
+    assert version["scope-files"] == ["strategies/gossip.py", "strategies/peers.py",
                                        "strategies/relay.py"]
     assert "gossip-peers" in version["unread-keys"] and "codec" not in version["unread-keys"]
     assert len(version["commit"]) == 40 or version["commit"] == "unknown"

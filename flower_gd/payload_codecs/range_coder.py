@@ -1,19 +1,20 @@
-"""Adaptive arithmetic coding of small-alphabet symbols in contexts (a codec idea, issue 14).
+"""Adaptive arithmetic coding of small-alphabet symbols in contexts: the coder of the
+hard4p2r1-ac codec (`hard4p2r1_ac.py`).
 
-zlib's deflate, which every codec of `flower_gd.codecs` ends with, codes each byte by its own
-frequency: a hard4p1 symbol byte (4-bit label, 4-bit weight level) comes out near the
-byte's order-0 entropy, and a field packed in another array cannot use what the first one
-says (a sample's top-probability level depends on its weight level, its runner-up on its
-label). An arithmetic coder with adaptive counts per context codes each field given the
-fields before it, with no table in the header: the counts start flat and learn as the
-payload goes, the same on both sides.
+zlib's deflate, which the other codecs end with, codes each byte by its own frequency: a
+hard4p1 symbol byte (4-bit label, 4-bit weight level) comes out near the byte's order-0
+entropy, and a field packed in another part cannot use what the first one says (a sample's
+top-probability level depends on its weight level, its runner-up on its label). An
+arithmetic coder with adaptive counts per context codes each field given the fields before
+it, with no table in the header: the counts start flat and learn as the payload goes, the
+same on both sides.
 
 This is the classic integer coder of Witten, Neal and Cleary (CACM 1987): 32-bit low and
 high, bits of the interval emitted as soon as they are settled, underflow counted as
 pending bits. Each `Model` holds one count per symbol per context (start 1, add `STEP` per
 use, halve all when a context's total passes `LIMIT`). Pure Python: about a tenth of a
-second for 6000 samples of four fields, enough for the replay's screen
-(`strategies/gossip_replay.py`), not a wire codec as it stands.
+second for 6000 samples of four fields each way (`make bench-replay` screens codec ideas
+with it, `strategies/gossip_replay.py`).
 """
 
 from __future__ import annotations
