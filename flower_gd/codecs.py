@@ -195,11 +195,19 @@ class Parts:
             except zlib.error as err:
                 raise PayloadError(f"'{name}' is not valid zlib data: {err}") from None
             if not inflater.eof:
-                raise PayloadError(f"'{name}' inflates past {limit} bytes")
+                raise PayloadError(f"'{name}' inflates past {limit} bytes" if len(data) > limit
+                                   else f"'{name}' is truncated zlib data")
         if len(data) > limit:
             raise PayloadError(f"'{name}' holds {len(data)} bytes, more than the {limit} "
                                "its samples can take")
         return data
+
+    def only(self, names: set[str]) -> None:
+        """Refuse a payload holding parts other than `names` (the weights-alone path, which
+        takes fewer parts than the codec writes)."""
+        extra = sorted(set(self._arrays) - names)
+        if extra:
+            raise PayloadError(f"payload holds arrays no {self.codec} payload has: {extra}")
 
     def untaken(self) -> list[str]:
         return sorted(set(self._arrays) - self.taken)

@@ -313,7 +313,7 @@ def _exchanges_knowledge(method: str) -> bool:
 
 # Fig. 7's marker per payload codec: a method's codec variants share its color
 CODEC_MARKERS = {"float32": "o", "float16": "p", "uint8": "^", "topk": "D", "hard4": "s",
-                 "hard4p1": "P", "hard": "v"}
+                 "hard4p1": "P", "hard4p2r1-ac": "X", "hard": "v"}
 
 
 def fig7_pareto(runs: list[SavedRun], out: Path) -> list[Path]:
@@ -347,7 +347,7 @@ def fig7_pareto(runs: list[SavedRun], out: Path) -> list[Path]:
                     continue
                 x = statistics.fmean(r.wire_bytes for r in cells[label]) / MIB
                 pts.append((x, mean))
-                ax.errorbar(x, mean, yerr=half, fmt=CODEC_MARKERS.get(codec, "P"), ms=4,
+                ax.errorbar(x, mean, yerr=half, fmt=CODEC_MARKERS.get(codec, "*"), ms=4,
                             capsize=2, label=label, color=_color(label))
             front = pareto_front(pts)
             ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="post",

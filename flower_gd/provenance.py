@@ -224,13 +224,17 @@ def codec_files(codec: str, root: Path = PROJECT_ROOT) -> tuple[str, ...]:
     if codec not in REGISTRY:
         raise ConfigError(f"codec={codec}: not a codec of {CODEC_ROOT}; choose one of "
                           f"{list(REGISTRY)}")
-    module = REGISTRY[codec].encode.__module__
-    entry = _module_file(module, root)
-    if entry is None or not _scoped(entry):
-        raise ConfigError(f"codec={codec}: its code comes from {module}, not from a module of "
-                          f"{CODEC_ROOT}: move it there, so that runs record the code that "
-                          "made them")
-    return module_closure(entry, root)
+    spec = REGISTRY[codec]
+    files: set[str] = set()
+    for fn in (spec.encode, spec.decode, spec.weights):  # a lambda's module is where it is
+        module = fn.__module__
+        entry = _module_file(module, root)
+        if entry is None or not _scoped(entry):
+            raise ConfigError(f"codec={codec}: its code comes from {module}, not from a module "
+                              f"of {CODEC_ROOT}: move it there, so that runs record the code "
+                              "that made them")
+        files.update(module_closure(entry, root))
+    return tuple(sorted(files))
 
 
 def _scoped(path: str) -> bool:

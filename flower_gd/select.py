@@ -113,6 +113,7 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
     whose runs span experiments are left out: `mixed_experiments`)."""
     of_method = _competing(runs)
     mixed = _mixed(of_method)
+    defaults = load_defaults()
     out: dict[str, Any] = {}
     for method, mine in sorted(of_method.items()):
         if method in mixed:
@@ -121,6 +122,10 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
         labels: dict[str, list[SavedRun]] = defaultdict(list)
         for run in mine:
             labels[run.label(shared)].append(run)
+        # every key some candidate varies, with each candidate's value of it (a default
+        # included): the choice stays what it was if a default changes later
+        varied = sorted({k for group in labels.values() for k in group[0].settings
+                         if k not in shared})
         cells = {label: {(r.partition, r.seed) for r in group} for label, group in labels.items()}
         widest = max(cells.values(), key=len)
         candidates: list[dict[str, Any]] = []
@@ -128,8 +133,8 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
             complete = cells[label] >= widest
             vals = [_val(r) or 0.0 for r in group if (r.partition, r.seed) in widest]
             candidates.append({
-                "label": label, "settings": {k: v for k, v in group[0].settings.items()
-                                             if k not in shared},
+                "label": label, "settings": {k: group[0].config.get(k, defaults.get(k))
+                                             for k in varied},
                 "cells": len(vals), "complete": complete,
                 "val-mean": statistics.fmean(vals),
                 "val-per-partition": {p: statistics.fmean(
@@ -153,15 +158,20 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
 
 def overrides(selection: dict[str, Any], method: str) -> str:
     """The chosen setting as Hydra overrides (``app.key=value ...``; the method itself and
-    what every candidate shared are the caller's), for make."""
+    what every candidate shared are the caller's), for make: the keys whose chosen value is
+    off today's defaults, the keys a run's name shows (a choice at a default the sweep
+    would use anyway needs no override)."""
     if method not in selection:
         raise SystemExit(f"no selection for method {method!r}: run `make bench-study` first "
                          "(runs under a codec, fault, attack or the robust mix never compete: "
                          "the method needs runs at its default conditions; and a method whose "
                          "runs in one folder differ in dataset, fleet, split sizes or model "
                          "gets none: keep each experiment in its own output-dir)")
+    defaults = load_defaults()
     pairs = []
     for key, value in sorted(selection[method]["settings"].items()):
+        if key in defaults and str(defaults[key]) == str(value):
+            continue
         value = str(value).lower() if isinstance(value, bool) else value
         pairs.append(f"app.{key}={value}")
     return " ".join(pairs)

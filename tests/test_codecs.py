@@ -594,6 +594,17 @@ def _ac_small(**kw):
                                            sample_weights=np.ones(40)), Codec("hard4p2r1-ac"))
 
 
+def _ac_rows(change):
+    """An -ac payload whose stream codes other fields (`change` maps the honest rows, label,
+    side level, top level, runner-up or -1, to the rows sent): a peer coding what it likes."""
+    from flower_gd.payload_codecs.hard4p2r1_ac import CONTEXTS, _present, _sizes
+    from flower_gd.payload_codecs.range_coder import decode_fields, encode_fields
+    content = _ac_small()
+    rows = decode_fields(bytes(parts(content)["stream"]), 40, _sizes(6), CONTEXTS,
+                         _present("weights"))
+    return _ac_stream(content, encode_fields(change(rows), _sizes(6), CONTEXTS))
+
+
 def _ac_stream(content, data):
     return _replace(content, "stream", np.frombuffer(bytes(data), np.uint8))
 
@@ -602,7 +613,7 @@ def _ac_stream(content, data):
     (lambda: _ac_stream(_ac_small(), bytes(parts(_ac_small())["stream"]) + b"\x00"),
      "not the coding"),
     (lambda: _ac_stream(_ac_small(), bytes(parts(_ac_small())["stream"])[:-3]),
-     "stream"),
+     "not the coding"),
     (lambda: _ac_stream(_ac_small(), b"\xff" * 400), "more than the"),
     (lambda: _replace(_ac_small(), "stream", np.zeros((2, 2), np.uint8)), "1-d uint8"),
     (lambda: _set_meta(_ac_small(), **{"top-levels": [0.5, 0.4, 0.6, 0.9]}), "top-levels"),
@@ -610,7 +621,9 @@ def _ac_stream(content, data):
     (lambda: _set_meta(_ac_small(), **{"top-levels": [0.1, 0.5, 0.6, 0.9]}), "top-levels"),
     (lambda: _set_meta(_ac_small(), **{"runner-share": 1.5}), "runner-share"),
     (lambda: _set_meta(_ac_small(), **{"runner-share": True}), "runner-share"),
-    (lambda: _set_meta(_ac_small(), side="none"), "stream"),
+    (lambda: _set_meta(_ac_small(), side="none"), "not the coding"),
+    (lambda: _ac_rows(lambda rows: [[r[0], r[1], 0, r[0]] for r in rows]), "runner-up labels"),
+    (lambda: _ac_rows(lambda rows: [[r[0], r[1], r[2], -1] for r in rows]), "not the coding"),
 ])
 def test_every_hard4p2r1_ac_error_names_the_problem(make, match):
     with pytest.raises(PayloadError, match=match):
@@ -638,3 +651,45 @@ def test_a_flipped_bit_in_an_arithmetic_coded_stream_never_decodes_unnoticed():
         except PayloadError:
             refused += 1
     assert refused >= 0.9 * 8 * len(data)
+
+
+def test_hard4p2r1_ac_levels_stay_ascending_on_float64_ties():
+    """Found by review: a cell's mean of equal float64 values rounded up past an empty
+    neighbour's level, and the sender's own payload was refused."""
+    c, m, x = 10, 300, 0.9
+    scores = np.full((m + m // 3, c), (1 - x) / (c - 1))
+    scores[:, 0] = x
+    scores[m:] = np.eye(c)[1]
+    content = encode_payload(InferencePayload(scores, 1, "probs"), Codec("hard4p2r1-ac"))
+    assert np.all(np.diff(meta(content)["top-levels"]) >= 0)
+    got = decode_payload(content, scores.shape).scores
+    np.testing.assert_array_equal(got.argmax(1), scores.argmax(1))
+
+
+@pytest.mark.parametrize("codec", ["hard4", "hard4p1", "hard4p2r1-ac"])
+def test_the_weights_alone_refuse_parts_the_codec_does_not_write(codec):
+    """Push-sum takes a refused payload's mass from its weights alone: that path, too, refuses
+    a payload holding parts no such payload has (the hard4 family's rule before codecs
+    moved to their own modules)."""
+    from flower_gd.codecs import decode_sample_weights
+    probs = _probs(40, 10, seed=2)
+    content = encode_payload(InferencePayload(probs, 1, "probs", sample_weights=np.ones(40)),
+                             Codec(codec))
+    decode_sample_weights(content, probs.shape)
+    junk = _replace(content, "extra", np.zeros(4, np.uint8))
+    with pytest.raises(PayloadError, match="arrays no .* payload has"):
+        decode_sample_weights(junk, probs.shape)
+
+
+def test_an_ac_payload_refused_for_its_codebook_still_gives_up_its_mass():
+    """The weights do not depend on the top levels: a payload refused only for them keeps
+    push-sum's mass, as a hard4p1 payload does."""
+    from flower_gd.codecs import decode_sample_weights
+    w = np.random.default_rng(3).uniform(0.5, 4, 40)
+    content = encode_payload(InferencePayload(_probs(40, 10, seed=4), 1, "probs",
+                                              sample_weights=w), Codec("hard4p2r1-ac"))
+    sent = decode_payload(content, (40, 10)).sample_weights
+    bad = _set_meta(content, **{"top-levels": [0.9, 0.5, 0.6, 0.7]})  # (in place)
+    with pytest.raises(PayloadError, match="top-levels"):
+        decode_payload(bad, (40, 10))
+    np.testing.assert_allclose(decode_sample_weights(bad, (40, 10)), sent)

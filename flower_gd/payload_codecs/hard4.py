@@ -131,6 +131,7 @@ def weights(parts: Parts, meta: dict, shape: tuple[int, int]) -> np.ndarray:
     kind = side(meta, parts.codec)
     if kind != "weights":
         raise PayloadError("payload lacks the weights this receiver needs")
+    parts.only({"symbols", "top-bit"} if parts.codec == "hard4p1" else {"symbols"})
     raw = parts.take("symbols", np.uint8, (n,))
     return unnibble_weights(raw & (NIBBLE - 1), log_top(meta))
 

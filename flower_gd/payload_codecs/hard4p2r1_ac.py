@@ -71,6 +71,9 @@ def lloyd_levels(top: np.ndarray, count: int, floor: float, iterations: int = 50
         if np.array_equal(new, levels):
             break
         levels = new
+    # a cell's mean of equal values can round up past an empty neighbour's level by an ulp:
+    # the codebook is ascending by construction, not by luck
+    levels = np.maximum.accumulate(levels)
     return levels, np.searchsorted((levels[1:] + levels[:-1]) / 2, p)
 
 
@@ -174,6 +177,7 @@ def weights(parts: Parts, meta: dict, shape: tuple[int, int]) -> np.ndarray:
     """The weights alone (the whole stream is decoded: each field's context is the label)."""
     if hard4.side(meta, NAME) != "weights":
         raise PayloadError("payload lacks the weights this receiver needs")
+    parts.only({"stream"})
     _, level, _, _ = _fields(parts, meta, shape)
     assert level is not None
     return hard4.unnibble_weights(level, hard4.log_top(meta))
