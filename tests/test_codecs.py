@@ -505,14 +505,21 @@ def _ac(n=500, c=10, seed=5, **kw):
 
 
 def test_hard4p2r1_ac_sends_the_label_a_top_level_and_the_runner_up_where_least_sure():
-    from flower_gd.payload_codecs.hard4p2r1_ac import LEVELS, lloyd_levels
-    w = np.exp(np.random.default_rng(3).uniform(-4, 2, 1001))
-    probs, content = _ac(1001, sample_weights=w)
+    from flower_gd.payload_codecs.hard4p2r1_ac import (
+        LEVELS,
+        WEIGHT_LEVELS,
+        WEIGHT_SPAN,
+        lloyd_levels,
+    )
+    log_w = np.random.default_rng(3).uniform(-4, 2, 1001)
+    log_w[0] = 2.0
+    probs, content = _ac(1001, sample_weights=np.exp(log_w))
     got = decode_payload(content, probs.shape, expect=Expect(sample_weights=True))
     np.testing.assert_array_equal(got.scores.argmax(1), probs.argmax(1))  # the label decodes
-    hard4 = decode_payload(encode_payload(InferencePayload(probs, 2, "probs", sample_weights=w),
-                                          Codec("hard4")), probs.shape)
-    np.testing.assert_array_equal(got.sample_weights, hard4.sample_weights)  # hard4's weights
+    # each weight within half a level (0.4 nats) of what was sent, the largest exactly
+    half_step = WEIGHT_SPAN / (WEIGHT_LEVELS - 1) / 2
+    assert np.abs(np.log(got.sample_weights) - log_w).max() <= half_step + 1e-9
+    assert got.sample_weights[0] == pytest.approx(np.exp(2.0))
     levels = np.array(meta(content)["top-levels"])
     assert len(levels) == LEVELS and top_floor(10) <= levels[0] and levels[-1] <= 1.0
     assert (np.diff(levels) >= 0).all()
@@ -560,7 +567,7 @@ def test_hard4p2r1_ac_codes_its_fields_in_fewer_bits_than_their_entropies_add_up
     """The coder learns each field given the label: on beliefs whose weight and top level
     follow the label, the stream is below the sum of the fields' order-0 entropies (what
     coding each field on its own could reach at best)."""
-    from flower_gd.payload_codecs.hard4p2r1_ac import LEVELS, lloyd_levels
+    from flower_gd.payload_codecs.hard4p2r1_ac import LEVELS, lloyd_levels, weight_levels
     rng = np.random.default_rng(6)
     n, c = 6000, 10
     labels = rng.choice(c, size=n, p=rng.dirichlet(np.full(c, 2.0)))
@@ -582,7 +589,7 @@ def test_hard4p2r1_ac_codes_its_fields_in_fewer_bits_than_their_entropies_add_up
         return -(f * np.log2(f)).sum() * len(values)
 
     _, index = lloyd_levels(probs.max(1), LEVELS, top_floor(c))
-    order0 = (entropy(labels) + entropy(nibble_weights(w)[0]) + entropy(index)
+    order0 = (entropy(labels) + entropy(weight_levels(w)[0]) + entropy(index)
               + entropy(runner[index == 0]))
     assert stream_bits < order0
     got = decode_payload(content, probs.shape)
@@ -600,9 +607,10 @@ def _ac_rows(change):
     from flower_gd.payload_codecs.hard4p2r1_ac import CONTEXTS, _present, _sizes
     from flower_gd.payload_codecs.range_coder import decode_fields, encode_fields
     content = _ac_small()
-    rows = decode_fields(bytes(parts(content)["stream"]), 40, _sizes(6), CONTEXTS,
+    sizes = _sizes(6, "weights")
+    rows = decode_fields(bytes(parts(content)["stream"]), 40, sizes, CONTEXTS,
                          _present("weights"))
-    return _ac_stream(content, encode_fields(change(rows), _sizes(6), CONTEXTS))
+    return _ac_stream(content, encode_fields(change(rows), sizes, CONTEXTS))
 
 
 def _ac_stream(content, data):
@@ -693,3 +701,16 @@ def test_an_ac_payload_refused_for_its_codebook_still_gives_up_its_mass():
     with pytest.raises(PayloadError, match="top-levels"):
         decode_payload(bad, (40, 10))
     np.testing.assert_allclose(decode_sample_weights(bad, (40, 10)), sent)
+
+
+def test_fifteen_weight_levels_over_eight_nats_are_hard4s():
+    """hard4p2r1-ac's weight quantizer generalises hard4's (11 levels instead of 15)."""
+    from flower_gd.payload_codecs.hard4p2r1_ac import level_weights, weight_levels
+    rng = np.random.default_rng(8)
+    for w in (np.exp(rng.uniform(-12, 3, 500)), np.zeros(4), np.array([0.0, 1e-40, 2.0])):
+        level, top = weight_levels(w, 15, LOG_WEIGHT_SPAN)
+        want, want_top = nibble_weights(w)
+        np.testing.assert_array_equal(level, want)
+        assert top == want_top
+        np.testing.assert_array_equal(level_weights(level, top, 15, LOG_WEIGHT_SPAN),
+                                      unnibble_weights(want, want_top))
