@@ -59,6 +59,7 @@ from flower_gd.distill import hard_labels, weighted_mix
 from flower_gd.federation import federated_data
 from flower_gd.payload_codecs.hard4 import NIBBLE, nibble_weights, unnibble_weights
 from flower_gd.payload_codecs.hard4p1 import top_floor, with_top
+from flower_gd.payload_codecs.hard4p2r1_ac import CONTEXTS as AC_CONTEXTS
 from flower_gd.payload_codecs.hard4p2r1_ac import lloyd_levels, with_runner_up
 from flower_gd.payload_codecs.range_coder import decode_fields, encode_fields
 from flower_gd.provenance import CODE_VERSION_KEY
@@ -215,9 +216,8 @@ def fill_like(decoded: np.ndarray, own: np.ndarray) -> np.ndarray:
 SHAPES = {"hard4p2": (4, 0), "hard4p1r": (2, 1), "hard4p2r": (4, 2), "hard4p2r1": (4, 1),
           "hard4p1": (2, 0)}
 AC_SUFFIX = "-ac"
-# Each field's context (the earlier fields it is coded given): the label; the weight level
-# given the label; the top level given both; the runner-up given the label.
-AC_CONTEXTS = ((), (0,), (0, 1), (0,))
+# hard4p1-ac codes its fields in the codec hard4p2r1-ac's contexts (AC_CONTEXTS): the label;
+# the weight level given the label; the top level given both; the runner-up given the label.
 
 
 def _shape(name: str) -> tuple[int, int, bool]:
