@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench bench-replay bench-study-rounds bench-study-rounds-run bench-stall bench-speed bench-speed-fmnist bench-speed-scale bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
+.PHONY: demo test bench bench-cells bench-replay bench-study-rounds bench-study-rounds-run bench-stall bench-speed bench-speed-fmnist bench-speed-scale bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,11 +79,24 @@ $(SELECTION):
 	@echo "$(SELECTION) is missing: run make bench-study first (it chooses on validation)"
 	@exit 1
 bench: bench-study
+	$(MAKE) bench-cells
+	$(MAKE) figures-bench
+
+# The comparison's own cells: every tuned method at its setting chosen by `bench-study` (for
+# the study's seeds these are its runs, reused), local, paper gossip, central and the codecs.
+# `make bench-cells SEEDS=3,4` adds seeds to the comparison without rerunning the study: the
+# choice stays the one made on the study's seeds (flower_gd/select.py), the tables and paired
+# differences take every seed. Then `make figures-bench` redraws the tables and figures.
+bench-cells: $(STAMP) fashion-mnist $(SELECTION)
+	$(PY) -m flower_gd -m $(GA_CHOSEN) $(PARTITIONS) $(BENCH)
+	$(PY) -m flower_gd -m $(DLAD_CHOSEN) $(PARTITIONS) $(BENCH)
+	$(PY) -m flower_gd -m $(FEDAVG_CHOSEN) $(PARTITIONS) $(BENCH)
+	$(PY) -m flower_gd -m $(FEDMD_CHOSEN) $(PARTITIONS) $(BENCH)
+	$(PY) -m flower_gd -m $(DSFL_CHOSEN) $(PARTITIONS) $(BENCH)
+	$(PY) -m flower_gd -m $(DD_CHOSEN) $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd -m app.method=local,gossip $(PARTITIONS) $(BENCH)
 	$(PY) -m flower_gd -m app.method=central app.partition-scheme=iid $(BENCH)
 	$(MAKE) bench-codecs
-	$(PY) -m flower_gd.report results/bench
-	$(PY) -m flower_gd.plots all results/bench --out figures/bench
 
 # The candidates, each on every partition and seed (the chosen ones are the bench's cells):
 # gossip-adaptive's student (local, fresh) x weighting (ratio, dlad) at 2 peers and 2 epochs
@@ -91,8 +104,8 @@ bench: bench-study
 # second stage, `bench-study-rounds`, run by a sub-make once the first is in); DLAD's server
 # distillation epochs (10, 20); FedAvg's learning rate (0.05, 0.02); FedMD's revisit epochs
 # (2, 1); DS-FL's ERA temperature (0.1, 0.02); distributed distillation's weight (1, 5).
-# Selection: mean final median validation accuracy over every (partition, seed) cell
-# (flower_gd/select.py).
+# Selection: mean final median validation accuracy over the (partition, seed) cells most
+# candidates ran (flower_gd/select.py).
 bench-study: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd -m $(GA_BASE) app.gossip-student=local,fresh \
 	  app.gossip-weighting=ratio,dlad $(PARTITIONS) $(BENCH)

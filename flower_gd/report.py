@@ -145,9 +145,11 @@ def write_report(root: Path, with_models: bool = True, include_stale: bool = Fal
             + f"{next(c['val'] for c in sel['candidates'] if c['label'] == sel['chosen'])})"
             for m, sel in selection.items())
         parts.append("## Each method at its setting chosen on validation\n\n"
-                     "Chosen by mean final median validation accuracy over every (partition, "
-                     "seed) cell (`flower_gd/select.py`, `selection.md`):\n\n" + said_chosen
-                     + "\n\nTest accuracy of the chosen settings:\n\n"
+                     "Chosen by mean final median validation accuracy over the (partition, "
+                     "seed) cells most candidates were run on (`flower_gd/select.py`, "
+                     "`selection.md`):\n\n" + said_chosen
+                     + "\n\nTest accuracy of the chosen settings, every seed run (seeds "
+                     "added for a chosen setting alone count here, not in the choice):\n\n"
                      + markdown(*accuracy_table(compared, hide)))
     for reference, name in (("dlad", "DLAD"), ("gossip", "paper gossip"),
                             ("gossip-adaptive", "gossip-adaptive")):

@@ -7,8 +7,9 @@ Usage::
 
 Every setting of a method measured under RESULTS_DIR (a label: the method and its keys off
 the defaults) is scored by its mean final median *validation* accuracy over every partition
-and seed it was run with; only settings measured on the same (partition, seed) cells as the
-most complete one compete, so no setting wins by skipping a hard partition. The winner's
+and seed most candidates were run with (`study_cells`); only settings measured on all of
+those cells compete, so no setting wins by skipping a hard partition, and seeds added later
+for the chosen setting alone widen the comparison tables, not the choice. The winner's
 test accuracy is reported beside it, never used. Runs made by other code do not count, nor
 runs that train on the common set's true labels (`label-source=ground-truth`, a leak), nor
 runs under a condition the method is measured in rather than tuned by (CONDITION_KEYS: a
@@ -108,6 +109,21 @@ def _mixed(of_method: dict[str, list[SavedRun]]) -> dict[str, dict[str, list[str
     return out
 
 
+def study_cells(cells: list[set[tuple[str, int]]]) -> set[tuple[str, int]]:
+    """The (partition, seed) cells the candidates compete on, given each candidate's cells:
+    those more than half of the candidates measured, so that seeds added later for the
+    chosen setting alone (`make bench-cells SEEDS=3,4`) neither join the choice nor make the
+    other candidates incomplete, and a candidate run on fewer cells than most does not
+    shrink the contest. Where no cell has a majority (say two candidates on disjoint
+    cells), the most complete candidate's cells."""
+    count: dict[tuple[str, int], int] = defaultdict(int)
+    for mine in cells:
+        for cell in mine:
+            count[cell] += 1
+    held = {cell for cell, n in count.items() if 2 * n > len(cells)}
+    return held or max(cells, key=len)
+
+
 def select(runs: list[SavedRun]) -> dict[str, Any]:
     """Per method: every candidate setting's validation score and the chosen one (methods
     whose runs span experiments are left out: `mixed_experiments`)."""
@@ -127,11 +143,11 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
         varied = sorted({k for group in labels.values() for k in group[0].settings
                          if k not in shared})
         cells = {label: {(r.partition, r.seed) for r in group} for label, group in labels.items()}
-        widest = max(cells.values(), key=len)
+        on_cells = study_cells(list(cells.values()))
         candidates: list[dict[str, Any]] = []
         for label, group in sorted(labels.items()):
-            complete = cells[label] >= widest
-            vals = [_val(r) or 0.0 for r in group if (r.partition, r.seed) in widest]
+            complete = cells[label] >= on_cells
+            vals = [_val(r) or 0.0 for r in group if (r.partition, r.seed) in on_cells]
             candidates.append({
                 "label": label, "settings": {k: group[0].config.get(k, defaults.get(k))
                                              for k in varied},
@@ -139,16 +155,16 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
                 "val-mean": statistics.fmean(vals),
                 "val-per-partition": {p: statistics.fmean(
                     _val(r) or 0.0 for r in group if r.partition == p and
-                    (r.partition, r.seed) in widest)
+                    (r.partition, r.seed) in on_cells)
                     for p in ordered({r.partition for r in group}, PARTITION_ORDER)},
                 "val": format_interval(vals),
             })
         eligible = [c for c in candidates if c["complete"]]
         best = max(eligible, key=lambda c: c["val-mean"])
-        chosen = [r for r in labels[best["label"]] if (r.partition, r.seed) in widest]
+        chosen = [r for r in labels[best["label"]] if (r.partition, r.seed) in on_cells]
         out[method] = {
             "chosen": best["label"], "settings": best["settings"],
-            "on": sorted(f"{p}/s{s}" for p, s in widest),
+            "on": sorted(f"{p}/s{s}" for p, s in on_cells),
             "test-of-chosen": format_interval([r.final_median for r in chosen]),
             "runs": sorted(r.path.name for r in labels[best["label"]]),
             "candidates": sorted(candidates, key=lambda c: -c["val-mean"]),

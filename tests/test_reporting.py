@@ -423,6 +423,41 @@ def test_selection_reads_validation_never_test_and_needs_every_cell(tmp_path):
     assert (tmp_path / "selection.md").read_text().count("**chosen**") == 1
 
 
+def test_seeds_added_for_the_chosen_setting_widen_the_tables_not_the_choice(tmp_path):
+    """`make bench-cells SEEDS=3,4` runs only the chosen setting on new seeds: the contest
+    stays on the cells most candidates measured (the other candidates stay complete, the
+    choice and its validation score do not move), while the comparison table averages
+    every seed of the chosen setting."""
+    from flower_gd.select import select, study_cells
+
+    for seed in (0, 1, 2):
+        _saved_run(tmp_path, "dlad", "iid", seed, [0.5, 0.80], 50_000, "scores")
+        _saved_run(tmp_path, "dlad", "iid", seed, [0.5, 0.70], 50_000, "scores",
+                   **{"distill-epochs": 20})
+    _set_val(tmp_path, 0.60)
+    for summary_path in tmp_path.glob("*distill-epochs*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        summary["final-val"] = {"median": 0.65}  # 20 epochs wins on validation
+        summary_path.write_text(json.dumps(summary))
+    before = select(load_runs(tmp_path))["dlad"]
+    for seed in (3, 4):  # the chosen setting alone, on two more seeds
+        _saved_run(tmp_path, "dlad", "iid", seed, [0.5, 0.90], 50_000, "scores",
+                   **{"distill-epochs": 20})
+    _set_val(tmp_path, 0.99)  # high enough to win, were the new seeds part of the contest
+    after = select(load_runs(tmp_path))["dlad"]
+    assert after["chosen"] == before["chosen"] == "dlad distill-epochs=20"
+    assert after["on"] == before["on"] == ["iid/s0", "iid/s1", "iid/s2"]
+    assert [c["val"] for c in after["candidates"]] == [c["val"] for c in before["candidates"]]
+    assert all(c["complete"] for c in after["candidates"])
+    assert after["test-of-chosen"] == before["test-of-chosen"]  # seeds 0-2 only
+    assert len(after["runs"]) == 5
+    text = write_report(tmp_path, with_models=False)
+    chosen = text.split("## Each method at its setting chosen on validation")[1]
+    assert "| digits | cnn | dlad | 0.7800 ± 0.1360 (5) |" in chosen  # 0.7 x 3, 0.9 x 2
+    # no cell with a majority: the most complete candidate's cells, as before
+    assert study_cells([{("iid", 0)}, {("iid", 1), ("iid", 2)}]) == {("iid", 1), ("iid", 2)}
+
+
 def test_the_report_compares_each_method_at_its_setting_chosen_on_validation(tmp_path):
     for seed in (0, 1, 2):
         for lr, test in ((0.05, 0.9), (0.02, 0.6)):  # 0.02 wins on validation (below)
