@@ -116,13 +116,26 @@ def _interval(values: list[float]) -> tuple[float, float]:
     return mean, half or 0.0
 
 
+def _experiments(runs: list[SavedRun]) -> list[tuple[str, str, list[SavedRun]]]:
+    """The runs per dataset and model, each with its figure's name suffix and title: the
+    dataset alone where it was run with one model (as a table keys cells by both, a figure
+    never averages two models in one mark)."""
+    out = []
+    for dataset in sorted({r.dataset for r in runs}):
+        models = sorted({r.model for r in runs if r.dataset == dataset})
+        for model in models:
+            name = dataset if len(models) == 1 else f"{dataset}_{model}"
+            out.append((name, name.replace("_", " "),
+                        [r for r in runs if r.dataset == dataset and r.model == model]))
+    return out
+
+
 def fig2_final_accuracy(runs: list[SavedRun], out: Path) -> list[Path]:
     """Final median node accuracy per method and partition: mean over seeds, error bars the
     95% t-interval (none for one seed)."""
     paths = []
     hide = shared_settings(runs)
-    for dataset in sorted({r.dataset for r in runs}):
-        sub = [r for r in runs if r.dataset == dataset]
+    for name, title, sub in _experiments(runs):
         labels = sorted({r.label(hide) for r in sub}, key=label_key)
         partitions = ordered({r.partition for r in sub}, PARTITION_ORDER)
         cells = defaultdict(list)
@@ -138,9 +151,9 @@ def fig2_final_accuracy(runs: list[SavedRun], out: Path) -> list[Path]:
         ax.set_xticks(x, partitions)
         ax.set_ylim(0, 1)
         ax.set_ylabel("final median node accuracy")
-        ax.set_title(f"Fig. 2: final accuracy, {dataset}")
+        ax.set_title(f"Fig. 2: final accuracy, {title}")
         ax.legend(fontsize=7, ncol=2)
-        paths += _save(fig, out, f"fig2_final_accuracy_{dataset}")
+        paths += _save(fig, out, f"fig2_final_accuracy_{name}")
     return paths
 
 
@@ -166,11 +179,11 @@ def _mean_curves(runs: list[SavedRun], hide: dict[str, Any]) -> dict[str, Curve]
 def _per_partition(runs: list[SavedRun], out: Path, name: str, title: str, xlabel: str,
                    draw: Callable[[Axes, str, Curve], None], xscale: str | None = None
                    ) -> list[Path]:
-    """One figure per dataset, one panel per partition, `draw(ax, method, curve)` per method."""
+    """One figure per dataset (and model, where it has several), one panel per partition,
+    `draw(ax, method, curve)` per method."""
     paths = []
     hide = shared_settings(runs)
-    for dataset in sorted({r.dataset for r in runs}):
-        sub = [r for r in runs if r.dataset == dataset]
+    for suffix, label, sub in _experiments(runs):
         partitions = ordered({r.partition for r in sub}, PARTITION_ORDER)
         fig, axes = plt.subplots(1, len(partitions), figsize=(3.3 * len(partitions), 3.4),
                                  squeeze=False, sharey=True)
@@ -185,8 +198,8 @@ def _per_partition(runs: list[SavedRun], out: Path, name: str, title: str, xlabe
             ax.set_ylim(0, 1)
         axes[0][0].set_ylabel("median node accuracy")
         axes[0][-1].legend(fontsize=7)
-        fig.suptitle(f"{title}, {dataset}")
-        paths += _save(fig, out, f"{name}_{dataset}")
+        fig.suptitle(f"{title}, {label}")
+        paths += _save(fig, out, f"{name}_{suffix}")
     return paths
 
 
@@ -326,8 +339,8 @@ def fig7_pareto(runs: list[SavedRun], out: Path) -> list[Path]:
     shown = main_runs(runs) + codecs
     paths = []
     hide = shared_settings(shown)
-    for dataset in sorted({r.dataset for r in shown}):
-        sub = [r for r in shown if r.dataset == dataset and r.wire_bytes > 0]
+    for name, title, mine in _experiments(shown):
+        sub = [r for r in mine if r.wire_bytes > 0]
         partitions = ordered({r.partition for r in sub}, PARTITION_ORDER)
         if not partitions:
             continue
@@ -362,8 +375,8 @@ def fig7_pareto(runs: list[SavedRun], out: Path) -> list[Path]:
         axes[0][0].set_ylabel("final median node accuracy")
         _legend_below(fig, axes[0])
         fig.suptitle(f"Fig. 7: accuracy against bytes, mean and 95% interval over seeds, "
-                     f"{dataset}")
-        paths += _save(fig, out, f"fig7_pareto_{dataset}")
+                     f"{title}")
+        paths += _save(fig, out, f"fig7_pareto_{name}")
     return paths
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from flower_gd.config import ATTACK_KEYS, CODEC_KEYS, FAULT_KEYS, load_defaults
 from flower_gd.tables import (
+    EXPERIMENT_KEYS,
     PARTITION_ORDER,
     ROBUST_KEYS,
     SavedRun,
@@ -55,9 +56,6 @@ SELECTION = "selection.json"
 # is a variant of the method and competes.
 CONDITION_KEYS = frozenset({*ATTACK_KEYS, *FAULT_KEYS, *ROBUST_KEYS, *CODEC_KEYS,
                             "pull-timeout", "pull-retries", "min-nodes"})
-# What defines the experiment a setting is chosen in, never a setting to choose.
-EXPERIMENT_KEYS = ("dataset", "num-nodes", "private-fraction", "val-fraction", "val-limit",
-                   "common-limit", "test-limit", "dirichlet-alpha", "model", "pretrained")
 
 
 def _val(run: SavedRun) -> float | None:
@@ -144,20 +142,24 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
                          if k not in shared})
         cells = {label: {(r.partition, r.seed) for r in group} for label, group in labels.items()}
         on_cells = study_cells(list(cells.values()))
+        if not any(mine >= on_cells for mine in cells.values()):
+            # no candidate ran every cell most candidates ran (say three on two seeds of three
+            # each): the most complete candidate's cells, which it alone holds in full
+            on_cells = max(cells.values(), key=len)
         candidates: list[dict[str, Any]] = []
         for label, group in sorted(labels.items()):
-            complete = cells[label] >= on_cells
-            vals = [_val(r) or 0.0 for r in group if (r.partition, r.seed) in on_cells]
+            inside = [r for r in group if (r.partition, r.seed) in on_cells]
+            vals = [_val(r) or 0.0 for r in inside]
             candidates.append({
                 "label": label, "settings": {k: group[0].config.get(k, defaults.get(k))
                                              for k in varied},
-                "cells": len(vals), "complete": complete,
-                "val-mean": statistics.fmean(vals),
+                "cells": len(vals), "complete": cells[label] >= on_cells,
+                # None: the candidate ran none of the contest's cells
+                "val-mean": statistics.fmean(vals) if vals else None,
                 "val-per-partition": {p: statistics.fmean(
-                    _val(r) or 0.0 for r in group if r.partition == p and
-                    (r.partition, r.seed) in on_cells)
-                    for p in ordered({r.partition for r in group}, PARTITION_ORDER)},
-                "val": format_interval(vals),
+                    _val(r) or 0.0 for r in inside if r.partition == p)
+                    for p in ordered({r.partition for r in inside}, PARTITION_ORDER)},
+                "val": format_interval(vals) if vals else "none of the contest's cells",
             })
         eligible = [c for c in candidates if c["complete"]]
         best = max(eligible, key=lambda c: c["val-mean"])
@@ -167,7 +169,8 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
             "on": sorted(f"{p}/s{s}" for p, s in on_cells),
             "test-of-chosen": format_interval([r.final_median for r in chosen]),
             "runs": sorted(r.path.name for r in labels[best["label"]]),
-            "candidates": sorted(candidates, key=lambda c: -c["val-mean"]),
+            "candidates": sorted(candidates, key=lambda c: (c["val-mean"] is None,
+                                                            -(c["val-mean"] or 0.0))),
         }
     return out
 

@@ -34,6 +34,12 @@ ROBUST_KEYS = ("robust-mix", "clip-radius")
 Table = tuple[list[str], list[list[str]]]
 
 
+# What defines the experiment a run belongs to (the dataset, the fleet, the splits' sizes, the
+# model): runs differing in one are never averaged in one cell, paired, or chosen between.
+EXPERIMENT_KEYS = ("dataset", "num-nodes", "private-fraction", "val-fraction", "val-limit",
+                   "common-limit", "test-limit", "dirichlet-alpha", "model", "pretrained")
+
+
 @dataclass(frozen=True)
 class SavedRun:
     """One finished run directory: summary, resolved config and per-round per-node rows."""
@@ -62,6 +68,13 @@ class SavedRun:
     def off_default(self, keys: Iterable[str]) -> bool:
         """Whether any of `keys` is off its default in this run."""
         return any(k in self.settings for k in keys)
+
+    @property
+    def experiment(self) -> tuple[Any, ...]:
+        """The run's EXPERIMENT_KEYS values beyond dataset, model and partition (which tables
+        key on already; the partition names a Dirichlet partition's alpha)."""
+        return tuple(self.config.get(k) for k in EXPERIMENT_KEYS
+                     if k not in ("dataset", "model", "dirichlet-alpha"))
 
     @property
     def attackers(self) -> int:
@@ -197,10 +210,23 @@ def partition_key(partition: str) -> int:
     return PARTITION_ORDER.index(partition) if partition in PARTITION_ORDER else 99
 
 
-# two-sided 95% quantiles of Student's t by degrees of freedom (n seeds - 1); 1.96 beyond
+# two-sided 95% quantiles of Student's t by degrees of freedom (n seeds - 1)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131,
-        16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}
+        16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074,
+        23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045,
+        30: 2.042}
+Z975 = 1.959964
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with `df` degrees of freedom: the table to 30, then
+    the Cornish-Fisher expansion about the normal quantile (within 1e-4 from 31 on)."""
+    if df in T975:
+        return T975[df]
+    z, v = Z975, float(df)
+    return (z + (z ** 3 + z) / (4 * v) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * v ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * v ** 3))
 
 
 def t_interval(values: list[float]) -> tuple[float, float | None]:
@@ -208,12 +234,7 @@ def t_interval(values: list[float]) -> tuple[float, float | None]:
     m = statistics.fmean(values)
     if len(values) < 2:
         return m, None
-    df = len(values) - 1
-    if df > 30:
-        t = 1.96
-    else:  # between tabulated degrees of freedom, the next lower one's (wider) quantile
-        t = T975[max(k for k in T975 if k <= df)]
-    return m, t * statistics.stdev(values) / len(values) ** 0.5
+    return m, t975(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
 
 
 def format_interval(values: list[float], scale: float = 1.0, digits: int = 4,
@@ -248,9 +269,10 @@ def accuracy_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -
     marks a cell holding a run made by other code (kept with reuse-stale).
     """
     hide = _hidden(runs, shared)
-    cells: dict[tuple[str, str, str, str], list[SavedRun]] = defaultdict(list)
+    by_seed: dict[tuple[str, str, str, str], dict[int, SavedRun]] = defaultdict(dict)
     for run in runs:
-        cells[(run.dataset, run.model, run.label(hide), run.partition)].append(run)
+        _one_per_seed(by_seed[(run.dataset, run.model, run.label(hide), run.partition)], run, run)
+    cells = {k: list(v.values()) for k, v in by_seed.items()}
     partitions = ordered({k[3] for k in cells}, PARTITION_ORDER)
     header = ["dataset", "model", "method", *partitions]
     body = []
@@ -276,9 +298,14 @@ def paired_table(runs: list[SavedRun], reference: str,
     percentage points: ``mean ± h (n)``, h the 95% t-interval's half-width over the paired
     differences; ``n.d.`` (not distinguishable) where the interval spans 0."""
     hide = _hidden(runs, shared)
-    by: dict[tuple[str, str, str, str], dict[int, float]] = defaultdict(dict)
+    by: dict[tuple[str, str, str, str], dict[tuple[tuple[Any, ...], int], SavedRun]] = \
+        defaultdict(dict)
     for run in runs:
-        by[(run.dataset, run.model, run.label(hide), run.partition)][run.seed] = run.final_median
+        cell = by[(run.dataset, run.model, run.label(hide), run.partition)]
+        if (run.experiment, run.seed) in cell:
+            raise ValueError(f"{run.path} repeats a cell and seed another run already fills: "
+                             "move one of them out of the results directory")
+        cell[(run.experiment, run.seed)] = run  # paired only within one experiment
     partitions = ordered({k[3] for k in by}, PARTITION_ORDER)
     header = ["dataset", "model", f"method - {reference} (points)", *partitions]
     body = []
@@ -289,11 +316,13 @@ def paired_table(runs: list[SavedRun], reference: str,
             for p in partitions:
                 mine = by.get((dataset, model, label, p), {})
                 ref = by.get((dataset, model, reference, p), {})
-                seeds = sorted(set(mine) & set(ref))
+                seeds = sorted(set(mine) & set(ref), key=lambda k: (str(k[0]), k[1]))
                 if not seeds:
                     line.append("")
                     continue
-                line.append(paired_text([mine[s] - ref[s] for s in seeds]))
+                mark = " †" if any(mine[s].stale or ref[s].stale for s in seeds) else ""
+                line.append(paired_text([mine[s].final_median - ref[s].final_median
+                                         for s in seeds]) + mark)
             if any(line[3:]):
                 body.append(line)
     return header, body
@@ -307,26 +336,28 @@ def bytes_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> T
     dataset's runs that send one. MiB = 2^20 bytes.
     """
     hide = _hidden(runs, shared)
-    model_bytes: dict[str, list[float]] = defaultdict(list)
-    groups: dict[tuple[str, str], list[SavedRun]] = defaultdict(list)
+    model_bytes: dict[tuple[str, str], list[float]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[SavedRun]] = defaultdict(list)
     for run in runs:
         if run.bytes.get("weights-message", 0):
-            model_bytes[run.dataset].append(run.bytes["weights-message"])
-        groups[(run.dataset, run.label(hide))].append(run)
-    header = ["dataset", "method", "payload per exchange (bytes)", "payload (MiB)",
+            model_bytes[(run.dataset, run.model)].append(run.bytes["weights-message"])
+        groups[(run.dataset, run.model, run.label(hide))].append(run)
+    header = ["dataset", "model", "method", "payload per exchange (bytes)", "payload (MiB)",
               "model message (bytes)", "payload / model", "scores total (MiB)",
               "weights total (MiB)", "data total (MiB)", "total wire (MiB)",
               "bytes to reach final acc. (MiB)"]
     body = []
-    for (dataset, label), group in sorted(groups.items(),
-                                          key=lambda kv: (kv[0][0], label_key(kv[0][1]))):
+    for (dataset, family, label), group in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], label_key(kv[0][2]))):
         payload = statistics.median(r.bytes["payload-per-exchange"] for r in group)
-        model = statistics.median(model_bytes[dataset]) if model_bytes[dataset] else 0
+        sizes = model_bytes[(dataset, family)]
+        model = statistics.median(sizes) if sizes else 0
         wire = statistics.fmean(r.wire_bytes for r in group)
         reach = statistics.fmean(r.bytes_to_final() for r in group)
         by_tag = [statistics.fmean(r.bytes["by-tag"].get(t, 0) for r in group) / MIB
                   for t in ("scores", "weights", "data")]
-        body.append([dataset, label, f"{payload:.0f}", f"{payload / MIB:.3f}",
+        mark = " †" if any(r.stale for r in group) else ""
+        body.append([dataset, family, label + mark, f"{payload:.0f}", f"{payload / MIB:.3f}",
                      f"{model:.0f}" if model else "", f"{payload / model:.3f}" if model else "",
                      *(f"{b:.2f}" for b in by_tag), f"{wire / MIB:.2f}", f"{reach / MIB:.2f}"])
     return header, body

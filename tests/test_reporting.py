@@ -85,10 +85,11 @@ def test_tables_from_saved_results(results):
     gossip = next(r for r in body if r[2] == "gossip")
     assert gossip[3].startswith("0.6000 ± 0.0000 (2)")
     header, body = bytes_table(runs)
-    fed = next(r for r in body if r[1] == "fedavg")
-    gos = next(r for r in body if r[1] == "gossip")
-    assert fed[4] == "300000"  # model message measured from the weights traffic
-    assert gos[2] == "40000" and gos[5] == f"{40000 / 300000:.3f}"
+    assert header[:3] == ["dataset", "model", "method"]
+    fed = next(r for r in body if r[2] == "fedavg")
+    gos = next(r for r in body if r[2] == "gossip")
+    assert fed[5] == "300000"  # model message measured from the weights traffic
+    assert gos[3] == "40000" and gos[6] == f"{40000 / 300000:.3f}"
     text = write_report(results, with_models=False)
     assert (results / "results.md").read_text() == text
     assert (results / "results.csv").read_text().count("\n") == 1 + 8
@@ -268,6 +269,18 @@ def test_the_same_runs_redraw_the_same_bytes(variants, tmp_path, monkeypatch):
     assert first == second
 
 
+def test_a_figure_never_averages_two_models_in_one_mark(tmp_path):
+    """Two models of one dataset get a figure each (as the tables give each its rows)."""
+    for seed in (0, 1):
+        _saved_run(tmp_path, "gossip", "iid", seed, [0.5, 0.8], 40_000, "scores")
+        _saved_run(tmp_path, "gossip", "iid", seed, [0.5, 0.6], 40_000, "scores",
+                   model="resnet18")
+    out = tmp_path / "figs"
+    plots.main(["fig2", str(tmp_path), "--out", str(out)])
+    assert sorted(f.name for f in out.glob("*.png")) == [
+        "fig2_final_accuracy_digits_cnn.png", "fig2_final_accuracy_digits_resnet18.png"]
+
+
 def test_the_pareto_front_keeps_only_points_nothing_beats():
     #          0: cheap, poor  1: beaten by 0   2: best  3: costlier, no better  4: tie on 2
     points = [(1.0, 0.50), (2.0, 0.40), (3.0, 0.80), (5.0, 0.80), (3.0, 0.70)]
@@ -423,6 +436,45 @@ def test_selection_reads_validation_never_test_and_needs_every_cell(tmp_path):
     assert (tmp_path / "selection.md").read_text().count("**chosen**") == 1
 
 
+def test_t_quantiles_match_students_t_beyond_the_table():
+    from flower_gd.tables import t975
+
+    # scipy.stats.t.ppf(0.975, df) for df = 21, 24, 31, 40, 60, 1000
+    for df, t in ((21, 2.0796), (24, 2.0639), (31, 2.0395), (40, 2.0211), (60, 2.0003),
+                  (1000, 1.9623)):
+        assert t975(df) == pytest.approx(t, abs=6e-4)
+
+
+def test_cells_never_mix_experiments_models_or_repeated_seeds(tmp_path):
+    """A paired difference needs the same experiment on both sides; the bytes table keeps
+    each model's own message size; a second run of one cell and seed is an error, not a
+    mean."""
+    from flower_gd.tables import paired_table
+
+    for seed in (0, 1, 2):
+        _saved_run(tmp_path / "a", "dlad", "iid", seed, [0.5, 0.8], 50_000, "scores")
+        # paper gossip on another test set: same dataset, model and partition
+        _saved_run(tmp_path / "a", "gossip", "iid", seed, [0.5, 0.7], 40_000, "scores",
+                   **{"test-limit": 17})
+        _saved_run(tmp_path / "a", "fedavg", "iid", seed, [0.5, 0.6], 300_000, "weights")
+    hide = {"test-limit": 0, "num-nodes": 2, "num-server-rounds": 1}  # labels: method only
+    header, body = paired_table(load_runs(tmp_path / "a"), "dlad", shared=hide)
+    rows = {r[2]: r[3] for r in body}
+    assert "gossip" not in rows and rows["fedavg"].startswith("-20.00")
+    for seed in (0, 1):
+        _saved_run(tmp_path / "b", "fedavg", "iid", seed, [0.5, 0.6], 300_000, "weights")
+        _saved_run(tmp_path / "b", "fedavg", "iid", seed, [0.5, 0.6], 900_000, "weights",
+                   model="mobilenet_v3_small")
+    header, body = bytes_table(load_runs(tmp_path / "b"))
+    assert {(r[1], r[5]) for r in body} == {("cnn", "300000"), ("mobilenet_v3_small", "900000")}
+    _saved_run(tmp_path / "b", "fedavg", "iid", 0, [0.5, 0.9], 300_000, "weights",
+               **{"round-timeout": 60.0})  # a key no label shows: the same cell and seed
+    with pytest.raises(ValueError, match="repeats a cell and seed"):
+        accuracy_table(load_runs(tmp_path / "b"), shared={"round-timeout": 0, **hide})
+    with pytest.raises(ValueError, match="repeats a cell and seed"):
+        paired_table(load_runs(tmp_path / "b"), "dlad", shared={"round-timeout": 0, **hide})
+
+
 def test_seeds_added_for_the_chosen_setting_widen_the_tables_not_the_choice(tmp_path):
     """`make bench-cells SEEDS=3,4` runs only the chosen setting on new seeds: the contest
     stays on the cells most candidates measured (the other candidates stay complete, the
@@ -456,6 +508,28 @@ def test_seeds_added_for_the_chosen_setting_widen_the_tables_not_the_choice(tmp_
     assert "| digits | cnn | dlad | 0.7800 ± 0.1360 (5) |" in chosen  # 0.7 x 3, 0.9 x 2
     # no cell with a majority: the most complete candidate's cells, as before
     assert study_cells([{("iid", 0)}, {("iid", 1), ("iid", 2)}]) == {("iid", 1), ("iid", 2)}
+
+
+def test_uneven_candidates_still_give_a_choice(tmp_path):
+    """Candidates on overlapping seeds (each cell held by a majority, no candidate on all) and
+    a candidate that also ran a partition no other did: a choice, never a crash."""
+    from flower_gd.select import select
+
+    for lr, seeds in ((0.01, (0, 1)), (0.02, (1, 2)), (0.03, (0, 2))):
+        for seed in seeds:
+            _saved_run(tmp_path / "a", "dlad", "iid", seed, [0.5, 0.8], 50_000, "scores", lr=lr)
+    _set_val(tmp_path / "a", 0.6)
+    sel = select(load_runs(tmp_path / "a"))["dlad"]
+    assert len(sel["on"]) == 2 and sum(c["complete"] for c in sel["candidates"]) >= 1
+    for lr in (0.01, 0.02):
+        for seed in (0, 1, 2):
+            _saved_run(tmp_path / "b", "dlad", "iid", seed, [0.5, 0.8], 50_000, "scores", lr=lr)
+    for seed in (0, 1, 2):  # lr 0.01 also on niid1, which no majority ran
+        _saved_run(tmp_path / "b", "dlad", "niid1", seed, [0.5, 0.8], 50_000, "scores", lr=0.01)
+    _set_val(tmp_path / "b", 0.6)
+    sel = select(load_runs(tmp_path / "b"))["dlad"]
+    assert sel["on"] == ["iid/s0", "iid/s1", "iid/s2"]
+    assert all(list(c["val-per-partition"]) == ["iid"] for c in sel["candidates"])
 
 
 def test_the_report_compares_each_method_at_its_setting_chosen_on_validation(tmp_path):
