@@ -402,18 +402,22 @@ class CodecCell:
 def codec_cells(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> list[CodecCell]:
     """Every codec of every group measured with more than one codec, the default included."""
     hide = {*_hidden(runs, shared), *CODEC_KEYS}
-    groups: dict[tuple[str, str, str, str], dict[str, dict[int, SavedRun]]] = defaultdict(
-        lambda: defaultdict(dict))
+    groups: dict[tuple[str, str, str, str, tuple[Any, ...]], dict[str, dict[int, SavedRun]]] = \
+        defaultdict(lambda: defaultdict(dict))
     for run in runs:
         if run.bytes["payload-per-exchange"] > 0:
-            key = (run.dataset, run.model, run.label(hide), run.partition)
-            groups[key][codec_of(run)][run.seed] = run
+            key = (run.dataset, run.model, run.label(hide), run.partition, run.experiment)
+            _one_per_seed(groups[key][codec_of(run)], run, run)
     default = str(load_defaults()["codec"])
+    groups = {k: v for k, v in groups.items() if default in v and len(v) > 1}
+    models = defaultdict(set)  # a dataset shown with several models names each cell's model
+    for dataset, model, *_ in groups:
+        models[dataset].add(model)
     cells = []
-    for (dataset, _, label, partition), by_codec in groups.items():
-        ref = by_codec.get(default)
-        if ref is None or len(by_codec) < 2:
-            continue
+    for (dataset, model, label, partition, _), by_codec in groups.items():
+        if len(models[dataset]) > 1:
+            label = f"{label} [{model}]"
+        ref = by_codec[default]
         ref_payload = statistics.fmean(r.bytes["payload-per-exchange"] for r in ref.values())
         for codec, seeds in by_codec.items():
             bits = [b for b in map(bits_per_sample, seeds.values()) if b is not None]

@@ -269,6 +269,23 @@ def test_the_same_runs_redraw_the_same_bytes(variants, tmp_path, monkeypatch):
     assert first == second
 
 
+def test_the_codec_table_names_the_model_where_a_dataset_has_several(tmp_path):
+    from flower_gd.tables import codec_table
+
+    for seed in (0, 1):
+        for model, acc in (("cnn", 0.8), ("resnet18", 0.6)):
+            _saved_run(tmp_path, "gossip", "iid", seed, [0.5, acc], 40_000, "scores",
+                       model=model)
+            _saved_run(tmp_path, "gossip", "iid", seed, [0.5, acc - 0.1], 4_000, "scores",
+                       model=model, codec="uint8")
+    header, body = codec_table(load_runs(tmp_path), shared={"num-nodes": 2,
+                                                            "num-server-rounds": 1})
+    rows = {(r[1], r[3]): r[header.index("vs default (points, paired)")] for r in body}
+    assert rows[("gossip [cnn]", "uint8")] == rows[("gossip [resnet18]", "uint8")] == \
+        "-10.00 ± 0.00 (2)"
+    assert len(body) == 4
+
+
 def test_a_figure_never_averages_two_models_in_one_mark(tmp_path):
     """Two models of one dataset get a figure each (as the tables give each its rows)."""
     for seed in (0, 1):
