@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench bench-cells bench-study-temperature bench-study-temperature-run bench-replay bench-study-rounds bench-study-rounds-run bench-stall bench-speed bench-speed-fmnist bench-speed-scale bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
+.PHONY: demo test reproduce bench bench-cells bench-study-temperature bench-study-temperature-run bench-replay bench-study-rounds bench-study-rounds-run bench-stall bench-speed bench-speed-fmnist bench-speed-scale bench-study bench-codecs bench-byzantine bench-faults bench-meter deploy-demo fleets fleets-gpu fmnist-gossip install fashion-mnist figures-demo figures-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -311,6 +311,13 @@ fmnist-gossip: $(STAMP) fashion-mnist
 	  app.partition-scheme=iid,niid1 app.label-source=mixed,ground-truth \
 	  app.output-dir=results/fmnist-gossip app.seed=$(SEEDS)
 	$(PY) -m flower_gd.report results/fmnist-gossip
+
+# Every table and figure the README shows, one target after another. Each sweep skips the
+# cells this code already finished, so an interrupted `make reproduce` goes on where it
+# stopped; the speed tables come last (they time the machine, so run nothing beside them) and
+# are always measured anew.
+reproduce: demo bench-faults bench bench-codec-seeds bench-byzantine fleets fmnist-gossip \
+  bench-stall bench-meter deploy-demo bench-speed bench-speed-fmnist bench-speed-scale
 
 # Tables and figures from the saved runs alone (no run is re-executed).
 figures-demo: $(STAMP)
