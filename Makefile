@@ -63,11 +63,12 @@ fashion-mnist:
 # (results/bench/selection.json); the tables report the test accuracy of what was chosen.
 # Every sweep skips finished cells made by this code: rerun `make bench` to go on.
 SEEDS ?= 0,1,2
+BENCH_DIR ?= results/bench
 BENCH := app.dataset=fashion-mnist app.common-limit=6000 app.test-limit=5000 \
-  app.output-dir=results/bench app.seed=$(SEEDS)
+  app.output-dir=$(BENCH_DIR) app.seed=$(SEEDS)
 PARTITIONS := app.partition-scheme=iid,niid1,niid2,niid3,niid4
-SELECTION := results/bench/selection.json
-chosen = $(shell $(PY) -m flower_gd.select results/bench --overrides $(1))
+SELECTION = $(BENCH_DIR)/selection.json
+chosen = $(shell $(PY) -m flower_gd.select $(BENCH_DIR) --overrides $(1))
 # (the study's two stages make peers and epochs part of the choice: `chosen` names them)
 GA_CHOSEN = app.method=gossip-adaptive $(call chosen,gossip-adaptive)
 DLAD_CHOSEN = app.method=dlad $(call chosen,dlad)
@@ -118,13 +119,13 @@ bench-study: $(STAMP) fashion-mnist
 	$(PY) -m flower_gd -m $(DD) app.distill-weight=1.0,5.0 $(PARTITIONS) $(BENCH)
 	$(MAKE) bench-study-rounds
 	$(MAKE) bench-study-temperature
-	$(PY) -m flower_gd.select results/bench
+	$(PY) -m flower_gd.select $(BENCH_DIR)
 
 # gossip-adaptive's second stage: the student and weighting chosen so far, at 1 peer and 1
 # epoch per round. It first chooses on what is measured now, then runs a sub-make (make
 # expands a recipe's $(shell ...) before its first line runs: the sub-make reads the choice).
 bench-study-rounds: $(STAMP) fashion-mnist
-	$(PY) -m flower_gd.select results/bench > /dev/null
+	$(PY) -m flower_gd.select $(BENCH_DIR) > /dev/null
 	$(MAKE) bench-study-rounds-run
 
 bench-study-rounds-run: $(STAMP) fashion-mnist
@@ -136,7 +137,7 @@ bench-study-rounds-run: $(STAMP) fashion-mnist
 # (targets softmax(f / 2), the KD loss scaled by T^2; pyproject's default is 1). Each stage
 # leaves out the keys it varies from the choice it starts from, so a rerun adds no candidate.
 bench-study-temperature: $(STAMP) fashion-mnist
-	$(PY) -m flower_gd.select results/bench > /dev/null
+	$(PY) -m flower_gd.select $(BENCH_DIR) > /dev/null
 	$(MAKE) bench-study-temperature-run
 
 bench-study-temperature-run: $(STAMP) fashion-mnist
