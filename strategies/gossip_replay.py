@@ -19,10 +19,14 @@ Byzantine nodes, lost messages and crashed nodes.
 
 Besides the codecs, `CANDIDATES` are codec ideas (see `candidate`) replayed without a codec
 of their own, their sizes estimated. Two receiver-side variants, which send the same bytes,
-isolate where a codec loses:
+isolate where a codec loses, and a sender-side one tries a remedy:
 `--fill own` decodes a hard4p1 payload with the mass off the label spread like the
 receiver's own belief instead of evenly; `--exact-weights` mixes with
-the weights as the sender computed them, i.e. only the beliefs are quantized.
+the weights as the sender computed them, i.e. only the beliefs are quantized;
+`--error-feedback` has each sender encode its belief plus what its earlier payloads failed
+to carry (the residual of every payload it sent, kept by the sender: the error-feedback
+remedy of compressed SGD and gossip, in which quantization errors cancel over rounds instead
+of piling up hop after hop).
 
     python -m strategies.gossip_replay results/bench/gossip-adaptive_fashion-mnist_niid3_*_s[0-2] \
         --codec float32 --codec hard4p1 --fill-own --exact-weights
@@ -92,6 +96,7 @@ class Variant:
     fill: str = "even"
     exact_weights: bool = False
     topk: int = 2  # `codec-topk` of the topk codec
+    error_feedback: bool = False  # the sender adds what its last payloads failed to carry
 
     @property
     def name(self) -> str:
@@ -100,6 +105,8 @@ class Variant:
             parts.append(f"fill={self.fill}")
         if self.exact_weights:
             parts.append("exact-weights")
+        if self.error_feedback:
+            parts.append("error-feedback")
         return " ".join(parts)
 
 
@@ -365,6 +372,8 @@ def replay(saved: SavedMixing, variant: Variant) -> tuple[list[list[np.ndarray]]
     cfg = saved.cfg
     beliefs = [b.copy() for b in saved.beliefs]
     weights = [w.copy() for w in saved.weights]
+    # error feedback: what each sender's payloads have so far failed to carry of its belief
+    residual = [np.zeros_like(b) for b in beliefs] if variant.error_feedback else None
     history, sizes = [], []
     for server_round in range(1, saved.last_round + 1):
         pulls = saved.pulls.get(server_round, {})
@@ -378,7 +387,14 @@ def replay(saved: SavedMixing, variant: Variant) -> tuple[list[list[np.ndarray]]
             if cfg.gossip_bookkeeping == "push-sum":
                 share = push_sum_split(share, [int(pullers)])
                 weights[j] = share  # the sender books its delivered answers in its step
-            b, w, size = _sent(beliefs[j], share, variant)
+            if residual is None or not residual[j].any():  # nothing owed: the belief as is
+                b, w, size = _sent(beliefs[j], share, variant)
+                if residual is not None:
+                    residual[j] = beliefs[j] - b
+            else:
+                wanted = beliefs[j] + residual[j]
+                b, w, size = _sent(as_distribution(wanted, beliefs[j]), share, variant)
+                residual[j] = wanted - b
             sent[j] = (b, w)
             sizes.append(size)
         mixed = []
@@ -397,6 +413,16 @@ def replay(saved: SavedMixing, variant: Variant) -> tuple[list[list[np.ndarray]]
             weights = [accumulate_rescale(w, cfg.gossip_peers) for w in weights]
         history.append([b.copy() for b in beliefs])
     return history, float(np.mean(sizes)) if sizes else 0.0
+
+
+def as_distribution(wanted: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """`wanted` (a belief plus the sender's residual) made a distribution per row to encode:
+    negative entries cut to 0 and each row renormalised; a row left with no mass is the
+    belief itself (`fallback`)."""
+    clipped = np.clip(wanted, 0.0, None)
+    total = clipped.sum(axis=1, keepdims=True)
+    out = np.where(total > 0, clipped / np.where(total > 0, total, 1.0), fallback)
+    return out.astype(fallback.dtype)
 
 
 def own_variant(saved: SavedMixing) -> Variant:
@@ -435,6 +461,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--topk", type=int, default=2, help="k of --codec topk")
     parser.add_argument("--fill-own", action="store_true",
                         help="also replay hard4p1 with the rest filled like the receiver's belief")
+    parser.add_argument("--error-feedback", action="store_true",
+                        help="also replay each lossy codec with error feedback: a sender "
+                             "encodes its belief plus what its earlier payloads failed to carry")
     parser.add_argument("--exact-weights", action="store_true",
                         help="also replay each lossy codec with exact weights (not the "
                              "arithmetic-coded candidates: their decode is their twin's)")
@@ -447,6 +476,8 @@ def main(argv: list[str] | None = None) -> None:
         # an -ac candidate decodes as its packed twin: with exact weights it is that twin's row
         if args.exact_weights and codec != "float32" and not codec.endswith(AC_SUFFIX):
             variants.append(Variant(codec, exact_weights=True, topk=args.topk))
+        if args.error_feedback and codec != "float32":
+            variants.append(Variant(codec, topk=args.topk, error_feedback=True))
     from flower_gd.tables import paired_text
 
     # per run group (a run's name without its seed) and variant: last round's accuracy by seed

@@ -73,6 +73,29 @@ def test_another_codec_changes_the_beliefs_and_float32_sends_more(finished_run):
     assert max(np.abs(a - b).max() for a, b in zip(weights_only[-1], lossy[-1], strict=True)) > 0
 
 
+def test_error_feedback_changes_only_what_a_lossy_codec_sends(runs):
+    """A lossless codec leaves no residual (the replay is the plain one, bit for bit); a
+    lossy one's residual changes what is sent from the second payload on."""
+    twin = gr.load(runs["float32"])
+    plain, _ = gr.replay(twin, gr.Variant(codec="float32"))
+    fed, _ = gr.replay(twin, gr.Variant(codec="float32", error_feedback=True))
+    assert all(np.array_equal(a, b) for a, b in zip(plain[-1], fed[-1], strict=True))
+    lossy, _ = gr.replay(twin, gr.Variant(codec="hard4p1"))
+    lossy_fed, _ = gr.replay(twin, gr.Variant(codec="hard4p1", error_feedback=True))
+    assert all(np.array_equal(a, b) for a, b in zip(lossy[0], lossy_fed[0], strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(lossy[-1], lossy_fed[-1], strict=True))
+    assert all(np.allclose(b.sum(axis=1), 1.0) for b in lossy_fed[-1])
+    assert gr.Variant(codec="hard4p1", error_feedback=True).name == "hard4p1 error-feedback"
+
+
+def test_a_residual_is_sent_as_a_distribution_by_hand():
+    belief = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]], dtype=np.float32)
+    wanted = np.array([[0.9, 0.3, -0.2], [-0.1, -0.2, -0.1]])  # row 2: no mass left
+    out = gr.as_distribution(wanted, belief)
+    assert out.dtype == np.float32
+    assert np.allclose(out[0], [0.75, 0.25, 0.0]) and np.array_equal(out[1], belief[1])
+
+
 def test_fill_own_spreads_the_rest_like_the_receivers_belief_by_hand():
     decoded = np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]])
     own = np.array([[0.5, 0.3, 0.0, 0.2], [0.0, 1.0, 0.0, 0.0]])
