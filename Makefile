@@ -68,7 +68,8 @@ BENCH := app.dataset=fashion-mnist app.common-limit=6000 app.test-limit=5000 \
   app.output-dir=$(BENCH_DIR) app.seed=$(SEEDS)
 PARTITIONS := app.partition-scheme=iid,niid1,niid2,niid3,niid4
 SELECTION = $(BENCH_DIR)/selection.json
-chosen = $(shell $(PY) -m flower_gd.select $(BENCH_DIR) --overrides $(1))
+# (a missing choice stops make: an empty one would run a new candidate at the defaults)
+chosen = $(shell $(PY) -m flower_gd.select $(BENCH_DIR) --overrides $(1))$(if $(filter-out 0,$(.SHELLSTATUS)),$(error no choice of $(1) in $(BENCH_DIR)/selection.json: run make bench-study first))
 # (the study's two stages make peers and epochs part of the choice: `chosen` names them)
 GA_CHOSEN = app.method=gossip-adaptive $(call chosen,gossip-adaptive)
 DLAD_CHOSEN = app.method=dlad $(call chosen,dlad)
@@ -162,17 +163,17 @@ bench-codecs: $(STAMP) fashion-mnist $(SELECTION)
 # The codec screen (no training, a few minutes): gossip-adaptive's belief mixing in the bench's
 # float32 cells at the default setting (every partition and seed made), replayed under hard4,
 # hard4p1 and the candidates of strategies/gossip_replay.py; needs those runs' nodes/ (local).
-REPLAY_RUNS = $(sort $(wildcard results/bench/gossip-adaptive_fashion-mnist_*_cnn_common-limit=6000_test-limit=5000_s[0-9]))
+REPLAY_RUNS = $(sort $(wildcard $(BENCH_DIR)/gossip-adaptive_fashion-mnist_*_cnn_common-limit=6000_test-limit=5000_s[0-9]))
 # and niid3's five seeds of the chosen float32 cell (`make bench-codec-seeds`)
 REPLAY_SEEDS = $(sort $(wildcard results/codec-seeds/gossip-adaptive_fashion-mnist_niid3_cnn_common-limit=6000_*test-limit=5000_s[0-9]))
 bench-replay: $(STAMP)
 	$(PY) -m strategies.gossip_replay $(REPLAY_RUNS) --codec float32 --codec hard4 \
 	  --codec hard4p1 --codec hard4p2 --codec hard4p1r --codec hard4p2r --codec hard4p2r1 \
 	  --codec hard4p1-ac --codec hard4p2r1-ac --fill-own \
-	  --exact-weights > results/bench/replay.txt
+	  --exact-weights > $(BENCH_DIR)/replay.txt
 	$(PY) -m strategies.gossip_replay $(REPLAY_SEEDS) --codec float32 --codec hard4p1 \
 	  --codec hard4p2r1 --codec hard4p2r1-ac > results/codec-seeds/replay.txt
-	tail -n 15 results/bench/replay.txt
+	tail -n 15 $(BENCH_DIR)/replay.txt
 	tail -n 6 results/codec-seeds/replay.txt
 
 # The codec goal's hardest partition over five seeds: gossip-adaptive at its chosen setting
@@ -184,7 +185,7 @@ bench-codec-seeds: $(STAMP) fashion-mnist $(SELECTION)
 	mkdir -p results/codec-seeds
 	for s in 0 1 2; do for c in "" codec=hard4p1 codec=hard4p2r1-ac; do \
 	  n=$$(printf '%s\n' $$c common-limit=6000 test-limit=5000 $(GA_KEYS) | sort | paste -sd_ -); \
-	  d=results/bench/gossip-adaptive_fashion-mnist_niid3_cnn_$${n}_s$$s; \
+	  d=$(BENCH_DIR)/gossip-adaptive_fashion-mnist_niid3_cnn_$${n}_s$$s; \
 	  if test -e $$d && ! test -e results/codec-seeds/$${d##*/}; then cp -r $$d results/codec-seeds/; fi; \
 	done; done
 	$(PY) -m flower_gd -m $(GA_CHOSEN) app.codec=float32,hard4p1,hard4p2r1-ac app.partition-scheme=niid3 \
@@ -207,7 +208,7 @@ bench-byzantine: $(STAMP) fashion-mnist $(SELECTION)
 	$(PY) -m flower_gd -m app.method=gossip app.byzantine-nodes=3 app.partition-scheme=iid $(BENCH)
 	$(PY) -m flower_gd -m $(DLAD_CHOSEN) app.byzantine-nodes=3 app.partition-scheme=iid $(BENCH)
 	$(PY) -m flower_gd -m $(FEDAVG_CHOSEN) app.byzantine-nodes=3 app.partition-scheme=iid $(BENCH)
-	$(PY) -m flower_gd.report results/bench
+	$(MAKE) figures-bench
 
 # Small private sets: do the defaults leave nodes at chance? `local` (every gossip and DLAD
 # node's local phase) and FedAvg on digits (about 26 private images per node) and on
@@ -319,6 +320,8 @@ fmnist-gossip: $(STAMP) fashion-mnist
 # are always measured anew.
 reproduce: demo bench-faults bench bench-codec-seeds bench-byzantine fleets fmnist-gossip \
   bench-stall bench-meter deploy-demo bench-speed bench-speed-fmnist bench-speed-scale
+	$(MAKE) figures-bench
+.NOTPARALLEL: reproduce
 
 # Tables and figures from the saved runs alone (no run is re-executed).
 figures-demo: $(STAMP)
@@ -326,8 +329,8 @@ figures-demo: $(STAMP)
 	$(PY) -m flower_gd.plots all results/demo --out figures/demo
 
 figures-bench: $(STAMP)
-	$(PY) -m flower_gd.report results/bench
-	$(PY) -m flower_gd.plots all results/bench --out figures/bench
+	$(PY) -m flower_gd.report $(BENCH_DIR)
+	$(PY) -m flower_gd.plots all $(BENCH_DIR) --out figures/bench
 
 clean:
 	rm -rf results/demo figures/demo

@@ -146,8 +146,8 @@ def write_report(root: Path, with_models: bool = True, include_stale: bool = Fal
             for m, sel in selection.items())
         parts.append("## Each method at its setting chosen on validation\n\n"
                      "Chosen by mean final median validation accuracy over the (partition, "
-                     "seed) cells most candidates were run on (`flower_gd/select.py`, "
-                     "`selection.md`):\n\n" + said_chosen
+                     "seed) cells of the contest: every cell on a seed at least two "
+                     "candidates ran (`flower_gd/select.py`, `selection.md`):\n\n" + said_chosen
                      + "\n\nTest accuracy of the chosen settings, every seed run (seeds "
                      "added for a chosen setting alone count here, not in the choice):\n\n"
                      + markdown(*accuracy_table(compared, hide)))

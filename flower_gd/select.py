@@ -7,9 +7,10 @@ Usage::
 
 Every setting of a method measured under RESULTS_DIR (a label: the method and its keys off
 the defaults) is scored by its mean final median *validation* accuracy over every partition
-and seed most candidates were run with (`study_cells`); only settings measured on all of
-those cells compete, so no setting wins by skipping a hard partition, and seeds added later
-for the chosen setting alone widen the comparison tables, not the choice. The winner's
+and seed of the contest (`study_cells`: every cell on a seed at least two candidates ran);
+only settings measured on all of those cells compete, so no setting wins by skipping a hard
+partition, and seeds added later for the chosen setting alone widen the comparison tables,
+not the choice. The winner's
 test accuracy is reported beside it, never used. Runs made by other code do not count, nor
 runs that train on the common set's true labels (`label-source=ground-truth`, a leak), nor
 runs under a condition the method is measured in rather than tuned by (CONDITION_KEYS: a
@@ -109,17 +110,18 @@ def _mixed(of_method: dict[str, list[SavedRun]]) -> dict[str, dict[str, list[str
 
 def study_cells(cells: list[set[tuple[str, int]]]) -> set[tuple[str, int]]:
     """The (partition, seed) cells the candidates compete on, given each candidate's cells:
-    those more than half of the candidates measured, so that seeds added later for the
-    chosen setting alone (`make bench-cells SEEDS=3,4`) neither join the choice nor make the
-    other candidates incomplete, and a candidate run on fewer cells than most does not
-    shrink the contest. Where no cell has a majority (say two candidates on disjoint
-    cells), the most complete candidate's cells."""
-    count: dict[tuple[str, int], int] = defaultdict(int)
+    every cell any candidate ran on a seed at least two candidates ran (with one candidate,
+    all of its cells). So a candidate that skipped a partition, or a seed the others ran, is
+    incomplete and cannot win, while seeds added later for the chosen setting alone (`make
+    bench-cells SEEDS=3,4`) neither join the choice nor make the other candidates
+    incomplete. Adding seeds for two or more settings adds them to the contest."""
+    if len(cells) == 1:
+        return set(cells[0])
+    count: dict[int, int] = defaultdict(int)
     for mine in cells:
-        for cell in mine:
-            count[cell] += 1
-    held = {cell for cell, n in count.items() if 2 * n > len(cells)}
-    return held or max(cells, key=len)
+        for seed in {s for _, s in mine}:
+            count[seed] += 1
+    return {(p, s) for mine in cells for p, s in mine if count[s] >= 2}
 
 
 def select(runs: list[SavedRun]) -> dict[str, Any]:
@@ -136,6 +138,13 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
         labels: dict[str, list[SavedRun]] = defaultdict(list)
         for run in mine:
             labels[run.label(shared)].append(run)
+        for group in labels.values():
+            seen: dict[tuple[str, int], SavedRun] = {}
+            for run in group:
+                if (run.partition, run.seed) in seen:
+                    raise ValueError(f"{run.path} repeats a cell and seed another run already "
+                                     "fills: move one of them out of the results directory")
+                seen[(run.partition, run.seed)] = run
         # every key some candidate varies, with each candidate's value of it (a default
         # included): the choice stays what it was if a default changes later
         varied = sorted({k for group in labels.values() for k in group[0].settings
@@ -143,9 +152,10 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
         cells = {label: {(r.partition, r.seed) for r in group} for label, group in labels.items()}
         on_cells = study_cells(list(cells.values()))
         if not any(mine >= on_cells for mine in cells.values()):
-            # no candidate ran every cell most candidates ran (say three on two seeds of three
-            # each): the most complete candidate's cells, which it alone holds in full
-            on_cells = max(cells.values(), key=len)
+            # no candidate ran every cell of the contest (say three on two seeds of three
+            # each): the most complete candidate's cells, which it alone holds in full (the
+            # first in label order among equals); `selection.md` lists every candidate's cells
+            on_cells = cells[max(sorted(cells), key=lambda label: len(cells[label]))]
         candidates: list[dict[str, Any]] = []
         for label, group in sorted(labels.items()):
             inside = [r for r in group if (r.partition, r.seed) in on_cells]

@@ -8,6 +8,7 @@ table that varies one group of keys (codecs, attacks, faults) compares runs equa
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import statistics
 from collections import defaultdict
@@ -32,6 +33,11 @@ from flower_gd.results import SUMMARY
 PARTITION_ORDER = ["iid", "niid1", "niid2", "niid3", "niid4"]
 ROBUST_KEYS = ("robust-mix", "clip-radius")
 Table = tuple[list[str], list[list[str]]]
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return load_defaults()
 
 
 # What defines the experiment a run belongs to (the dataset, the fleet, the splits' sizes, the
@@ -73,7 +79,8 @@ class SavedRun:
     def experiment(self) -> tuple[Any, ...]:
         """The run's EXPERIMENT_KEYS values beyond dataset, model and partition (which tables
         key on already; the partition names a Dirichlet partition's alpha)."""
-        return tuple(self.config.get(k) for k in EXPERIMENT_KEYS
+        defaults = _defaults()  # a key a saved config lacks is its default, as in `settings`
+        return tuple(self.config.get(k, defaults.get(k)) for k in EXPERIMENT_KEYS
                      if k not in ("dataset", "model", "dirichlet-alpha"))
 
     @property

@@ -63,3 +63,13 @@ def test_bench_cells_run_each_method_at_its_choice_on_the_seeds_asked(tmp_path):
                            "app.method=local,gossip", "app.method=central"]
     assert all("app.seed=3,4" in line for line in lines[:8])
     assert "app.lr=0.02" in lines[2]
+
+
+def test_a_missing_choice_stops_make_instead_of_running_the_defaults(tmp_path):
+    (tmp_path / "selection.json").write_text(json.dumps({"gossip-adaptive": {"settings": {}}}))
+    out = subprocess.run(["make", "-n", "--no-print-directory", "bench-study-temperature-run",
+                          f"PY={sys.executable}", "STAMP=", f"BENCH_DIR={tmp_path}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "no choice of dlad" in out.stderr and "make bench-study" in out.stderr
+    assert "app.method=dlad" not in out.stdout

@@ -494,7 +494,7 @@ def test_cells_never_mix_experiments_models_or_repeated_seeds(tmp_path):
 
 def test_seeds_added_for_the_chosen_setting_widen_the_tables_not_the_choice(tmp_path):
     """`make bench-cells SEEDS=3,4` runs only the chosen setting on new seeds: the contest
-    stays on the cells most candidates measured (the other candidates stay complete, the
+    stays on the seeds at least two candidates ran (the other candidates stay complete, the
     choice and its validation score do not move), while the comparison table averages
     every seed of the chosen setting."""
     from flower_gd.select import select, study_cells
@@ -523,8 +523,9 @@ def test_seeds_added_for_the_chosen_setting_widen_the_tables_not_the_choice(tmp_
     text = write_report(tmp_path, with_models=False)
     chosen = text.split("## Each method at its setting chosen on validation")[1]
     assert "| digits | cnn | dlad | 0.7800 ± 0.1360 (5) |" in chosen  # 0.7 x 3, 0.9 x 2
-    # no cell with a majority: the most complete candidate's cells, as before
-    assert study_cells([{("iid", 0)}, {("iid", 1), ("iid", 2)}]) == {("iid", 1), ("iid", 2)}
+    # no seed two candidates share: no contest (`select` then takes the most complete
+    # candidate's cells)
+    assert study_cells([{("iid", 0)}, {("iid", 1), ("iid", 2)}]) == set()
 
 
 def test_uneven_candidates_still_give_a_choice(tmp_path):
@@ -545,8 +546,20 @@ def test_uneven_candidates_still_give_a_choice(tmp_path):
         _saved_run(tmp_path / "b", "dlad", "niid1", seed, [0.5, 0.8], 50_000, "scores", lr=0.01)
     _set_val(tmp_path / "b", 0.6)
     sel = select(load_runs(tmp_path / "b"))["dlad"]
-    assert sel["on"] == ["iid/s0", "iid/s1", "iid/s2"]
-    assert all(list(c["val-per-partition"]) == ["iid"] for c in sel["candidates"])
+    # lr 0.02 skipped a partition another candidate ran: it cannot win
+    assert len(sel["on"]) == 6 and sel["chosen"] == "dlad lr=0.01"
+    assert [c["complete"] for c in sel["candidates"]
+            if c["label"] == "dlad lr=0.02"] == [False]
+    # two full candidates and three run on one cell only (a screen): the contest keeps
+    # every seed two candidates ran, the screens are incomplete
+    for lr in (0.03, 0.04, 0.06):
+        _saved_run(tmp_path / "b", "dlad", "iid", 0, [0.5, 0.8], 50_000, "scores", lr=lr)
+    for seed in (0, 1, 2):
+        _saved_run(tmp_path / "b", "dlad", "niid1", seed, [0.5, 0.8], 50_000, "scores",
+                   lr=0.02)
+    _set_val(tmp_path / "b", 0.99)  # the screens: best on validation, on one cell
+    sel = select(load_runs(tmp_path / "b"))["dlad"]
+    assert len(sel["on"]) == 6 and sel["chosen"] in ("dlad lr=0.01", "dlad lr=0.02")
 
 
 def test_the_report_compares_each_method_at_its_setting_chosen_on_validation(tmp_path):
