@@ -12,12 +12,32 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+# Stands in for `python -m flower_gd.select DIR --overrides METHOD` (whose output
+# tests/test_reporting.py checks): prints the method's settings from DIR/selection.json as
+# overrides, or fails as the real one does when there is none; a real interpreter start per
+# `chosen` would cost seconds each.
+SELECT_STUB = """
+import json, sys
+args = sys.argv[1:]
+root, method = args[args.index("flower_gd.select") + 1], args[args.index("--overrides") + 1]
+sel = json.load(open(root + "/selection.json"))
+if method not in sel:
+    sys.exit(f"no selection for method {method!r}")
+print(" ".join(f"app.{k}={v}" for k, v in sorted(sel[method]["settings"].items())))
+"""
+
+
+def _make(target: str, bench_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    stub = bench_dir / "select_stub.py"
+    stub.write_text(SELECT_STUB)
+    return subprocess.run(["make", "-n", "--no-print-directory", target,
+                           f"PY={sys.executable} {stub}", "STAMP=", f"BENCH_DIR={bench_dir}",
+                           *extra], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def _commands(target: str, bench_dir: Path) -> list[str]:
-    out = subprocess.run(["make", "-n", "--no-print-directory", target, f"PY={sys.executable}",
-                          "STAMP=", f"BENCH_DIR={bench_dir}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    out = _make(target, bench_dir)
+    assert out.returncode == 0, out.stderr
     text = out.stdout.replace("\\\n", " ")
     return [" ".join(line.split()) for line in text.splitlines() if "-m flower_gd -m" in line]
 
@@ -51,10 +71,8 @@ def test_bench_cells_run_each_method_at_its_choice_on_the_seeds_asked(tmp_path):
         m: {"settings": {}} for m in ("gossip-adaptive", "dlad", "fedmd", "ds-fl",
                                       "dist-distill", "fedavg")} | {
         "fedavg": {"settings": {"lr": 0.02}}}))
-    out = subprocess.run(["make", "-n", "--no-print-directory", "bench-cells",
-                          f"PY={sys.executable}", "STAMP=", f"BENCH_DIR={tmp_path}",
-                          "SEEDS=3,4"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         check=True)
+    out = _make("bench-cells", tmp_path, "SEEDS=3,4")
+    assert out.returncode == 0, out.stderr
     lines = [" ".join(line.split()) for line in out.stdout.splitlines()
              if "-m flower_gd -m" in line]
     methods = [next(w for w in line.split() if w.startswith("app.method=")) for line in lines]
@@ -67,9 +85,7 @@ def test_bench_cells_run_each_method_at_its_choice_on_the_seeds_asked(tmp_path):
 
 def test_a_missing_choice_stops_make_instead_of_running_the_defaults(tmp_path):
     (tmp_path / "selection.json").write_text(json.dumps({"gossip-adaptive": {"settings": {}}}))
-    out = subprocess.run(["make", "-n", "--no-print-directory", "bench-study-temperature-run",
-                          f"PY={sys.executable}", "STAMP=", f"BENCH_DIR={tmp_path}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = _make("bench-study-temperature-run", tmp_path)
     assert out.returncode != 0
     assert "no choice of dlad" in out.stderr and "make bench-study" in out.stderr
     assert "app.method=dlad" not in out.stdout
