@@ -45,6 +45,7 @@ from flower_gd.tables import (
     format_interval,
     load_runs,
     markdown,
+    one_per_seed,
     ordered,
     shared_settings,
 )
@@ -141,10 +142,7 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
         for group in labels.values():
             seen: dict[tuple[str, int], SavedRun] = {}
             for run in group:
-                if (run.partition, run.seed) in seen:
-                    raise ValueError(f"{run.path} repeats a cell and seed another run already "
-                                     "fills: move one of them out of the results directory")
-                seen[(run.partition, run.seed)] = run
+                one_per_seed(seen, run, run, key=(run.partition, run.seed))
         # every key some candidate varies, with each candidate's value of it (a default
         # included): the choice stays what it was if a default changes later
         varied = sorted({k for group in labels.values() for k in group[0].settings

@@ -278,7 +278,7 @@ def accuracy_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -
     hide = _hidden(runs, shared)
     by_seed: dict[tuple[str, str, str, str], dict[int, SavedRun]] = defaultdict(dict)
     for run in runs:
-        _one_per_seed(by_seed[(run.dataset, run.model, run.label(hide), run.partition)], run, run)
+        one_per_seed(by_seed[(run.dataset, run.model, run.label(hide), run.partition)], run, run)
     cells = {k: list(v.values()) for k, v in by_seed.items()}
     partitions = ordered({k[3] for k in cells}, PARTITION_ORDER)
     header = ["dataset", "model", "method", *partitions]
@@ -308,11 +308,9 @@ def paired_table(runs: list[SavedRun], reference: str,
     by: dict[tuple[str, str, str, str], dict[tuple[tuple[Any, ...], int], SavedRun]] = \
         defaultdict(dict)
     for run in runs:
-        cell = by[(run.dataset, run.model, run.label(hide), run.partition)]
-        if (run.experiment, run.seed) in cell:
-            raise ValueError(f"{run.path} repeats a cell and seed another run already fills: "
-                             "move one of them out of the results directory")
-        cell[(run.experiment, run.seed)] = run  # paired only within one experiment
+        # paired only within one experiment
+        one_per_seed(by[(run.dataset, run.model, run.label(hide), run.partition)], run, run,
+                     key=(run.experiment, run.seed))
     partitions = ordered({k[3] for k in by}, PARTITION_ORDER)
     header = ["dataset", "model", f"method - {reference} (points)", *partitions]
     body = []
@@ -414,7 +412,7 @@ def codec_cells(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> l
     for run in runs:
         if run.bytes["payload-per-exchange"] > 0:
             key = (run.dataset, run.model, run.label(hide), run.partition, run.experiment)
-            _one_per_seed(groups[key][codec_of(run)], run, run)
+            one_per_seed(groups[key][codec_of(run)], run, run)
     default = str(load_defaults()["codec"])
     groups = {k: v for k, v in groups.items() if default in v and len(v) > 1}
     models = defaultdict(set)  # a dataset shown with several models names each cell's model
@@ -466,13 +464,15 @@ def codec_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> T
     return header, body
 
 
-def _one_per_seed(cell: dict[int, Any], run: SavedRun, value: Any) -> None:
-    """Put `value` under the run's seed; a second run of the same cell and seed (a copy, or
-    runs that differ only in settings the table does not show) is an error, not a mean."""
-    if run.seed in cell:
+def one_per_seed(cell: dict[Any, Any], run: SavedRun, value: Any, key: Any = None) -> None:
+    """Put `value` under `key` (the run's seed unless given: a key that holds the seed); a
+    second run of the same cell and seed (a copy, or runs that differ only in settings the
+    table does not show) is an error, not a mean."""
+    key = run.seed if key is None else key
+    if key in cell:
         raise ValueError(f"{run.path} repeats a cell and seed another run already fills: "
                          "move one of them out of the results directory")
-    cell[run.seed] = value
+    cell[key] = value
 
 
 def _group_key(k: tuple[str, str, str, str]) -> tuple[str, str, int, str, tuple[int, str]]:
@@ -514,7 +514,7 @@ def byzantine_lines(runs: list[SavedRun], shared: dict[str, Any] | None = None
         own = ([str(run.config["byzantine-attack"])] if run.attackers
                else sorted(attacks[group(run)[:3]]))
         for attack in own:  # a run without attackers is the 0 of every attack run beside it
-            _one_per_seed(cells[(*group(run), attack)][run.attackers], run, run.final_median)
+            one_per_seed(cells[(*group(run), attack)][run.attackers], run, run.final_median)
     keys = sorted(cells, key=lambda k: (*_group_key(k[:4]), k[4]))
     return [ByzantineLine(*k, {n: dict(v) for n, v in cells[k].items()}) for k in keys]
 
@@ -561,7 +561,7 @@ def fault_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> T
             continue
         fault = " ".join(format_setting(k, v) for k, v in run.settings.items()
                          if k in FAULT_KEYS) or "none"
-        _one_per_seed(cells[group(run)][fault], run, run)
+        one_per_seed(cells[group(run)][fault], run, run)
     header = ["dataset", "model", "partition", "method", "faults", "final median acc.",
               "vs no faults (points, paired)", "alive at end", "failed pulls",
               "lost messages", "wire (MiB)"]
@@ -598,7 +598,7 @@ def model_family_table(runs: list[SavedRun], shared: dict[str, Any] | None = Non
     fleets: dict[tuple[str, str, str, str], dict[int, SavedRun]] = defaultdict(dict)
     for run in (r for r in runs if "," in r.model):
         key = (run.dataset, run.model.replace(",", "+"), run.partition, run.label(hide))
-        _one_per_seed(fleets[key], run, run)
+        one_per_seed(fleets[key], run, run)
     body = []
     for key in sorted(fleets, key=_group_key):
         by_family: dict[str, list[list[float]]] = defaultdict(list)  # family -> per seed
@@ -637,7 +637,7 @@ def assist_table(runs: list[SavedRun], shared: dict[str, Any] | None = None) -> 
     for run in (r for r in runs if "," in r.model):
         assist = str(run.config.get("gossip-assist", "none"))
         key = (run.dataset, run.model.replace(",", "+"), run.partition, run.label(hide))
-        _one_per_seed(cells[key][assist], run, run)
+        one_per_seed(cells[key][assist], run, run)
     header = ["dataset", "fleet", "partition", "method", "assist", "family",
               "assist - none (points, paired)"]
     body = []
