@@ -158,7 +158,11 @@ def write_report(root: Path, with_models: bool = True, include_stale: bool = Fal
             parts.append(f"## Paired differences against {name} (points of final median "
                          "accuracy, same seeds{})\n\n".format(
                              ", each method at its chosen setting" if tuned else "")
-                         + markdown(header, body))
+                         + markdown(header, body)
+                         + ("\n\n‡: on some seed the two runs ran on different machines "
+                            "(each computed its own local phase), so the pair shares the "
+                            "split, not bit-identical local models."
+                            if any("‡" in c for line in body for c in line) else ""))
     parts.append("## Bytes per exchange against the model (Tables II/IV analogue)\n\n"
                  + markdown(*bytes_table(runs, shared)))
     optional = [  # each only when some run fills it

@@ -111,6 +111,12 @@ class SavedRun:
         return str(self.summary["dataset"])
 
     @property
+    def machine(self) -> str | None:
+        """The CPU the run ran on (model and flags digest), None where it was not recorded."""
+        m = self.summary.get("machine") or {}
+        return f"{m['cpu']}/{m.get('cpu-flags', '?')}" if m else None
+
+    @property
     def final_median(self) -> float:
         return float(self.summary["final"]["median"])
 
@@ -303,7 +309,10 @@ def paired_table(runs: list[SavedRun], reference: str,
     """Each method minus `reference` (a label, e.g. ``dlad``) in final median accuracy,
     paired by seed (the same seed gives the same split and the same local models), in
     percentage points: ``mean ± h (n)``, h the 95% t-interval's half-width over the paired
-    differences; ``n.d.`` (not distinguishable) where the interval spans 0."""
+    differences; ``n.d.`` (not distinguishable) where the interval spans 0. A ``‡`` marks a
+    cell where a seed's two runs ran on different CPUs (or one did not record its own): a
+    local phase computed on each machine differs in its last bits and, through training, by
+    more, so such a pair shares its split but not bit-identical local models."""
     hide = _hidden(runs, shared)
     by: dict[tuple[str, str, str, str], dict[tuple[tuple[Any, ...], int], SavedRun]] = \
         defaultdict(dict)
@@ -326,6 +335,8 @@ def paired_table(runs: list[SavedRun], reference: str,
                     line.append("")
                     continue
                 mark = " †" if any(mine[s].stale or ref[s].stale for s in seeds) else ""
+                if any(mine[s].machine != ref[s].machine for s in seeds):
+                    mark += " ‡"  # the pair's two runs computed on different CPUs
                 line.append(paired_text([mine[s].final_median - ref[s].final_median
                                          for s in seeds]) + mark)
             if any(line[3:]):

@@ -393,6 +393,18 @@ def test_paired_differences_pair_by_seed_and_say_when_not_distinguishable(tmp_pa
     # diffs 20, 19, 15 points: mean 18, sd 2.6458, t(2) = 4.303
     assert fed[3] == f"+18.00 ± {4.303 * 7 ** 0.5 / 3 ** 0.5:.2f} (3)"
     assert fed[4].endswith("(3) n.d.")  # seed 7 has no gossip run: three pairs, not four
+    assert "‡" not in fed[3] + fed[4]  # every pair ran on this machine
+
+    # one seed's fedavg run made on another CPU: its pair is marked, the other cell is not
+    (moved,) = [d for d in tmp_path.iterdir() if d.name.startswith("fedavg_iid") and
+                d.name.endswith("_s1")]
+    summary = json.loads((moved / "summary.json").read_text())
+    summary["machine"] = {**summary["machine"], "cpu-flags": "other"}
+    (moved / "summary.json").write_text(json.dumps(summary))
+    (fed,) = paired_table(load_runs(tmp_path), "gossip")[1]
+    assert fed[3].endswith(" ‡") and "‡" not in fed[4]
+    assert "‡: on some seed the two runs ran on different machines" in write_report(
+        tmp_path, with_models=False)
 
 
 def test_a_run_made_by_other_code_is_left_out_of_the_tables_or_marked(results):
