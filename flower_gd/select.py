@@ -32,7 +32,7 @@ import argparse
 import json
 import statistics
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,9 @@ def select(runs: list[SavedRun]) -> dict[str, Any]:
                     _val(r) or 0.0 for r in inside if r.partition == p)
                     for p in ordered({r.partition for r in inside}, PARTITION_ORDER)},
                 "val": format_interval(vals) if vals else "none of the contest's cells",
+                # which CPUs ran the contest's runs (runs of one machine share local phases)
+                "machines": dict(sorted(Counter(r.machine or "not recorded"
+                                                for r in inside).items())),
             })
         eligible = [c for c in candidates if c["complete"]]
         best = max(eligible, key=lambda c: c["val-mean"])
@@ -204,6 +207,10 @@ def overrides(selection: dict[str, Any], method: str) -> str:
     return " ".join(pairs)
 
 
+def _machines_text(machines: dict[str, int]) -> str:
+    return ", ".join(f"{m}: {n}" for m, n in machines.items()) or "none"
+
+
 def mixed_note(mixed: dict[str, dict[str, list[str]]]) -> str:
     """Markdown naming each method left unchosen because its runs span experiments."""
     if not mixed:
@@ -228,14 +235,20 @@ def write_selection(root: Path, selection: dict[str, Any] | None = None,
     parts = []
     for method, sel in selection.items():
         rows = [[c["label"], str(c["cells"]), c["val"], "yes" if c["complete"] else "no",
+                 _machines_text(c.get("machines", {})),
                  "**chosen**" if c["label"] == sel["chosen"] else ""]
                 for c in sel["candidates"]]
+        machines = {m for c in sel["candidates"] for m in c.get("machines", {})}
         parts.append(
             f"### {method}\n\nChosen: `{sel['chosen']}` by mean final median validation "
             f"accuracy over {len(sel['on'])} (partition, seed) cells; its test accuracy "
             f"over the same cells: {sel['test-of-chosen']}.\n\n"
             + markdown(["setting", "cells", "validation accuracy (mean ± 95% CI)",
-                        "on every cell", ""], rows))
+                        "on every cell", "ran on (CPU/flags: runs)", ""], rows)
+            + ("\n\nThe candidates ran on different machines: each machine computed its own "
+               "local phase, so a difference between candidates of different machines holds "
+               "the machines' float noise too; read the intervals." if len(machines) > 1
+               else ""))
     if mixed:
         parts.append(mixed_note(mixed))
     text = "\n\n".join(parts) + "\n"

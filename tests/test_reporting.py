@@ -462,7 +462,22 @@ def test_selection_reads_validation_never_test_and_needs_every_cell(tmp_path):
     assert overrides({"gossip-adaptive": sel}, "gossip-adaptive") == \
         "app.gossip-peers=3"
     select_main([str(tmp_path)])
-    assert (tmp_path / "selection.md").read_text().count("**chosen**") == 1
+    text = (tmp_path / "selection.md").read_text()
+    assert text.count("**chosen**") == 1 and "ran on different machines" not in text
+    here = load_runs(tmp_path)[0].machine
+    assert f"| {here}: 4 |" in text  # each candidate's CPU and its runs in the contest
+
+    # a candidate made on another CPU: the contest says its candidates crossed machines
+    for summary_path in tmp_path.glob("*gossip-peers3*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        summary["machine"] = {**summary["machine"], "cpu-flags": "other"}
+        summary_path.write_text(json.dumps(summary))
+    sel = select(load_runs(tmp_path))["gossip-adaptive"]
+    peers = next(c for c in sel["candidates"] if "gossip-peers" in c["label"])
+    assert list(peers["machines"].values()) == [4] and peers["machines"] != next(
+        c for c in sel["candidates"] if c["label"] == "gossip-adaptive")["machines"]
+    select_main([str(tmp_path)])
+    assert "ran on different machines" in (tmp_path / "selection.md").read_text()
 
 
 def test_t_quantiles_match_students_t_beyond_the_table():
